@@ -1,0 +1,185 @@
+//! The server side of delta compression: one [`BaselineTracker`] per client.
+//!
+//! Call order per client: [`BaselineTracker::on_ack`] for every acknowledgement the client
+//! sends (any order, any number of times), and [`BaselineTracker::encode`] once per snapshot
+//! with the client's current view. The tracker keeps a ring of the last `capacity` views it
+//! sent; a snapshot is encoded against the newest acknowledged view still in the ring, or as a
+//! full snapshot when there is none. Memory is bounded by `capacity` views. Views in the ring
+//! reuse their buffers, so a steady state allocates nothing but the outgoing body.
+
+use std::collections::VecDeque;
+
+use crate::bits::BitWriter;
+use crate::ids::{InputSeq, Tick};
+use crate::message::SnapshotMessage;
+use crate::quant::Quantizer;
+use crate::snapshot::{ViewEntry, encode_delta, view_checksum};
+
+/// Default number of sent snapshots remembered per client.
+pub const DEFAULT_RING: usize = 32;
+
+#[derive(Debug)]
+struct Sent {
+    tick: Tick,
+    view: Vec<ViewEntry>,
+}
+
+/// What [`BaselineTracker::on_ack`] made of an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The tick is now the baseline for the next snapshot.
+    Accepted,
+    /// Not newer than the current baseline (a duplicate or reordered ack): ignored.
+    Old,
+    /// A tick that is no longer in the ring: ignored; the next snapshot is full unless a
+    /// newer ack arrives.
+    Expired,
+    /// A tick this tracker never sent: the client is lying or broken.
+    NeverSent,
+}
+
+/// One encoded snapshot and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedSnapshot {
+    /// The message to frame and send.
+    pub message: SnapshotMessage,
+    /// Whether it is a full snapshot (no usable baseline).
+    pub full: bool,
+}
+
+/// Per-client ring of sent views and the acknowledged baseline.
+#[derive(Debug)]
+pub struct BaselineTracker {
+    quantizer: Quantizer,
+    capacity: usize,
+    ring: VecDeque<Sent>,
+    acked: Option<Tick>,
+    writer: BitWriter,
+}
+
+impl BaselineTracker {
+    /// A tracker remembering `capacity` (at least 1) sent snapshots.
+    pub fn new(quantizer: Quantizer, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            quantizer,
+            capacity,
+            ring: VecDeque::with_capacity(capacity),
+            acked: None,
+            writer: BitWriter::new(),
+        }
+    }
+
+    /// The newest acknowledged tick still usable as a baseline.
+    pub fn acked(&self) -> Option<Tick> {
+        self.acked
+            .filter(|t| self.ring.iter().any(|s| s.tick == *t))
+    }
+
+    /// Records that the client holds the snapshot of `tick`.
+    pub fn on_ack(&mut self, tick: Tick) -> AckOutcome {
+        if self.acked.is_some_and(|a| tick <= a) {
+            return AckOutcome::Old;
+        }
+        if self.ring.iter().any(|s| s.tick == tick) {
+            self.acked = Some(tick);
+            AckOutcome::Accepted
+        } else if self.ring.back().is_some_and(|s| tick < s.tick) {
+            AckOutcome::Expired
+        } else {
+            AckOutcome::NeverSent
+        }
+    }
+
+    /// Encodes `current` (id-sorted, ids unique) as the snapshot of `tick`, against the
+    /// acknowledged baseline if it is still in the ring, and remembers it.
+    /// `tick` must be later than every tick encoded before.
+    pub fn encode(
+        &mut self,
+        tick: Tick,
+        last_input: InputSeq,
+        current: &[ViewEntry],
+    ) -> EncodedSnapshot {
+        let baseline = self
+            .acked
+            .and_then(|a| self.ring.iter().find(|s| s.tick == a))
+            .filter(|s| s.tick < tick);
+        let (base_view, baseline_age) = match baseline {
+            Some(s) => (s.view.as_slice(), tick.0 - s.tick.0),
+            None => (&[][..], 0),
+        };
+        encode_delta(&self.quantizer, base_view, current, &mut self.writer);
+        let mut body = Vec::with_capacity(self.writer.bit_len().div_ceil(8));
+        self.writer.finish_into(&mut body);
+        let message = SnapshotMessage {
+            tick,
+            baseline_age,
+            last_input,
+            checksum: view_checksum(current),
+            body,
+        };
+
+        let mut slot = if self.ring.len() == self.capacity {
+            self.ring.pop_front().map(|s| s.view).unwrap_or_default()
+        } else {
+            Vec::with_capacity(current.len())
+        };
+        slot.clear();
+        slot.extend_from_slice(current);
+        self.ring.push_back(Sent { tick, view: slot });
+        EncodedSnapshot {
+            message,
+            full: baseline_age == 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::EntityId;
+    use crate::quant::{QuantizedState, WorldBounds};
+    use glam::Vec3;
+
+    fn tracker(cap: usize) -> BaselineTracker {
+        let q = Quantizer::new(WorldBounds {
+            min: Vec3::ZERO,
+            max: Vec3::splat(100.0),
+        })
+        .unwrap();
+        BaselineTracker::new(q, cap)
+    }
+
+    fn view(x: u32) -> Vec<ViewEntry> {
+        vec![(
+            EntityId(3),
+            QuantizedState {
+                pos: [x, 0, 0],
+                ..Default::default()
+            },
+        )]
+    }
+
+    #[test]
+    fn uses_newest_ack_and_falls_back_to_full() {
+        let mut t = tracker(4);
+        assert!(t.encode(Tick(1), InputSeq(0), &view(1)).full);
+        assert_eq!(t.on_ack(Tick(9)), AckOutcome::NeverSent);
+        assert!(t.encode(Tick(2), InputSeq(0), &view(2)).full);
+        assert_eq!(t.on_ack(Tick(1)), AckOutcome::Accepted);
+        assert_eq!(t.on_ack(Tick(1)), AckOutcome::Old);
+        let s = t.encode(Tick(3), InputSeq(0), &view(3));
+        assert!(!s.full);
+        assert_eq!(s.message.baseline_tick(), Some(Tick(1)));
+        assert_eq!(t.on_ack(Tick(2)), AckOutcome::Accepted);
+        assert_eq!(t.encode(Tick(4), InputSeq(0), &view(4)).message.baseline_age, 2);
+        // Ring of 4 now holds ticks 1..=4; two more push out 1 and 2, the acked one.
+        t.encode(Tick(5), InputSeq(0), &view(5));
+        t.encode(Tick(6), InputSeq(0), &view(6));
+        assert_eq!(t.acked(), None);
+        assert!(t.encode(Tick(7), InputSeq(0), &view(7)).full);
+        assert_eq!(t.on_ack(Tick(3)), AckOutcome::Expired);
+        assert_eq!(t.on_ack(Tick(7)), AckOutcome::Accepted);
+        assert!(!t.encode(Tick(8), InputSeq(0), &view(8)).full);
+    }
+}

@@ -1,0 +1,225 @@
+//! Bit-level writer and reader for snapshot bodies.
+//!
+//! Bit order is LSB-first: the stream's bit `i` is bit `i % 8` of byte `i / 8`, and a
+//! multi-bit value is written least significant bit first. The last byte is padded with
+//! zero bits. Integers of unknown size use order-0 Exp-Golomb codes ([`BitWriter::write_eg0`]).
+
+/// Longest Exp-Golomb prefix a reader accepts: enough for any `u32`.
+const MAX_EG0_PREFIX: u32 = 32;
+
+/// Why a bit stream could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BitError {
+    /// The stream ended in the middle of a value.
+    #[error("bit stream ended early")]
+    Eof,
+    /// An Exp-Golomb code longer than any `u32` needs.
+    #[error("Exp-Golomb code too long")]
+    CodeTooLong,
+}
+
+/// Appends bits to a byte buffer.
+#[derive(Debug, Default, Clone)]
+pub struct BitWriter {
+    buf: Vec<u8>,
+    acc: u64,
+    acc_bits: u32,
+}
+
+impl BitWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes the low `n` bits of `value` (`n` ≤ 32), least significant first.
+    pub fn write_bits(&mut self, value: u32, n: u32) {
+        debug_assert!(n <= 32);
+        if n == 0 {
+            return;
+        }
+        let masked = u64::from(value) & ((1u64 << n) - 1);
+        self.acc |= masked << self.acc_bits;
+        self.acc_bits += n;
+        while self.acc_bits >= 8 {
+            self.buf.push(self.acc as u8);
+            self.acc >>= 8;
+            self.acc_bits -= 8;
+        }
+    }
+
+    /// Writes one bit.
+    pub fn write_bit(&mut self, bit: bool) {
+        self.write_bits(u32::from(bit), 1);
+    }
+
+    /// Writes `value` as an order-0 Exp-Golomb code: with `m = value + 1` and
+    /// `k = floor(log2(m))`, `k` zero bits, a one bit, then the low `k` bits of `m`
+    /// (LSB-first). 0 → `1`, 1 → `01` + `0`, 2 → `01` + `1`, 3 → `001` + `00`, …
+    pub fn write_eg0(&mut self, value: u32) {
+        let m = u64::from(value) + 1;
+        let k = 63 - m.leading_zeros();
+        for _ in 0..k {
+            self.write_bits(0, 1);
+        }
+        self.write_bits(1, 1);
+        // k ≤ 32 because m ≤ 2^32; the top bit of m is implicit.
+        let rest = m & ((1u64 << k) - 1);
+        if k == 32 {
+            self.write_bits(rest as u32, 32);
+        } else {
+            self.write_bits(rest as u32, k);
+        }
+    }
+
+    /// Bits written so far.
+    pub fn bit_len(&self) -> usize {
+        self.buf.len() * 8 + self.acc_bits as usize
+    }
+
+    /// Flushes the partial byte (zero-padded) and returns the bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.flush();
+        self.buf
+    }
+
+    /// Flushes the partial byte and appends the bytes to `out`, leaving the writer empty and
+    /// its buffer's capacity ready for reuse.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) {
+        self.flush();
+        out.extend_from_slice(&self.buf);
+        self.buf.clear();
+    }
+
+    fn flush(&mut self) {
+        if self.acc_bits > 0 {
+            self.buf.push(self.acc as u8);
+            self.acc = 0;
+            self.acc_bits = 0;
+        }
+    }
+}
+
+/// Reads bits from a byte slice, in the order [`BitWriter`] wrote them.
+#[derive(Debug, Clone)]
+pub struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    /// A reader at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    /// Bits left to read (including trailing padding).
+    pub fn remaining(&self) -> usize {
+        self.bytes.len() * 8 - self.pos
+    }
+
+    /// Reads `n` bits (`n` ≤ 32), least significant first.
+    pub fn read_bits(&mut self, n: u32) -> Result<u32, BitError> {
+        debug_assert!(n <= 32);
+        if n as usize > self.remaining() {
+            return Err(BitError::Eof);
+        }
+        let mut value: u64 = 0;
+        let mut got = 0u32;
+        while got < n {
+            let byte = self.bytes[self.pos / 8];
+            let offset = (self.pos % 8) as u32;
+            let take = (8 - offset).min(n - got);
+            let bits = (u64::from(byte) >> offset) & ((1u64 << take) - 1);
+            value |= bits << got;
+            got += take;
+            self.pos += take as usize;
+        }
+        Ok(value as u32)
+    }
+
+    /// Reads one bit.
+    pub fn read_bit(&mut self) -> Result<bool, BitError> {
+        Ok(self.read_bits(1)? == 1)
+    }
+
+    /// Reads an order-0 Exp-Golomb code (see [`BitWriter::write_eg0`]).
+    pub fn read_eg0(&mut self) -> Result<u32, BitError> {
+        let mut k = 0u32;
+        while !self.read_bit()? {
+            k += 1;
+            if k > MAX_EG0_PREFIX {
+                return Err(BitError::CodeTooLong);
+            }
+        }
+        let rest = u64::from(self.read_bits(k)?);
+        let m = (1u64 << k) | rest;
+        u32::try_from(m - 1).map_err(|_| BitError::CodeTooLong)
+    }
+
+    /// Whether everything after the read position is zero padding within the last byte.
+    pub fn only_padding_left(&self) -> bool {
+        if self.remaining() >= 8 {
+            return false;
+        }
+        let mut probe = self.clone();
+        let left = probe.remaining() as u32;
+        matches!(probe.read_bits(left), Ok(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_roundtrip_and_order() {
+        let mut w = BitWriter::new();
+        w.write_bits(0b1, 1);
+        w.write_bits(0b10, 2);
+        w.write_bits(0xABCD, 16);
+        w.write_bits(u32::MAX, 32);
+        let bytes = w.finish();
+        // First byte: bit0 = 1, bits1-2 = 0b10, then low 5 bits of 0xABCD (0b01101).
+        assert_eq!(bytes[0], 0b0110_1101);
+        let mut r = BitReader::new(&bytes);
+        assert_eq!(r.read_bits(1), Ok(1));
+        assert_eq!(r.read_bits(2), Ok(2));
+        assert_eq!(r.read_bits(16), Ok(0xABCD));
+        assert_eq!(r.read_bits(32), Ok(u32::MAX));
+        assert!(r.only_padding_left());
+        assert_eq!(r.read_bits(8), Err(BitError::Eof));
+    }
+
+    #[test]
+    fn eg0_roundtrip() {
+        let values = [0u32, 1, 2, 3, 4, 7, 8, 255, 256, 65_535, u32::MAX - 1, u32::MAX];
+        let mut w = BitWriter::new();
+        for v in values {
+            w.write_eg0(v);
+        }
+        let bytes = w.finish();
+        let mut r = BitReader::new(&bytes);
+        for v in values {
+            assert_eq!(r.read_eg0(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn eg0_small_codes() {
+        let mut w = BitWriter::new();
+        w.write_eg0(0);
+        assert_eq!(w.bit_len(), 1);
+        w.write_eg0(2);
+        assert_eq!(w.bit_len(), 4);
+        // bits: 1 | 0 1 1  → 0b1101
+        assert_eq!(w.finish(), vec![0b1101]);
+    }
+
+    #[test]
+    fn eg0_rejects_overlong() {
+        let zeros = [0u8; 8];
+        assert_eq!(BitReader::new(&zeros).read_eg0(), Err(BitError::CodeTooLong));
+        assert_eq!(BitReader::new(&[0u8]).read_eg0(), Err(BitError::Eof));
+    }
+}

@@ -1,0 +1,37 @@
+//! Tickwire's sans-IO protocol core.
+//!
+//! Everything a Tickwire server, bot or native game client needs to speak the wire protocol,
+//! and nothing that touches a socket or a clock: time and ticks are always arguments. The
+//! byte-level specification lives in `PROTOCOL.md` next to this crate; the code here is its
+//! reference implementation and the tests keep the two in step.
+//!
+//! The layers, bottom up:
+//! - [`ids`]: newtypes for ticks, client ids, entity ids and input sequence numbers.
+//! - [`message`]: the messages both sides exchange, and the [`codec`] that frames them in
+//!   bincode's wire format (through `wincode`) with explicit size limits.
+//! - [`bits`]: the LSB-first bit writer and reader used by snapshot bodies.
+//! - [`quant`]: replicated entity state and its quantization against the world bounds.
+//! - [`snapshot`]: the delta codec and the view checksum.
+//! - [`baseline`]: the server side, one [`BaselineTracker`] per client.
+//! - [`receiver`]: the client side, [`SnapshotReceiver`].
+#![warn(missing_docs)]
+
+pub mod baseline;
+pub mod bits;
+pub mod codec;
+pub mod ids;
+pub mod message;
+pub mod quant;
+pub mod receiver;
+pub mod snapshot;
+
+pub use baseline::{BaselineTracker, EncodedSnapshot};
+pub use codec::{DecodeError, EncodeError};
+pub use ids::{ClientId, EntityId, InputSeq, Tick};
+pub use message::{ClientMessage, InputFrame, ServerMessage, SnapshotMessage, Welcome};
+pub use quant::{EntityState, QuantizedState, Quantizer, WorldBounds};
+pub use receiver::{ReceiveError, Received, SnapshotReceiver};
+pub use snapshot::{SnapshotError, ViewEntry, view_checksum};
+
+/// The protocol version this crate speaks. A server refuses a `Hello` with any other version.
+pub const PROTOCOL_VERSION: u16 = 1;
