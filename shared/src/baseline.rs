@@ -172,7 +172,12 @@ mod tests {
         assert!(!s.full);
         assert_eq!(s.message.baseline_tick(), Some(Tick(1)));
         assert_eq!(t.on_ack(Tick(2)), AckOutcome::Accepted);
-        assert_eq!(t.encode(Tick(4), InputSeq(0), &view(4)).message.baseline_age, 2);
+        assert_eq!(
+            t.encode(Tick(4), InputSeq(0), &view(4))
+                .message
+                .baseline_age,
+            2
+        );
         // Ring of 4 now holds ticks 1..=4; two more push out 1 and 2, the acked one.
         t.encode(Tick(5), InputSeq(0), &view(5));
         t.encode(Tick(6), InputSeq(0), &view(6));

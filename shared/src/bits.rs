@@ -193,7 +193,20 @@ mod tests {
 
     #[test]
     fn eg0_roundtrip() {
-        let values = [0u32, 1, 2, 3, 4, 7, 8, 255, 256, 65_535, u32::MAX - 1, u32::MAX];
+        let values = [
+            0u32,
+            1,
+            2,
+            3,
+            4,
+            7,
+            8,
+            255,
+            256,
+            65_535,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
         let mut w = BitWriter::new();
         for v in values {
             w.write_eg0(v);
@@ -219,7 +232,10 @@ mod tests {
     #[test]
     fn eg0_rejects_overlong() {
         let zeros = [0u8; 8];
-        assert_eq!(BitReader::new(&zeros).read_eg0(), Err(BitError::CodeTooLong));
+        assert_eq!(
+            BitReader::new(&zeros).read_eg0(),
+            Err(BitError::CodeTooLong)
+        );
         assert_eq!(BitReader::new(&[0u8]).read_eg0(), Err(BitError::Eof));
     }
 }

@@ -165,7 +165,13 @@ mod tests {
         encode_client(&ClientMessage::Ping { client_time: 65536 }, &mut buf).unwrap();
         assert_eq!(buf, [2, 252, 0, 0, 1, 0]);
         buf.clear();
-        encode_client(&ClientMessage::Ping { client_time: 1 << 32 }, &mut buf).unwrap();
+        encode_client(
+            &ClientMessage::Ping {
+                client_time: 1 << 32,
+            },
+            &mut buf,
+        )
+        .unwrap();
         assert_eq!(buf, [2, 253, 0, 0, 0, 0, 1, 0, 0, 0]);
     }
 
@@ -191,7 +197,10 @@ mod tests {
         ));
         // A Vec length prefix claiming 2^64-1 items must not allocate.
         let huge = [1u8, 0, 253, 255, 255, 255, 255, 255, 255, 255, 255];
-        assert!(matches!(decode_client(&huge), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode_client(&huge),
+            Err(DecodeError::Malformed(_))
+        ));
         // Trailing bytes.
         assert!(decode_client(&[3, 0]).is_err());
         assert!(decode_client(&[]).is_err());

@@ -1,7 +1,8 @@
 //! Newtypes for the numbers the protocol carries, so a tick can never be passed as an entity id.
 //!
-//! Wrap-around: none of these wrap. They are 32-bit counters that start at zero (ticks, ids)
-//! or one (input sequences) and only grow. At the highest tick rate the server accepts (240 Hz)
+//! Wrap-around: none of these wrap. They are 32-bit counters that only grow: ticks and input
+//! sequences start at one (zero means "none yet" in an acknowledgement or a snapshot's
+//! `last_input`), ids at zero. At the highest tick rate the server accepts (240 Hz)
 //! a tick counter lasts over 200 days; a server refuses to step a room past `u32::MAX` and a
 //! client whose input sequence would pass `u32::MAX` must reconnect. Entity ids are never
 //! reused within a room. Because nothing wraps, plain integer ordering is the protocol's
@@ -26,7 +27,7 @@ macro_rules! id_newtype {
 }
 
 id_newtype!(
-    /// A simulation tick number. Tick 0 is the first tick a room steps.
+    /// A simulation tick number. The first tick a room steps is 1; 0 means "none".
     Tick
 );
 id_newtype!(

@@ -194,8 +194,14 @@ mod tests {
     fn positions_clamp_and_roundtrip() {
         let q = arena();
         assert_eq!(q.pos_bits(), [17, 17, 0]);
-        assert_eq!(q.quantize_pos(Vec3::new(-5000.0, 5000.0, 3.0)), [0, 128_000, 0]);
-        assert_eq!(q.quantize_pos(Vec3::new(f32::NAN, f32::INFINITY, 0.0)), [0, 128_000, 0]);
+        assert_eq!(
+            q.quantize_pos(Vec3::new(-5000.0, 5000.0, 3.0)),
+            [0, 128_000, 0]
+        );
+        assert_eq!(
+            q.quantize_pos(Vec3::new(f32::NAN, f32::INFINITY, 0.0)),
+            [0, 128_000, 0]
+        );
         let p = Vec3::new(12.3456, -999.99, 0.0);
         let back = q.dequantize_pos(q.quantize_pos(p));
         assert!((back - p).abs().max_element() <= 0.5 / 64.0 + 1e-4);

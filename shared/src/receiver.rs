@@ -243,7 +243,10 @@ mod tests {
                 full: true
             })
         );
-        assert_eq!(client.receive(&s1), Ok(Received::Duplicate { tick: Tick(1) }));
+        assert_eq!(
+            client.receive(&s1),
+            Ok(Received::Duplicate { tick: Tick(1) })
+        );
         server.on_ack(client.ack_tick().unwrap());
         let s2 = server.encode(Tick(2), InputSeq(4), &view(2)).message;
         let s3 = server.encode(Tick(3), InputSeq(5), &view(3)).message;

@@ -312,7 +312,11 @@ enum Step<'a> {
     New(&'a ViewEntry),
 }
 
-fn merge_walk<'a>(baseline: &'a [ViewEntry], current: &'a [ViewEntry], mut f: impl FnMut(Step<'a>)) {
+fn merge_walk<'a>(
+    baseline: &'a [ViewEntry],
+    current: &'a [ViewEntry],
+    mut f: impl FnMut(Step<'a>),
+) {
     let (mut i, mut j) = (0, 0);
     while i < baseline.len() || j < current.len() {
         match (baseline.get(i), current.get(j)) {

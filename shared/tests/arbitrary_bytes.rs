@@ -2,6 +2,7 @@
 //! decoder's limit. A counting global allocator records the largest single allocation made
 //! while decoding.
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

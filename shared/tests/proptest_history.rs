@@ -2,6 +2,8 @@
 //! must always equal the server's quantized view for the tick it shows, and no checksum may
 //! ever fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use glam::Vec3;
 use proptest::prelude::*;
 use tickwire_shared::{
@@ -15,7 +17,13 @@ enum Action {
     SmallMove(f32, f32),
     Teleport(f32, f32, f32),
     Toggle,
-    Other { kind: u16, health: u16, flags: u16, yaw: f32, vel: [f32; 3] },
+    Other {
+        kind: u16,
+        health: u16,
+        flags: u16,
+        yaw: f32,
+        vel: [f32; 3],
+    },
 }
 
 fn any_coord() -> impl Strategy<Value = f32> {

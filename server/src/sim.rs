@@ -1,0 +1,452 @@
+//! The simulation thread: owns the game and every client's replication state, runs the fixed
+//! tick, and never blocks on a client.
+//!
+//! Each tick: drain the control channel (joins, leaves) and the input channel without
+//! blocking, apply input frames in sequence order exactly once, step the game, then replicate:
+//! quantize every entity once, bucket them in the grid, and for every client in parallel
+//! (rayon) gather the entities in view, delta-encode against that client's acknowledged
+//! baseline and drop the frame into the client's latest-wins [`Outbound`] slot.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use glam::Vec2;
+use rayon::prelude::*;
+use tickwire_shared::baseline::AckOutcome;
+use tickwire_shared::codec::encode_server;
+use tickwire_shared::{
+    BaselineTracker, ClientId, EntityId, InputFrame, InputSeq, PROTOCOL_VERSION, QuantizedState,
+    Quantizer, ServerMessage, Tick, ViewEntry, Welcome,
+};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::close;
+use crate::config::SimConfig;
+use crate::game::Game;
+use crate::grid::Grid;
+use crate::metrics::{DisconnectReason, Metrics};
+use crate::scheduler::{Poll, TickScheduler};
+
+/// What a connection task asks of the simulation; never dropped (unbounded, but bounded in
+/// practice by the number of connections).
+#[derive(Debug)]
+pub enum Control {
+    /// A client finished `Hello`.
+    Join {
+        /// Its id.
+        client: ClientId,
+        /// Its resume token, if it offered one.
+        resume: Option<u64>,
+        /// Where the simulation puts its Welcome and snapshots.
+        out: Arc<Outbound>,
+    },
+    /// The connection ended. `graceful` is false for drops, whose player may resume.
+    Leave {
+        /// Its id.
+        client: ClientId,
+        /// Whether the client said `Leave` (or the server closed it).
+        graceful: bool,
+    },
+}
+
+/// One `Input` message (bounded channel: under overload inputs are dropped, which their
+/// redundancy absorbs).
+#[derive(Debug)]
+pub struct InputMsg {
+    /// Who sent it.
+    pub client: ClientId,
+    /// The snapshot it acknowledges.
+    pub ack: Tick,
+    /// Its frames, oldest first.
+    pub frames: Vec<InputFrame>,
+}
+
+/// What the simulation has for a connection task to send.
+#[derive(Debug, Default)]
+pub struct OutboundState {
+    /// The handshake answer (once).
+    pub welcome: Option<Welcome>,
+    /// The newest snapshot frame not yet taken.
+    pub snapshot: Option<Vec<u8>>,
+    /// The simulation wants the connection closed with this code and reason.
+    pub close: Option<(u16, &'static str)>,
+}
+
+/// A connection's latest-wins mailbox from the simulation, plus its wake-up.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    state: Mutex<OutboundState>,
+    /// Signalled whenever `state` gains something.
+    pub notify: Notify,
+}
+
+impl Outbound {
+    /// Takes everything pending.
+    pub fn take(&self) -> OutboundState {
+        std::mem::take(&mut *self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn put(&self, f: impl FnOnce(&mut OutboundState)) {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        self.notify.notify_one();
+    }
+}
+
+/// Handles the connection tasks share with the simulation.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    /// Joins and leaves.
+    pub control: Sender<Control>,
+    /// Inputs.
+    pub input: Sender<InputMsg>,
+    /// The newest tick stepped.
+    pub tick: Arc<AtomicU32>,
+}
+
+struct Client {
+    id: ClientId,
+    entity: EntityId,
+    token: u64,
+    out: Arc<Outbound>,
+    tracker: BaselineTracker,
+    last_input: InputSeq,
+    /// Tick of the newest accepted ack (or of the join).
+    acked_at: u32,
+    view: Vec<ViewEntry>,
+    near: Vec<u32>,
+}
+
+struct Detached {
+    token: u64,
+    entity: EntityId,
+    expires: u32,
+}
+
+/// The simulation state, apart from the thread that drives it (tests and benches drive it
+/// directly with [`Simulation::tick`]).
+pub struct Simulation<G: Game> {
+    game: G,
+    cfg: SimConfig,
+    quantizer: Quantizer,
+    metrics: Arc<Metrics>,
+    clients: Vec<Client>,
+    index: HashMap<ClientId, usize>,
+    detached: Vec<Detached>,
+    grid: Grid,
+    positions: Vec<Vec2>,
+    quantized: Vec<QuantizedState>,
+    ids: Vec<EntityId>,
+    hasher: RandomState,
+    tick: u32,
+}
+
+impl<G: Game> std::fmt::Debug for Simulation<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulation")
+            .field("tick", &self.tick)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: Game> Simulation<G> {
+    /// A simulation of `game`.
+    pub fn new(game: G, cfg: SimConfig, metrics: Arc<Metrics>) -> Result<Self, crate::ServerError> {
+        let bounds = game.bounds();
+        let quantizer = Quantizer::new(bounds).map_err(crate::ServerError::World)?;
+        let grid = Grid::new(
+            bounds.min.truncate(),
+            bounds.max.truncate(),
+            cfg.view_radius,
+        );
+        Ok(Self {
+            game,
+            cfg,
+            quantizer,
+            metrics,
+            clients: Vec::new(),
+            index: HashMap::new(),
+            detached: Vec::new(),
+            grid,
+            positions: Vec::new(),
+            quantized: Vec::new(),
+            ids: Vec::new(),
+            hasher: RandomState::new(),
+            tick: 0,
+        })
+    }
+
+    /// The game.
+    pub fn game(&self) -> &G {
+        &self.game
+    }
+
+    /// The newest tick stepped (0 before the first).
+    pub fn current_tick(&self) -> Tick {
+        Tick(self.tick)
+    }
+
+    /// Clients in the simulation.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn new_token(&self, client: ClientId) -> u64 {
+        // RandomState is seeded from the OS per process: tokens are unguessable across runs.
+        self.hasher.hash_one((client.0, self.tick, Instant::now()))
+    }
+
+    /// Handles one control event.
+    pub fn control(&mut self, c: Control) {
+        match c {
+            Control::Join {
+                client,
+                resume,
+                out,
+            } => {
+                let resumed = resume.and_then(|t| {
+                    let i = self.detached.iter().position(|d| d.token == t)?;
+                    Some(self.detached.swap_remove(i).entity)
+                });
+                let entity = resumed.unwrap_or_else(|| self.game.spawn_player(client));
+                let token = self.new_token(client);
+                let b = self.quantizer.bounds();
+                out.put(|s| {
+                    s.welcome = Some(Welcome {
+                        protocol_version: PROTOCOL_VERSION,
+                        client_id: client,
+                        entity_id: entity,
+                        tick_rate: self.cfg.tick_rate as u16,
+                        snapshot_every: self.cfg.snapshot_every as u16,
+                        world_min: b.min.to_array(),
+                        world_max: b.max.to_array(),
+                        resume_token: token,
+                    })
+                });
+                debug!(%client, %entity, resumed = resumed.is_some(), "joined");
+                self.index.insert(client, self.clients.len());
+                self.clients.push(Client {
+                    id: client,
+                    entity,
+                    token,
+                    out,
+                    tracker: BaselineTracker::new(self.quantizer, self.cfg.baseline_ring),
+                    last_input: InputSeq(0),
+                    acked_at: self.tick,
+                    view: Vec::new(),
+                    near: Vec::new(),
+                });
+                self.metrics
+                    .connected_clients
+                    .store(self.clients.len() as u64, Relaxed);
+            }
+            Control::Leave { client, graceful } => {
+                let Some(c) = self.remove_client(client) else {
+                    return;
+                };
+                if graceful || self.cfg.resume_grace_ticks == 0 {
+                    self.game.despawn_player(c.entity);
+                } else {
+                    self.detached.push(Detached {
+                        token: c.token,
+                        entity: c.entity,
+                        expires: self.tick.saturating_add(self.cfg.resume_grace_ticks),
+                    });
+                }
+            }
+        }
+    }
+
+    fn remove_client(&mut self, client: ClientId) -> Option<Client> {
+        let i = self.index.remove(&client)?;
+        let c = self.clients.swap_remove(i);
+        if let Some(moved) = self.clients.get(i) {
+            self.index.insert(moved.id, i);
+        }
+        self.metrics
+            .connected_clients
+            .store(self.clients.len() as u64, Relaxed);
+        Some(c)
+    }
+
+    /// Handles one input message: the ack, then every frame newer than the last applied.
+    pub fn input(&mut self, mut m: InputMsg) {
+        let Some(&i) = self.index.get(&m.client) else {
+            return;
+        };
+        let c = &mut self.clients[i];
+        if m.ack.0 != 0 && c.tracker.on_ack(m.ack) == AckOutcome::Accepted {
+            c.acked_at = self.tick;
+        }
+        m.frames.sort_unstable_by_key(|f| f.seq);
+        for f in &m.frames {
+            if f.seq > c.last_input {
+                c.last_input = f.seq;
+                self.game.apply_input(c.entity, f);
+            }
+        }
+    }
+
+    /// Runs one tick: inputs must have been fed already; steps and (on snapshot ticks)
+    /// replicates. Returns bytes of snapshots produced.
+    pub fn tick(&mut self) -> u64 {
+        self.tick = self.tick.saturating_add(1);
+        let dt = 1.0 / self.cfg.tick_rate as f32;
+        self.game.step(dt);
+        self.expire();
+        if self.tick % self.cfg.snapshot_every == 0 {
+            self.replicate()
+        } else {
+            0
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = self.tick;
+        while let Some(i) = self.detached.iter().position(|d| d.expires <= now) {
+            let d = self.detached.swap_remove(i);
+            self.game.despawn_player(d.entity);
+        }
+        let timeout = self.cfg.ack_timeout_ticks;
+        let mut i = 0;
+        while i < self.clients.len() {
+            let c = &self.clients[i];
+            if now.saturating_sub(c.acked_at) > timeout {
+                let id = c.id;
+                c.out
+                    .put(|s| s.close = Some((close::ACK_TIMEOUT, "no acknowledgement in time")));
+                self.metrics.disconnect(DisconnectReason::AckTimeout);
+                if let Some(c) = self.remove_client(id) {
+                    self.game.despawn_player(c.entity);
+                }
+                warn!(client = %id, "ack timeout");
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn replicate(&mut self) -> u64 {
+        let entities = self.game.entities();
+        self.positions.clear();
+        self.quantized.clear();
+        self.ids.clear();
+        for e in entities {
+            self.positions.push(e.state.pos.truncate());
+            self.quantized.push(self.quantizer.quantize(&e.state));
+            self.ids.push(e.id);
+        }
+        self.grid.rebuild(self.positions.iter().copied());
+
+        let tick = Tick(self.tick);
+        let (grid, positions, quantized, ids) =
+            (&self.grid, &self.positions, &self.quantized, &self.ids);
+        let radius = self.cfg.view_radius;
+        let metrics = &self.metrics;
+        self.clients
+            .par_iter_mut()
+            .map(|c| {
+                c.near.clear();
+                if let Ok(me) = ids.binary_search(&c.entity) {
+                    grid.query(positions[me], radius, positions, &mut c.near);
+                }
+                // Entity indices are in id order, so sorting indices sorts the view by id.
+                c.near.sort_unstable();
+                c.view.clear();
+                c.view.extend(
+                    c.near
+                        .iter()
+                        .map(|&i| (ids[i as usize], quantized[i as usize])),
+                );
+                let enc = c.tracker.encode(tick, c.last_input, &c.view);
+                if enc.full {
+                    metrics.full_snapshots.fetch_add(1, Relaxed);
+                }
+                let mut frame = Vec::with_capacity(enc.message.body.len() + 24);
+                if encode_server(&ServerMessage::Snapshot(enc.message), &mut frame).is_err() {
+                    return 0;
+                }
+                let len = frame.len() as u64;
+                c.out.put(|s| {
+                    if s.snapshot.replace(frame).is_some() {
+                        metrics.snapshots_superseded.fetch_add(1, Relaxed);
+                    }
+                });
+                len
+            })
+            .sum()
+    }
+}
+
+/// Starts the simulation thread. It runs until `stop` is set.
+pub fn spawn<G: Game>(
+    mut sim: Simulation<G>,
+    control: Receiver<Control>,
+    input: Receiver<InputMsg>,
+    tick: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tickwire-sim".into())
+        .spawn(move || {
+            let epoch = Instant::now();
+            let rate = sim.cfg.tick_rate;
+            let mut sched = TickScheduler::new(rate, Duration::ZERO, u64::from(rate));
+            let budget = sched.period();
+            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 2).ok();
+            let mut last_log = Instant::now();
+            let mut bytes_since_log = 0u64;
+            let mut overruns_at_log = 0;
+            while !stop.load(Relaxed) {
+                match sched.poll(epoch.elapsed()) {
+                    Poll::Sleep(d) => std::thread::sleep(d),
+                    Poll::Run(_) => {
+                        let started = Instant::now();
+                        for c in control.try_iter() {
+                            sim.control(c);
+                        }
+                        // Bounded per tick, so an input flood cannot stall the tick.
+                        for m in input.try_iter().take(sim.cfg.max_inputs_per_tick) {
+                            sim.metrics.inbound_messages.fetch_add(1, Relaxed);
+                            sim.input(m);
+                        }
+                        bytes_since_log += sim.tick();
+                        tick.store(sim.tick, Relaxed);
+                        let took = started.elapsed();
+                        sim.metrics.record_tick(took);
+                        sim.metrics.tick_overruns.store(sched.overruns(), Relaxed);
+                        if let Some(h) = hist.as_mut() {
+                            let _ = h.record(took.as_micros().max(1) as u64);
+                        }
+                        if last_log.elapsed() >= Duration::from_secs(10) {
+                            let secs = last_log.elapsed().as_secs_f64();
+                            let (p50, p99) = hist.as_ref().map_or((0, 0), |h| {
+                                (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+                            });
+                            info!(
+                                clients = sim.clients.len(),
+                                tick = sim.tick,
+                                tick_p50_us = p50,
+                                tick_p99_us = p99,
+                                budget_us = budget.as_micros() as u64,
+                                overruns = sched.overruns() - overruns_at_log,
+                                bytes_out_per_s = (bytes_since_log as f64 / secs) as u64,
+                                "status"
+                            );
+                            if let Some(h) = hist.as_mut() {
+                                h.reset();
+                            }
+                            overruns_at_log = sched.overruns();
+                            bytes_since_log = 0;
+                            last_log = Instant::now();
+                        }
+                    }
+                }
+            }
+        })
+}
