@@ -22,3 +22,5 @@ pub const TRY_AGAIN_LATER: u16 = 1013;
 pub const ACK_TIMEOUT: u16 = 4000;
 /// `Hello` carried a protocol version this server does not speak.
 pub const BAD_VERSION: u16 = 4001;
+/// Another connection resumed this player with its resume token.
+pub const REPLACED: u16 = 4002;

@@ -265,10 +265,11 @@ mod tests {
     #[test]
     fn out_of_range_flags_are_clear_errors() {
         for bad in ["0", "241", "-3", "abc"] {
-            let e = Cli::try_parse_from(["s".to_owned(), format!("--tick-rate={bad}")]).unwrap_err();
+            let e =
+                Cli::try_parse_from(["s".to_owned(), format!("--tick-rate={bad}")]).unwrap_err();
             assert!(e.to_string().contains("tick-rate"), "{e}");
         }
-        let cli = Cli::try_parse_from(["s", "--view-radius", "-1"]).unwrap();
+        let cli = Cli::try_parse_from(["s", "--view-radius=-1"]).unwrap();
         assert!(
             cli.into_config()
                 .unwrap_err()

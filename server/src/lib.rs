@@ -122,9 +122,11 @@ impl<G: Game> Server<G> {
             },
             shutdown: shutdown_rx,
         });
-        let local = listener.local_addr().ok();
+        let local = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
         info!(
-            addr = ?local,
+            addr = %local,
             tick_rate = shared.cfg.sim.tick_rate,
             world = %shared.cfg.world.name,
             "listening (WebSocket at /ws, metrics at /metrics)"

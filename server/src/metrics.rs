@@ -35,8 +35,8 @@ pub enum DisconnectReason {
     HandshakeTimeout,
     /// A write to the client stalled past the write timeout.
     SlowClient,
-    /// The simulation's inbound queue was full.
-    Overloaded,
+    /// Another connection resumed the player.
+    Replaced,
 }
 
 impl DisconnectReason {
@@ -51,7 +51,7 @@ impl DisconnectReason {
         Self::BadVersion,
         Self::HandshakeTimeout,
         Self::SlowClient,
-        Self::Overloaded,
+        Self::Replaced,
     ];
 
     /// The label value.
@@ -67,7 +67,7 @@ impl DisconnectReason {
             Self::BadVersion => "bad_version",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::SlowClient => "slow_client",
-            Self::Overloaded => "overloaded",
+            Self::Replaced => "replaced",
         }
     }
 }
@@ -95,6 +95,8 @@ pub struct Metrics {
     pub inbound_messages: AtomicU64,
     /// Snapshots replaced in a slot before the socket took them.
     pub snapshots_superseded: AtomicU64,
+    /// Input messages dropped because the simulation's queue was full.
+    pub inputs_dropped: AtomicU64,
     /// Upgrades refused with 503 at `--max-clients`.
     pub refused_full: AtomicU64,
     disconnects: [AtomicU64; DisconnectReason::ALL.len()],
@@ -173,6 +175,12 @@ impl Metrics {
             "tickwire_inbound_messages_total",
             "Client messages decoded.",
             self.inbound_messages.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "tickwire_inputs_dropped_total",
+            "Input messages dropped because the simulation queue was full.",
+            self.inputs_dropped.load(Relaxed),
         );
         counter(
             &mut o,

@@ -21,7 +21,7 @@ pub fn raise_nofile(want: u64) -> std::io::Result<NoFile> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let target = (want as libc::rlim_t).min(lim.rlim_max);
+    let target = want.min(lim.rlim_max);
     if target > lim.rlim_cur {
         let new = libc::rlimit {
             rlim_cur: target,
@@ -34,7 +34,7 @@ pub fn raise_nofile(want: u64) -> std::io::Result<NoFile> {
         lim.rlim_cur = target;
     }
     Ok(NoFile {
-        soft: lim.rlim_cur as u64,
-        hard: lim.rlim_max as u64,
+        soft: lim.rlim_cur,
+        hard: lim.rlim_max,
     })
 }

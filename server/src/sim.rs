@@ -29,7 +29,7 @@ use crate::close;
 use crate::config::SimConfig;
 use crate::game::Game;
 use crate::grid::Grid;
-use crate::metrics::{DisconnectReason, Metrics};
+use crate::metrics::Metrics;
 use crate::scheduler::{Poll, TickScheduler};
 
 /// What a connection task asks of the simulation; never dropped (unbounded, but bounded in
@@ -209,10 +209,7 @@ impl<G: Game> Simulation<G> {
                 resume,
                 out,
             } => {
-                let resumed = resume.and_then(|t| {
-                    let i = self.detached.iter().position(|d| d.token == t)?;
-                    Some(self.detached.swap_remove(i).entity)
-                });
+                let resumed = resume.and_then(|t| self.take_over(t));
                 let entity = resumed.unwrap_or_else(|| self.game.spawn_player(client));
                 let token = self.new_token(client);
                 let b = self.quantizer.bounds();
@@ -262,6 +259,20 @@ impl<G: Game> Simulation<G> {
         }
     }
 
+    /// The entity behind a resume token: a dropped player waiting in the grace period, or a
+    /// connected one whose old connection has not noticed it is dead yet (that connection is
+    /// closed with [`close::REPLACED`]).
+    fn take_over(&mut self, token: u64) -> Option<EntityId> {
+        if let Some(i) = self.detached.iter().position(|d| d.token == token) {
+            return Some(self.detached.swap_remove(i).entity);
+        }
+        let old = self.clients.iter().find(|c| c.token == token)?.id;
+        let c = self.remove_client(old)?;
+        c.out
+            .put(|s| s.close = Some((close::REPLACED, "session resumed elsewhere")));
+        Some(c.entity)
+    }
+
     fn remove_client(&mut self, client: ClientId) -> Option<Client> {
         let i = self.index.remove(&client)?;
         let c = self.clients.swap_remove(i);
@@ -299,7 +310,7 @@ impl<G: Game> Simulation<G> {
         let dt = 1.0 / self.cfg.tick_rate as f32;
         self.game.step(dt);
         self.expire();
-        if self.tick % self.cfg.snapshot_every == 0 {
+        if self.tick.is_multiple_of(self.cfg.snapshot_every) {
             self.replicate()
         } else {
             0
@@ -320,7 +331,6 @@ impl<G: Game> Simulation<G> {
                 let id = c.id;
                 c.out
                     .put(|s| s.close = Some((close::ACK_TIMEOUT, "no acknowledgement in time")));
-                self.metrics.disconnect(DisconnectReason::AckTimeout);
                 if let Some(c) = self.remove_client(id) {
                     self.game.despawn_player(c.entity);
                 }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
@@ -165,8 +166,13 @@ impl Session {
         if let Some((code, reason)) = st.close {
             // The simulation already dropped this client.
             self.joined = false;
+            let why = if code == close::ACK_TIMEOUT {
+                DisconnectReason::AckTimeout
+            } else {
+                DisconnectReason::Replaced
+            };
             return Some(End {
-                why: DisconnectReason::AckTimeout,
+                why,
                 close: Some((code, reason)),
                 graceful: true,
             });
@@ -182,6 +188,9 @@ impl Session {
                     close: None,
                     graceful: false,
                 });
+            }
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return Some(End::dropped());
             }
             Some(Err(WsError::Capacity(_))) => {
                 return Some(End::close(
@@ -270,11 +279,14 @@ impl Session {
                     ));
                 }
                 // Full queue: drop this message. The next one repeats its frames.
-                let _ = self.sh.sim.input.try_send(InputMsg {
+                let msg = InputMsg {
                     client: self.client,
                     ack: ack_tick,
                     frames,
-                });
+                };
+                if self.sh.sim.input.try_send(msg).is_err() {
+                    self.sh.metrics.inputs_dropped.fetch_add(1, Relaxed);
+                }
                 None
             }
             ClientMessage::Ping { client_time } => {

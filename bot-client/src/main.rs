@@ -1,0 +1,5 @@
+//! `tickwire-bot`: load-test a Tickwire server.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The real `tickwire-server` binary as an operator runs it: flags, the log line with the
+//! bound address, and SIGTERM closing every client with 1001 and exiting within 2 s.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tickwire_bot_client::{Client, Event};
+use tokio::time::timeout;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Only our own child, by its handle.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary on port 0 and returns it with the address it logged.
+fn start(args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // A reader thread drains stderr for the whole run, so the server never blocks on a full
+    // pipe, and hands lines over so a silent server fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logs its address");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    (Proc(child), addr)
+}
+
+#[test]
+fn bad_flags_fail_with_a_clear_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire-server"))
+        .args(["--tick-rate", "500"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tick-rate"), "{err}");
+    let help = Command::new(env!("CARGO_BIN_EXE_tickwire-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--listen",
+        "--tick-rate",
+        "--snapshot-every",
+        "--world",
+        "--npcs",
+        "--view-radius",
+        "--max-clients",
+        "--log-format",
+        "[default: 30]",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_every_client_with_1001_within_two_seconds() {
+    let (mut proc, addr) = start(&["--npcs", "10", "--tick-rate", "60"]);
+    let url = format!("ws://{addr}/ws");
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut c = Client::connect(&url, &format!("p{i}"), None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(c.welcome.tick_rate, 60);
+        // One verified snapshot each before the signal.
+        loop {
+            if let Event::Snapshot { outcome, .. } = c.next_event().await.unwrap() {
+                outcome.unwrap();
+                break;
+            }
+        }
+        clients.push(c);
+    }
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for c in &mut clients {
+        let code = loop {
+            match timeout(Duration::from_secs(2), c.next_event())
+                .await
+                .unwrap()
+            {
+                Ok(Event::Closed { code, .. }) => break code,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(code, 1001);
+    }
+    let exit = loop {
+        if let Some(s) = proc.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still running after 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
