@@ -16,8 +16,6 @@ pub const POLICY_VIOLATION: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// The server failed internally.
 pub const INTERNAL_ERROR: u16 = 1011;
-/// The simulation is not accepting clients right now.
-pub const TRY_AGAIN_LATER: u16 = 1013;
 /// The client acknowledged no snapshot within the ack timeout.
 pub const ACK_TIMEOUT: u16 = 4000;
 /// `Hello` carried a protocol version this server does not speak.

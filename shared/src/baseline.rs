@@ -84,7 +84,8 @@ impl BaselineTracker {
         if self.ring.iter().any(|s| s.tick == tick) {
             self.acked = Some(tick);
             AckOutcome::Accepted
-        } else if self.ring.back().is_some_and(|s| tick < s.tick) {
+        } else if self.ring.front().is_some_and(|s| tick < s.tick) {
+            // Older than anything remembered: it may have been sent, we cannot tell.
             AckOutcome::Expired
         } else {
             AckOutcome::NeverSent

@@ -8,9 +8,11 @@
 
 use wincode::config::{Config, Configuration};
 
-use crate::message::{ClientMessage, MAX_INPUT_FRAMES, MAX_NAME_BYTES, ServerMessage};
+use crate::message::{
+    ClientMessage, MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES, ServerMessage,
+};
 
-/// Largest client frame the server decodes. A full `Input` is 8 frames of at most 10 bytes.
+/// Largest client frame the server decodes. A full `Input` (8 frames) is at most 95 bytes.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 512;
 /// Largest server frame a client decodes: a full snapshot of a crowded view fits easily.
 pub const MAX_SERVER_MESSAGE_BYTES: usize = 1 << 20;
@@ -56,24 +58,77 @@ pub enum DecodeError {
     },
 }
 
-/// Why a message could not be encoded (only a message that breaks a protocol limit).
+/// Why a message could not be encoded. On error nothing is left appended to the buffer.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     /// wincode refused the value.
     #[error("cannot encode message: {0}")]
     Write(#[from] wincode::WriteError),
+    /// The message breaks a protocol limit the peer would reject it for.
+    #[error("{what}: {len} is over the limit of {max}")]
+    OverLimit {
+        /// Which field or frame.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
-/// Appends the frame for a client message to `out`.
+/// Appends the frame for a client message to `out`. Refuses (leaving `out` as it was) a
+/// message the server would reject for its size or limits.
 pub fn encode_client(msg: &ClientMessage, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    wincode::config::serialize_into(out, msg, client_config())?;
+    check_client_limits(msg).map_err(|(what, len, max)| EncodeError::OverLimit {
+        what,
+        len,
+        max,
+    })?;
+    let start = out.len();
+    let result = wincode::config::serialize_into(&mut *out, msg, client_config());
+    let len = out.len() - start;
+    if result.is_err() || len > MAX_CLIENT_MESSAGE_BYTES {
+        out.truncate(start);
+        result?;
+        return Err(EncodeError::OverLimit {
+            what: "client frame bytes",
+            len,
+            max: MAX_CLIENT_MESSAGE_BYTES,
+        });
+    }
     Ok(())
 }
 
-/// Appends the frame for a server message to `out`.
+/// Appends the frame for a server message to `out` (leaving `out` as it was on error).
 pub fn encode_server(msg: &ServerMessage, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    wincode::config::serialize_into(out, msg, server_config())?;
+    if let ServerMessage::Disconnect { reason, .. } = msg
+        && reason.len() > MAX_REASON_BYTES
+    {
+        return Err(EncodeError::OverLimit {
+            what: "reason bytes",
+            len: reason.len(),
+            max: MAX_REASON_BYTES,
+        });
+    }
+    let start = out.len();
+    if let Err(e) = wincode::config::serialize_into(&mut *out, msg, server_config()) {
+        out.truncate(start);
+        return Err(e.into());
+    }
     Ok(())
+}
+
+/// The semantic limits of a client message: `(what, len, max)` of the first one broken.
+fn check_client_limits(msg: &ClientMessage) -> Result<(), (&'static str, usize, usize)> {
+    match msg {
+        ClientMessage::Input { frames, .. } if frames.len() > MAX_INPUT_FRAMES => {
+            Err(("input frames", frames.len(), MAX_INPUT_FRAMES))
+        }
+        ClientMessage::Hello { name, .. } if name.len() > MAX_NAME_BYTES => {
+            Err(("name bytes", name.len(), MAX_NAME_BYTES))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Decodes one client frame (the server's side). Rejects frames over
@@ -82,31 +137,29 @@ pub fn encode_server(msg: &ServerMessage, out: &mut Vec<u8>) -> Result<(), Encod
 pub fn decode_client(frame: &[u8]) -> Result<ClientMessage, DecodeError> {
     check_len(frame, MAX_CLIENT_MESSAGE_BYTES)?;
     let msg: ClientMessage = wincode::config::deserialize_exact(frame, client_config())?;
-    match &msg {
-        ClientMessage::Input { frames, .. } if frames.len() > MAX_INPUT_FRAMES => {
-            return Err(DecodeError::OverLimit {
-                what: "input frames",
-                len: frames.len(),
-                max: MAX_INPUT_FRAMES,
-            });
-        }
-        ClientMessage::Hello { name, .. } if name.len() > MAX_NAME_BYTES => {
-            return Err(DecodeError::OverLimit {
-                what: "name bytes",
-                len: name.len(),
-                max: MAX_NAME_BYTES,
-            });
-        }
-        _ => {}
-    }
+    check_client_limits(&msg).map_err(|(what, len, max)| DecodeError::OverLimit {
+        what,
+        len,
+        max,
+    })?;
     Ok(msg)
 }
 
 /// Decodes one server frame (a client's side). Rejects frames over
-/// [`MAX_SERVER_MESSAGE_BYTES`] and trailing bytes.
+/// [`MAX_SERVER_MESSAGE_BYTES`], trailing bytes and reasons over [`MAX_REASON_BYTES`].
 pub fn decode_server(frame: &[u8]) -> Result<ServerMessage, DecodeError> {
     check_len(frame, MAX_SERVER_MESSAGE_BYTES)?;
-    Ok(wincode::config::deserialize_exact(frame, server_config())?)
+    let msg: ServerMessage = wincode::config::deserialize_exact(frame, server_config())?;
+    if let ServerMessage::Disconnect { reason, .. } = &msg
+        && reason.len() > MAX_REASON_BYTES
+    {
+        return Err(DecodeError::OverLimit {
+            what: "reason bytes",
+            len: reason.len(),
+            max: MAX_REASON_BYTES,
+        });
+    }
+    Ok(msg)
 }
 
 fn check_len(frame: &[u8], limit: usize) -> Result<(), DecodeError> {
@@ -177,20 +230,37 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let frames = vec![InputFrame::default(); MAX_INPUT_FRAMES + 1];
-        let mut buf = Vec::new();
-        encode_client(
-            &ClientMessage::Input {
-                ack_tick: Tick(0),
-                frames,
-            },
-            &mut buf,
-        )
-        .unwrap();
+        let msg = ClientMessage::Input {
+            ack_tick: Tick(0),
+            frames: vec![InputFrame::default(); MAX_INPUT_FRAMES + 1],
+        };
+        let mut buf = vec![7];
         assert!(matches!(
-            decode_client(&buf),
+            encode_client(&msg, &mut buf),
+            Err(EncodeError::OverLimit { .. })
+        ));
+        assert_eq!(buf, [7], "nothing appended on error");
+        // Hand-built: the same message with 9 frames must be refused by the decoder.
+        let mut nine = vec![1u8, 0, 9];
+        for i in 0..9u8 {
+            nine.extend_from_slice(&[i + 1, 0, 0, 0, 0]);
+        }
+        assert!(matches!(
+            decode_client(&nine),
             Err(DecodeError::OverLimit { .. })
         ));
+        let long_name = ClientMessage::Hello {
+            protocol_version: 1,
+            name: "n".repeat(MAX_NAME_BYTES + 1),
+            resume_token: None,
+        };
+        assert!(encode_client(&long_name, &mut buf).is_err());
+        let long_reason = ServerMessage::Disconnect {
+            code: 1000,
+            reason: "r".repeat(MAX_REASON_BYTES + 1),
+        };
+        assert!(encode_server(&long_reason, &mut buf).is_err());
+        assert_eq!(buf, [7]);
         assert!(matches!(
             decode_client(&[0u8; MAX_CLIENT_MESSAGE_BYTES + 1]),
             Err(DecodeError::TooLarge { .. })

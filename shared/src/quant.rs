@@ -12,7 +12,8 @@
 //! - yaw: `q = round(rem_euclid(yaw, 2π) / 2π * 4096) mod 4096`: 12 bits, about 0.09°.
 //! - kind, health, flags: sent as they are (`u16`).
 //!
-//! Non-finite floats quantize to 0 (NaN) or clamp (±∞).
+//! Non-finite floats never escape: a NaN position or velocity quantizes to 0 (the lowest
+//! corner for positions), ±∞ clamps, and a non-finite yaw quantizes to 0.
 
 use glam::Vec3;
 
@@ -22,7 +23,7 @@ pub const POS_SCALE: f32 = 64.0;
 pub const VEL_SCALE: f32 = 64.0;
 /// Bits of a quantized yaw.
 pub const YAW_BITS: u32 = 12;
-/// Largest world extent per axis, in units, so that every quantized position fits 31 bits.
+/// Largest world extent per axis, in units, so that every quantized position fits 30 bits.
 pub const MAX_WORLD_EXTENT: f32 = 16_000_000.0;
 
 /// The axis-aligned box every replicated position is clamped into.

@@ -62,8 +62,10 @@ pub enum Received {
         /// Whether it was a full snapshot.
         full: bool,
     },
-    /// Decoded and verified, but older than the newest view (reordered): kept as a possible
-    /// baseline, the current view is unchanged.
+    /// Older than the newest view (reordered). If it is newer than the oldest snapshot held
+    /// it was decoded, verified and kept as a possible baseline; if it is older than
+    /// everything held while the history is full, it was dropped undecoded (it could never be
+    /// a baseline again). Either way the current view is unchanged.
     Stale {
         /// Its tick.
         tick: Tick,
