@@ -412,6 +412,8 @@ pub fn spawn<G: Game>(
             let mut last_log = Instant::now();
             let mut bytes_since_log = 0u64;
             let mut overruns_at_log = 0;
+            let mut overruns_warned = 0;
+            let mut last_warn: Option<Instant> = None;
             while !stop.load(Relaxed) {
                 match sched.poll(epoch.elapsed()) {
                     Poll::Sleep(d) => std::thread::sleep(d),
@@ -430,6 +432,21 @@ pub fn spawn<G: Game>(
                         let took = started.elapsed();
                         sim.metrics.record_tick(took);
                         sim.metrics.tick_overruns.store(sched.overruns(), Relaxed);
+                        // Overruns are never absorbed silently; at most one warning a second.
+                        if sched.overruns() > overruns_warned
+                            && last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                        {
+                            warn!(
+                                new_overruns = sched.overruns() - overruns_warned,
+                                total = sched.overruns(),
+                                skipped = sched.skipped(),
+                                last_tick_us = took.as_micros() as u64,
+                                budget_us = budget.as_micros() as u64,
+                                "tick overrun: the simulation is behind its schedule"
+                            );
+                            overruns_warned = sched.overruns();
+                            last_warn = Some(Instant::now());
+                        }
                         if let Some(h) = hist.as_mut() {
                             let _ = h.record(took.as_micros().max(1) as u64);
                         }
@@ -459,4 +476,136 @@ pub fn spawn<G: Game>(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::game::Replicated;
+    use glam::Vec3;
+    use tickwire_shared::{EntityState, WorldBounds};
+
+    /// A game that records the inputs it is given.
+    #[derive(Default)]
+    struct Recorder {
+        applied: Vec<u32>,
+        reps: Vec<Replicated>,
+    }
+
+    impl Game for Recorder {
+        fn bounds(&self) -> WorldBounds {
+            WorldBounds {
+                min: Vec3::ZERO,
+                max: Vec3::new(100.0, 100.0, 0.0),
+            }
+        }
+        fn spawn_player(&mut self, _client: ClientId) -> EntityId {
+            let id = EntityId(self.reps.len() as u32);
+            self.reps.push(Replicated {
+                id,
+                state: EntityState::default(),
+            });
+            id
+        }
+        fn despawn_player(&mut self, entity: EntityId) {
+            self.reps.retain(|r| r.id != entity);
+        }
+        fn apply_input(&mut self, _entity: EntityId, frame: &InputFrame) {
+            self.applied.push(frame.seq.0);
+        }
+        fn step(&mut self, _dt: f32) {}
+        fn entities(&self) -> &[Replicated] {
+            &self.reps
+        }
+    }
+
+    fn sim() -> Simulation<Recorder> {
+        let cfg = SimConfig {
+            tick_rate: 30,
+            snapshot_every: 1,
+            view_radius: 50.0,
+            baseline_ring: 8,
+            ack_timeout_ticks: 30,
+            resume_grace_ticks: 0,
+            max_inputs_per_tick: 100,
+        };
+        Simulation::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
+    }
+
+    fn frames(seqs: &[u32]) -> Vec<InputFrame> {
+        seqs.iter()
+            .map(|&s| InputFrame {
+                seq: InputSeq(s),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn input_frames_apply_once_in_order() {
+        let mut s = sim();
+        let out = Arc::new(Outbound::default());
+        s.control(Control::Join {
+            client: ClientId(1),
+            resume: None,
+            out: out.clone(),
+        });
+        let input = |s: &mut Simulation<Recorder>, seqs: &[u32]| {
+            s.input(InputMsg {
+                client: ClientId(1),
+                ack: Tick(0),
+                frames: frames(seqs),
+            })
+        };
+        input(&mut s, &[1, 2, 3]);
+        input(&mut s, &[2, 3, 4, 5]); // redundant resend: only 4 and 5 are new
+        input(&mut s, &[5, 4]); // duplicates, out of order
+        input(&mut s, &[8, 6, 7]); // out of order within a message
+        s.tick();
+        assert_eq!(s.game().applied, [1, 2, 3, 4, 5, 6, 7, 8]);
+        // The snapshot reports the newest applied input.
+        let frame = out.take().snapshot.expect("a snapshot was produced");
+        let Ok(ServerMessage::Snapshot(m)) = tickwire_shared::codec::decode_server(&frame) else {
+            panic!("not a snapshot");
+        };
+        assert_eq!(m.last_input, InputSeq(8));
+        assert_eq!(m.tick, Tick(1));
+        // Inputs from an unknown client are ignored.
+        s.input(InputMsg {
+            client: ClientId(9),
+            ack: Tick(0),
+            frames: frames(&[9]),
+        });
+        assert_eq!(s.game().applied.len(), 8);
+    }
+
+    #[test]
+    fn acks_select_baselines_and_silence_times_out() {
+        let mut s = sim();
+        let out = Arc::new(Outbound::default());
+        s.control(Control::Join {
+            client: ClientId(1),
+            resume: None,
+            out: out.clone(),
+        });
+        assert!(out.take().welcome.is_some());
+        s.tick();
+        s.input(InputMsg {
+            client: ClientId(1),
+            ack: Tick(1),
+            frames: vec![],
+        });
+        s.tick();
+        let frame = out.take().snapshot.unwrap();
+        let Ok(ServerMessage::Snapshot(m)) = tickwire_shared::codec::decode_server(&frame) else {
+            panic!("not a snapshot");
+        };
+        assert_eq!(m.baseline_tick(), Some(Tick(1)));
+        for _ in 0..31 {
+            s.tick();
+        }
+        assert_eq!(out.take().close.map(|c| c.0), Some(close::ACK_TIMEOUT));
+        assert_eq!(s.client_count(), 0);
+        assert!(s.game().entities().is_empty(), "the player was removed");
+    }
 }
