@@ -4,5 +4,7 @@
 //! server's integration tests use it too.
 
 pub mod client;
+pub mod load;
 
 pub use client::{Client, ClientError, Event};
+pub use load::{LoadConfig, Report, run};

@@ -1,5 +1,111 @@
-//! `tickwire-bot`: load-test a Tickwire server.
+//! `tickwire-bot`: load-test a Tickwire server with many verifying bots.
+
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use tickwire_bot_client::{LoadConfig, run};
+use tickwire_shared::rlimit;
+
+/// Load-test a Tickwire server: every bot is a real client that decodes and verifies every
+/// snapshot. Exits non-zero on any desync or decode error.
+#[derive(Debug, Parser)]
+#[command(name = "tickwire-bot", version, about)]
+struct Cli {
+    /// Server WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Number of bots.
+    #[arg(long, default_value_t = 100)]
+    bots: usize,
+    /// Test length in seconds, counted from the first connection attempt.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Bots started per second (a ramp spares the server a connection storm).
+    #[arg(long, default_value_t = 500.0)]
+    ramp: f64,
+    /// Input messages per bot per second (each carries the newest 8 input frames).
+    #[arg(long, default_value_t = 30.0)]
+    input_hz: f64,
+    /// Local source addresses, comma-separated (e.g. 127.0.0.1,127.0.0.2), used round-robin
+    /// so one machine can open more sockets than one address's ephemeral ports allow.
+    #[arg(long, value_delimiter = ',')]
+    bind_ip: Vec<IpAddr>,
+    /// Seconds each bot waits for its Welcome.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Write the final report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Seed for the bots' random walks.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !(cli.duration.is_finite() && cli.duration > 0.0) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    if !(cli.ramp > 0.0 && cli.input_hz > 0.0 && cli.connect_timeout > 0.0) {
+        bail!("--ramp, --input-hz and --connect-timeout must be positive");
+    }
+    let want = cli.bots as u64 + 64;
+    let lim = rlimit::raise_nofile(want).context("cannot read the open-file limit")?;
+    if lim.soft < want {
+        bail!(
+            "{} bots need about {want} open files but the hard limit is {} (raise it: ulimit -Hn)",
+            cli.bots,
+            lim.hard
+        );
+    }
+    let cfg = LoadConfig {
+        url: cli.url,
+        bots: cli.bots,
+        duration: Duration::from_secs_f64(cli.duration),
+        ramp_per_s: cli.ramp,
+        input_hz: cli.input_hz,
+        bind_ips: cli.bind_ip,
+        connect_timeout: Duration::from_secs_f64(cli.connect_timeout),
+        seed: cli.seed,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(cfg.duration.as_secs());
+        b.set_style(
+            ProgressStyle::with_template("[{bar:20}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let report = runtime.block_on(run(cfg, |r| match &bar {
+        Some(b) => {
+            b.set_position(r.duration_s as u64);
+            b.set_message(r.progress_line());
+        }
+        None => eprintln!("{}", r.progress_line()),
+    }));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    print!("{}", report.table());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !report.is_clean() {
+        bail!(
+            "{} desyncs and {} decode errors",
+            report.desyncs,
+            report.decode_errors
+        );
+    }
     Ok(())
 }

@@ -13,7 +13,6 @@ pub mod game;
 pub mod grid;
 pub mod http;
 pub mod metrics;
-pub mod rlimit;
 pub mod rng;
 pub mod scheduler;
 pub mod sim;

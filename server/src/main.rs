@@ -2,7 +2,8 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use tickwire_server::{Cli, LogFormat, Server, rlimit};
+use tickwire_server::{Cli, LogFormat, Server};
+use tickwire_shared::rlimit;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {

@@ -23,6 +23,8 @@ pub mod ids;
 pub mod message;
 pub mod quant;
 pub mod receiver;
+#[cfg(all(unix, feature = "rlimit"))]
+pub mod rlimit;
 pub mod snapshot;
 
 pub use baseline::{BaselineTracker, EncodedSnapshot};

@@ -1,4 +1,4 @@
-//! Raising the open-file limit: every client is a socket, and the default soft limit (often
+//! Raising the open-file limit (feature `rlimit`, Unix only): every client is a socket, and the default soft limit (often
 //! 1024) would cap a server or a bot process far below what the machine can hold.
 #![allow(unsafe_code)]
 

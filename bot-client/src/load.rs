@@ -1,0 +1,536 @@
+//! Many bots in one process: ramp them up, run each as a real verifying client, aggregate
+//! what they saw.
+//!
+//! Hot-path accounting is sharded: bot `i` writes relaxed atomics and records latencies into
+//! shard `i % SHARDS`, whose histogram lock only its own bots (and the once-a-second progress
+//! reader) ever take. There is no lock that every bot contends on.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tickwire_shared::{InputSeq, ReceiveError, Received};
+use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
+
+use crate::client::{Client, ClientError, Event};
+
+const SHARDS: usize = 32;
+/// Input frames whose latency is still being waited for, per bot.
+const MAX_PENDING_INPUTS: usize = 256;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Server WebSocket URL, `ws://host:port/ws`.
+    pub url: String,
+    /// Bots to start.
+    pub bots: usize,
+    /// How long the test runs, from the first connection attempt.
+    pub duration: Duration,
+    /// Bots started per second.
+    pub ramp_per_s: f64,
+    /// Input messages per bot per second.
+    pub input_hz: f64,
+    /// Local addresses to connect from, round-robin (empty: the OS picks).
+    pub bind_ips: Vec<IpAddr>,
+    /// Seconds to wait for a Welcome.
+    pub connect_timeout: Duration,
+    /// Seed for the bots' random walks.
+    pub seed: u64,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            url: "ws://127.0.0.1:8080/ws".into(),
+            bots: 10,
+            duration: Duration::from_secs(10),
+            ramp_per_s: 500.0,
+            input_hz: 30.0,
+            bind_ips: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Hists {
+    rtt_us: Histogram<u64>,
+    input_us: Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Self {
+        // 1 µs .. 60 s at 3 significant figures: constant, valid bounds, so this cannot fail.
+        #[allow(clippy::expect_used)]
+        let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Self {
+            rtt_us: h(),
+            input_us: h(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicU64,
+    connect_failures: AtomicU64,
+    snapshots: AtomicU64,
+    expected_snapshots_ms: AtomicU64,
+    connected_ms: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    desyncs: AtomicU64,
+    decode_errors: AtomicU64,
+    missing_baselines: AtomicU64,
+    full: AtomicU64,
+    delta: AtomicU64,
+    stale: AtomicU64,
+    inputs: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shard {
+    c: Counters,
+    h: Mutex<Hists>,
+}
+
+/// Shared state of one load run.
+#[derive(Debug)]
+pub struct Load {
+    cfg: LoadConfig,
+    shards: Vec<Shard>,
+    disconnects: Mutex<BTreeMap<u16, u64>>,
+    active: AtomicU64,
+    started: Instant,
+}
+
+/// A point-in-time summary (the live progress line and the final report).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Bots asked for.
+    pub bots_requested: usize,
+    /// Bots that got a Welcome.
+    pub connected: u64,
+    /// Bots that never got one.
+    pub connect_failures: u64,
+    /// Bots connected right now (0 in the final report).
+    pub active: u64,
+    /// Connections the server closed before the end, by close code.
+    pub disconnects: BTreeMap<u16, u64>,
+    /// Verified snapshots per bot per second of connection.
+    pub snapshots_per_bot_s: f64,
+    /// Snapshots received over snapshots the Welcome's rate promised while connected.
+    pub delivery_ratio: f64,
+    /// Bytes received per bot per second.
+    pub bytes_in_per_bot_s: f64,
+    /// Bytes sent per bot per second.
+    pub bytes_out_per_bot_s: f64,
+    /// Ping round trip, median, ms.
+    pub rtt_ms_p50: f64,
+    /// Ping round trip, 99th percentile, ms.
+    pub rtt_ms_p99: f64,
+    /// Input sent → first snapshot that processed it, median, ms.
+    pub input_latency_ms_p50: f64,
+    /// Same, 99th percentile.
+    pub input_latency_ms_p99: f64,
+    /// Checksum mismatches.
+    pub desyncs: u64,
+    /// Snapshots or frames that did not decode.
+    pub decode_errors: u64,
+    /// Snapshots against a baseline the bot no longer held (not a desync).
+    pub missing_baselines: u64,
+    /// Full snapshots received.
+    pub full_snapshots: u64,
+    /// Delta snapshots received.
+    pub delta_snapshots: u64,
+    /// Seconds since the run started.
+    pub duration_s: f64,
+}
+
+impl Report {
+    /// Whether the run saw no correctness failure (desync or decode error).
+    pub fn is_clean(&self) -> bool {
+        self.desyncs == 0 && self.decode_errors == 0
+    }
+
+    /// The report as one JSON object (fields as documented in README).
+    pub fn to_json(&self) -> String {
+        let disconnects: Vec<String> = self
+            .disconnects
+            .iter()
+            .map(|(code, n)| format!("\"{code}\":{n}"))
+            .collect();
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.4}")
+            } else {
+                "null".into()
+            }
+        };
+        format!(
+            "{{\"bots_requested\":{},\"connected\":{},\"connect_failures\":{},\
+             \"disconnects\":{},\"disconnects_by_code\":{{{}}},\"snapshots_per_bot_s\":{},\
+             \"delivery_ratio\":{},\"bytes_in_per_bot_s\":{},\"bytes_out_per_bot_s\":{},\
+             \"rtt_ms_p50\":{},\"rtt_ms_p99\":{},\"input_latency_ms_p50\":{},\
+             \"input_latency_ms_p99\":{},\"desyncs\":{},\"decode_errors\":{},\
+             \"missing_baselines\":{},\"full_snapshots\":{},\"delta_snapshots\":{},\
+             \"duration_s\":{}}}",
+            self.bots_requested,
+            self.connected,
+            self.connect_failures,
+            self.disconnects.values().sum::<u64>(),
+            disconnects.join(","),
+            num(self.snapshots_per_bot_s),
+            num(self.delivery_ratio),
+            num(self.bytes_in_per_bot_s),
+            num(self.bytes_out_per_bot_s),
+            num(self.rtt_ms_p50),
+            num(self.rtt_ms_p99),
+            num(self.input_latency_ms_p50),
+            num(self.input_latency_ms_p99),
+            self.desyncs,
+            self.decode_errors,
+            self.missing_baselines,
+            self.full_snapshots,
+            self.delta_snapshots,
+            num(self.duration_s),
+        )
+    }
+
+    /// The one-line live progress text.
+    pub fn progress_line(&self) -> String {
+        format!(
+            "{:>5.1}s connected {}/{} active {} | {:.1} snap/s/bot ({:.3} of expected) | \
+             in {:.1} kB/s/bot | rtt p99 {:.1} ms | input p99 {:.1} ms | desyncs {} decode errors {}",
+            self.duration_s,
+            self.connected,
+            self.bots_requested,
+            self.active,
+            self.snapshots_per_bot_s,
+            self.delivery_ratio,
+            self.bytes_in_per_bot_s / 1000.0,
+            self.rtt_ms_p99,
+            self.input_latency_ms_p99,
+            self.desyncs,
+            self.decode_errors
+        )
+    }
+
+    /// The final human-readable table.
+    pub fn table(&self) -> String {
+        let rows: Vec<(&str, String)> = vec![
+            ("bots requested", self.bots_requested.to_string()),
+            ("connected", self.connected.to_string()),
+            ("connect failures", self.connect_failures.to_string()),
+            ("disconnects (by code)", format!("{:?}", self.disconnects)),
+            (
+                "snapshots / bot / s",
+                format!("{:.2}", self.snapshots_per_bot_s),
+            ),
+            ("delivery ratio", format!("{:.4}", self.delivery_ratio)),
+            (
+                "bytes in / bot / s",
+                format!("{:.0}", self.bytes_in_per_bot_s),
+            ),
+            (
+                "bytes out / bot / s",
+                format!("{:.0}", self.bytes_out_per_bot_s),
+            ),
+            (
+                "rtt p50 / p99 ms",
+                format!("{:.2} / {:.2}", self.rtt_ms_p50, self.rtt_ms_p99),
+            ),
+            (
+                "input latency p50 / p99 ms",
+                format!(
+                    "{:.2} / {:.2}",
+                    self.input_latency_ms_p50, self.input_latency_ms_p99
+                ),
+            ),
+            ("desyncs", self.desyncs.to_string()),
+            ("decode errors", self.decode_errors.to_string()),
+            ("missing baselines", self.missing_baselines.to_string()),
+            (
+                "full / delta snapshots",
+                format!("{} / {}", self.full_snapshots, self.delta_snapshots),
+            ),
+            ("duration s", format!("{:.1}", self.duration_s)),
+        ];
+        rows.iter().map(|(k, v)| format!("{k:<28} {v}\n")).collect()
+    }
+}
+
+impl Load {
+    /// A run about to start.
+    pub fn new(cfg: LoadConfig) -> Arc<Load> {
+        Arc::new(Load {
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    c: Counters::default(),
+                    h: Mutex::new(Hists::new()),
+                })
+                .collect(),
+            disconnects: Mutex::new(BTreeMap::new()),
+            active: AtomicU64::new(0),
+            started: Instant::now(),
+            cfg,
+        })
+    }
+
+    /// Sums the shards into a report.
+    pub fn report(&self) -> Report {
+        let sum = |f: fn(&Counters) -> &AtomicU64| -> u64 {
+            self.shards.iter().map(|s| f(&s.c).load(Relaxed)).sum()
+        };
+        let mut rtt = Hists::new();
+        for s in &self.shards {
+            let h = s.h.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = rtt.rtt_us.add(&h.rtt_us);
+            let _ = rtt.input_us.add(&h.input_us);
+        }
+        let ms = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        // Connected time includes bots still running, sampled now.
+        let connected_s = sum(|c| &c.connected_ms) as f64 / 1000.0;
+        let expected = sum(|c| &c.expected_snapshots_ms) as f64 / 1000.0;
+        let snaps = sum(|c| &c.snapshots);
+        let per_s = |v: u64| {
+            if connected_s > 0.0 {
+                v as f64 / connected_s
+            } else {
+                0.0
+            }
+        };
+        Report {
+            bots_requested: self.cfg.bots,
+            connected: sum(|c| &c.connected),
+            connect_failures: sum(|c| &c.connect_failures),
+            active: self.active.load(Relaxed),
+            disconnects: self
+                .disconnects
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            snapshots_per_bot_s: per_s(snaps),
+            delivery_ratio: if expected > 0.0 {
+                (snaps as f64 / expected).min(1.0)
+            } else {
+                0.0
+            },
+            bytes_in_per_bot_s: per_s(sum(|c| &c.bytes_in)),
+            bytes_out_per_bot_s: per_s(sum(|c| &c.bytes_out)),
+            rtt_ms_p50: ms(&rtt.rtt_us, 0.5),
+            rtt_ms_p99: ms(&rtt.rtt_us, 0.99),
+            input_latency_ms_p50: ms(&rtt.input_us, 0.5),
+            input_latency_ms_p99: ms(&rtt.input_us, 0.99),
+            desyncs: sum(|c| &c.desyncs),
+            decode_errors: sum(|c| &c.decode_errors),
+            missing_baselines: sum(|c| &c.missing_baselines),
+            full_snapshots: sum(|c| &c.full),
+            delta_snapshots: sum(|c| &c.delta),
+            duration_s: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Runs the whole load test: starts the bots on the ramp, calls `progress` about once a
+/// second, and returns the final report when every bot has finished.
+pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
+    let load = Load::new(cfg.clone());
+    let end = tokio::time::Instant::now() + cfg.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    let gap = Duration::from_secs_f64(1.0 / cfg.ramp_per_s.max(0.001));
+    let mut next_start = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut started = 0;
+    loop {
+        tokio::select! {
+            _ = sleep_until(next_start), if started < cfg.bots && next_start < end => {
+                let bind = (!cfg.bind_ips.is_empty()).then(|| cfg.bind_ips[started % cfg.bind_ips.len()]);
+                tasks.spawn(bot(load.clone(), started, bind, end));
+                started += 1;
+                next_start += gap;
+            }
+            _ = ticker.tick() => progress(&load.report()),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = sleep_until(end + Duration::from_secs(5)) => break,
+        }
+        if tasks.is_empty() && (started >= cfg.bots || next_start >= end) {
+            break;
+        }
+    }
+    // Bots stop at `end` by themselves; anything still running 5 s later is abandoned.
+    tasks.abort_all();
+    let report = load.report();
+    progress(&report);
+    report
+}
+
+async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::time::Instant) {
+    let shard = &load.shards[index % SHARDS];
+    let cfg = &load.cfg;
+    let name = format!("bot{index}");
+    let mut client = match Client::connect(&cfg.url, &name, bind, cfg.connect_timeout).await {
+        Ok(c) => c,
+        Err(_) => {
+            shard.c.connect_failures.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    shard.c.connected.fetch_add(1, Relaxed);
+    load.active.fetch_add(1, Relaxed);
+    let welcomed = Instant::now();
+    let snapshot_rate =
+        f64::from(client.welcome.tick_rate) / f64::from(client.welcome.snapshot_every.max(1));
+    let mut rng = cfg.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut dir = (0i8, 0i8);
+    let mut pending: VecDeque<(InputSeq, Instant)> = VecDeque::with_capacity(64);
+    // A random phase: the Welcome arrives right after a server tick, and inputs locked to
+    // that phase would always just miss the next tick's input drain.
+    let period = Duration::from_secs_f64(1.0 / cfg.input_hz.max(0.1));
+    let phase = period.mul_f64((rng % 1000) as f64 / 1000.0);
+    let mut inputs = interval_at(tokio::time::Instant::now() + phase, period);
+    inputs.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pings = tokio::time::interval(Duration::from_secs(1));
+    let mut accounted_ms = 0u64;
+    let mut bytes_out_seen = client.bytes_out;
+    let mut closed_by_server = None;
+
+    loop {
+        tokio::select! {
+            _ = sleep_until(end) => break,
+            _ = inputs.tick() => {
+                // A random walk: turn now and then, fire rarely.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if rng.is_multiple_of(20) {
+                    dir = ((rng >> 8) as i8, (rng >> 16) as i8);
+                }
+                let fire = u8::from(rng.is_multiple_of(97));
+                let aim = (rng >> 24) as u16;
+                match client.send_input(dir.0, dir.1, aim, fire).await {
+                    Ok(seq) => {
+                        if pending.len() == MAX_PENDING_INPUTS {
+                            pending.pop_front();
+                        }
+                        pending.push_back((seq, Instant::now()));
+                        shard.c.inputs.fetch_add(1, Relaxed);
+                    }
+                    Err(_) => break,
+                }
+            }
+            _ = pings.tick() => {
+                let t = load.started.elapsed().as_micros() as u64;
+                if client.ping(t).await.is_err() {
+                    break;
+                }
+            }
+            ev = client.next_event() => match ev {
+                Ok(Event::Snapshot { outcome, bytes, message }) => {
+                    shard.c.bytes_in.fetch_add(bytes as u64, Relaxed);
+                    match outcome {
+                        Ok(Received::Current { full, .. }) => {
+                            shard.c.snapshots.fetch_add(1, Relaxed);
+                            if full {
+                                shard.c.full.fetch_add(1, Relaxed);
+                            } else {
+                                shard.c.delta.fetch_add(1, Relaxed);
+                            }
+                            let now = Instant::now();
+                            let mut h = shard.h.lock().unwrap_or_else(PoisonError::into_inner);
+                            while pending.front().is_some_and(|(s, _)| *s <= message.last_input) {
+                                if let Some((_, sent)) = pending.pop_front() {
+                                    let _ = h.input_us.record((now - sent).as_micros().max(1) as u64);
+                                }
+                            }
+                        }
+                        Ok(Received::Stale { .. } | Received::Duplicate { .. }) => {
+                            shard.c.stale.fetch_add(1, Relaxed);
+                        }
+                        Err(ReceiveError::ChecksumMismatch { .. }) => {
+                            shard.c.desyncs.fetch_add(1, Relaxed);
+                        }
+                        Err(ReceiveError::MissingBaseline { .. }) => {
+                            shard.c.missing_baselines.fetch_add(1, Relaxed);
+                        }
+                        Err(_) => {
+                            shard.c.decode_errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                Ok(Event::Pong { client_time, .. }) => {
+                    let now = load.started.elapsed().as_micros() as u64;
+                    let mut h = shard.h.lock().unwrap_or_else(PoisonError::into_inner);
+                    let _ = h.rtt_us.record(now.saturating_sub(client_time).max(1));
+                }
+                Ok(Event::Closed { code, .. }) => {
+                    closed_by_server = Some(code);
+                    break;
+                }
+                Err(ClientError::Decode(_) | ClientError::Protocol(_)) => {
+                    shard.c.decode_errors.fetch_add(1, Relaxed);
+                    closed_by_server = Some(1006);
+                    break;
+                }
+                Err(_) => {
+                    closed_by_server = Some(1006);
+                    break;
+                }
+            },
+        }
+        // Account connected time and outbound bytes as we go, so live reports are current.
+        let ms = welcomed.elapsed().as_millis() as u64;
+        if ms >= accounted_ms + 250 {
+            let d = ms - accounted_ms;
+            shard.c.connected_ms.fetch_add(d, Relaxed);
+            shard
+                .c
+                .expected_snapshots_ms
+                .fetch_add((d as f64 * snapshot_rate) as u64, Relaxed);
+            accounted_ms = ms;
+            shard
+                .c
+                .bytes_out
+                .fetch_add(client.bytes_out - bytes_out_seen, Relaxed);
+            bytes_out_seen = client.bytes_out;
+        }
+    }
+    let ms = welcomed.elapsed().as_millis() as u64;
+    let d = ms.saturating_sub(accounted_ms);
+    shard.c.connected_ms.fetch_add(d, Relaxed);
+    shard
+        .c
+        .expected_snapshots_ms
+        .fetch_add((d as f64 * snapshot_rate) as u64, Relaxed);
+    shard
+        .c
+        .bytes_out
+        .fetch_add(client.bytes_out - bytes_out_seen, Relaxed);
+    load.active.fetch_sub(1, Relaxed);
+    match closed_by_server {
+        Some(code) => {
+            *load
+                .disconnects
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(code)
+                .or_default() += 1;
+        }
+        None => {
+            let _ = client.leave().await;
+            client.close().await;
+        }
+    }
+}
