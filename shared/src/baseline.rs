@@ -101,6 +101,20 @@ impl BaselineTracker {
         last_input: InputSeq,
         current: &[ViewEntry],
     ) -> EncodedSnapshot {
+        self.encode_with_checksum(tick, last_input, current, view_checksum(current))
+    }
+
+    /// As [`BaselineTracker::encode`], with the view's checksum computed by the caller (a
+    /// server hashes each entity once per tick and combines the hashes per client with
+    /// [`crate::snapshot::combine_hashes`]). `checksum` must equal `view_checksum(current)`.
+    pub fn encode_with_checksum(
+        &mut self,
+        tick: Tick,
+        last_input: InputSeq,
+        current: &[ViewEntry],
+        checksum: u32,
+    ) -> EncodedSnapshot {
+        debug_assert_eq!(checksum, view_checksum(current));
         let baseline = self
             .acked
             .and_then(|a| self.ring.iter().find(|s| s.tick == a))
@@ -116,7 +130,7 @@ impl BaselineTracker {
             tick,
             baseline_age,
             last_input,
-            checksum: view_checksum(current),
+            checksum,
             body,
         };
 

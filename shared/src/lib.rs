@@ -33,7 +33,7 @@ pub use ids::{ClientId, EntityId, InputSeq, Tick};
 pub use message::{ClientMessage, InputFrame, ServerMessage, SnapshotMessage, Welcome};
 pub use quant::{EntityState, QuantizedState, Quantizer, WorldBounds};
 pub use receiver::{ReceiveError, Received, SnapshotReceiver};
-pub use snapshot::{SnapshotError, ViewEntry, view_checksum};
+pub use snapshot::{SnapshotError, ViewEntry, combine_hashes, entity_hash, view_checksum};
 
 /// The protocol version this crate speaks. A server refuses a `Hello` with any other version.
 pub const PROTOCOL_VERSION: u16 = 1;

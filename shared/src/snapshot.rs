@@ -65,31 +65,49 @@ pub enum SnapshotError {
     TrailingData,
 }
 
-/// FNV-1a (32-bit) over the view in id order; per entity the little-endian bytes of
-/// `id: u32, kind: u16, pos: 3 × u32, vel: 3 × i16, yaw: u16, health: u16, flags: u16`
-/// (30 bytes). The empty view hashes to the FNV offset basis `0x811c9dc5`.
-pub fn view_checksum(view: &[ViewEntry]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    };
-    for (id, s) in view {
-        eat(&id.0.to_le_bytes());
-        eat(&s.kind.to_le_bytes());
-        for p in s.pos {
-            eat(&p.to_le_bytes());
-        }
-        for v in s.vel {
-            eat(&v.to_le_bytes());
-        }
-        eat(&s.yaw.to_le_bytes());
-        eat(&s.health.to_le_bytes());
-        eat(&s.flags.to_le_bytes());
+/// FNV-1a (32-bit) offset basis.
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+/// FNV-1a (32-bit) prime.
+const FNV_PRIME: u32 = 0x0100_0193;
+
+fn fnv1a(mut h: u32, bytes: &[u8]) -> u32 {
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
     }
     h
+}
+
+/// The hash of one entity: FNV-1a (32-bit) over the little-endian bytes of
+/// `id: u32, kind: u16, pos: 3 × u32, vel: 3 × i16, yaw: u16, health: u16, flags: u16`
+/// (30 bytes).
+pub fn entity_hash(id: EntityId, s: &QuantizedState) -> u32 {
+    let mut b = [0u8; 30];
+    b[0..4].copy_from_slice(&id.0.to_le_bytes());
+    b[4..6].copy_from_slice(&s.kind.to_le_bytes());
+    for a in 0..3 {
+        b[6 + 4 * a..10 + 4 * a].copy_from_slice(&s.pos[a].to_le_bytes());
+        b[18 + 2 * a..20 + 2 * a].copy_from_slice(&s.vel[a].to_le_bytes());
+    }
+    b[24..26].copy_from_slice(&s.yaw.to_le_bytes());
+    b[26..28].copy_from_slice(&s.health.to_le_bytes());
+    b[28..30].copy_from_slice(&s.flags.to_le_bytes());
+    fnv1a(FNV_OFFSET, &b)
+}
+
+/// Combines entity hashes, in id order, into a view checksum: FNV-1a (32-bit) over the
+/// little-endian bytes of each hash. A server hashes every entity once per tick and combines
+/// per client, four bytes per visible entity.
+pub fn combine_hashes(hashes: impl IntoIterator<Item = u32>) -> u32 {
+    hashes
+        .into_iter()
+        .fold(FNV_OFFSET, |h, e| fnv1a(h, &e.to_le_bytes()))
+}
+
+/// The checksum of a view: [`combine_hashes`] of every entry's [`entity_hash`], in id order.
+/// The empty view's checksum is the FNV offset basis `0x811c9dc5`.
+pub fn view_checksum(view: &[ViewEntry]) -> u32 {
+    combine_hashes(view.iter().map(|(id, s)| entity_hash(*id, s)))
 }
 
 fn zigzag(d: i64) -> u64 {
@@ -623,8 +641,26 @@ mod tests {
     }
 
     #[test]
-    fn checksum_is_fnv1a() {
+    fn checksum_is_fnv1a_of_entity_hashes() {
         assert_eq!(view_checksum(&[]), 0x811c_9dc5);
+        // FNV-1a's published test vector: "a" → 0xe40c292c.
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xe40c_292c);
+        let e = (EntityId(1), st(1, 2));
+        assert_eq!(
+            view_checksum(&[e]),
+            combine_hashes([entity_hash(e.0, &e.1)])
+        );
+        // The worked example in PROTOCOL.md section 7.7 (entity 3 of the vectors).
+        let e3 = QuantizedState {
+            kind: 1,
+            pos: [64672, 62704, 0],
+            vel: [128, -96, 0],
+            yaw: 1024,
+            health: 100,
+            flags: 0,
+        };
+        assert_eq!(entity_hash(EntityId(3), &e3), 0xd5d5_6ae6);
+        assert_eq!(view_checksum(&[(EntityId(3), e3)]), 0x2dbc_4013);
         let a = view_checksum(&[(EntityId(1), st(1, 2))]);
         let b = view_checksum(&[(EntityId(1), st(1, 3))]);
         assert_ne!(a, b);
