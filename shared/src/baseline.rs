@@ -13,7 +13,7 @@ use crate::bits::BitWriter;
 use crate::ids::{InputSeq, Tick};
 use crate::message::SnapshotMessage;
 use crate::quant::Quantizer;
-use crate::snapshot::{ViewEntry, encode_delta, view_checksum};
+use crate::snapshot::{DeltaEncoder, ViewEntry, view_checksum};
 
 /// Default number of sent snapshots remembered per client.
 pub const DEFAULT_RING: usize = 32;
@@ -55,6 +55,7 @@ pub struct BaselineTracker {
     ring: VecDeque<Sent>,
     acked: Option<Tick>,
     writer: BitWriter,
+    encoder: DeltaEncoder,
 }
 
 impl BaselineTracker {
@@ -67,6 +68,7 @@ impl BaselineTracker {
             ring: VecDeque::with_capacity(capacity),
             acked: None,
             writer: BitWriter::new(),
+            encoder: DeltaEncoder::new(),
         }
     }
 
@@ -123,7 +125,8 @@ impl BaselineTracker {
             Some(s) => (s.view.as_slice(), tick.0 - s.tick.0),
             None => (&[][..], 0),
         };
-        encode_delta(&self.quantizer, base_view, current, &mut self.writer);
+        self.encoder
+            .encode(&self.quantizer, base_view, current, &mut self.writer);
         let mut body = Vec::with_capacity(self.writer.bit_len().div_ceil(8));
         self.writer.finish_into(&mut body);
         let message = SnapshotMessage {

@@ -323,91 +323,92 @@ fn read_changed(
     Ok(s)
 }
 
-/// How a baseline entry and the current view relate, walked in id order.
-enum Step<'a> {
-    Removed(usize),
-    Kept(usize, &'a QuantizedState, &'a QuantizedState),
-    New(&'a ViewEntry),
+/// Reusable scratch for delta encoding: one merge walk of baseline and current view records
+/// what was removed, changed and added, then the three sections are written. Keep one per
+/// client (the [`crate::BaselineTracker`] does) and a steady state allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct DeltaEncoder {
+    removed: Vec<u32>,
+    /// (baseline index, current index)
+    changed: Vec<(u32, u32)>,
+    /// current index
+    new: Vec<u32>,
 }
 
-fn merge_walk<'a>(
-    baseline: &'a [ViewEntry],
-    current: &'a [ViewEntry],
-    mut f: impl FnMut(Step<'a>),
-) {
-    let (mut i, mut j) = (0, 0);
-    while i < baseline.len() || j < current.len() {
-        match (baseline.get(i), current.get(j)) {
-            (Some(b), Some(c)) if b.0 == c.0 => {
-                f(Step::Kept(i, &b.1, &c.1));
+impl DeltaEncoder {
+    /// A new encoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends the body that turns `baseline` into `current` (both id-sorted, ids unique) to
+    /// `w`. Pass an empty baseline for a full snapshot.
+    pub fn encode(
+        &mut self,
+        q: &Quantizer,
+        baseline: &[ViewEntry],
+        current: &[ViewEntry],
+        w: &mut BitWriter,
+    ) {
+        debug_assert!(baseline.windows(2).all(|p| p[0].0 < p[1].0));
+        debug_assert!(current.windows(2).all(|p| p[0].0 < p[1].0));
+        self.removed.clear();
+        self.changed.clear();
+        self.new.clear();
+        let (mut i, mut j) = (0, 0);
+        while i < baseline.len() && j < current.len() {
+            let (b, c) = (&baseline[i], &current[j]);
+            if b.0 == c.0 {
+                if b.1 != c.1 {
+                    self.changed.push((i as u32, j as u32));
+                }
                 i += 1;
                 j += 1;
-            }
-            (Some(b), Some(c)) if b.0 < c.0 => {
-                f(Step::Removed(i));
+            } else if b.0 < c.0 {
+                self.removed.push(i as u32);
                 i += 1;
-            }
-            (Some(_), None) => {
-                f(Step::Removed(i));
-                i += 1;
-            }
-            (_, Some(c)) => {
-                f(Step::New(c));
+            } else {
+                self.new.push(j as u32);
                 j += 1;
             }
-            (None, None) => break,
+        }
+        self.removed.extend(i as u32..baseline.len() as u32);
+        self.new.extend(j as u32..current.len() as u32);
+
+        w.write_eg0(self.removed.len() as u32);
+        let mut prev: i64 = -1;
+        for &i in &self.removed {
+            w.write_eg0((i64::from(i) - prev - 1) as u32);
+            prev = i64::from(i);
+        }
+        w.write_eg0(self.changed.len() as u32);
+        let mut prev: i64 = -1;
+        for &(i, j) in &self.changed {
+            w.write_eg0((i64::from(i) - prev - 1) as u32);
+            prev = i64::from(i);
+            write_changed(w, q, &baseline[i as usize].1, &current[j as usize].1);
+        }
+        w.write_eg0(self.new.len() as u32);
+        let mut prev: i64 = -1;
+        for &j in &self.new {
+            let (id, s) = &current[j as usize];
+            w.write_eg0((i64::from(id.0) - prev - 1) as u32);
+            prev = i64::from(id.0);
+            write_full(w, q, s);
         }
     }
 }
 
 /// Appends the body that turns `baseline` into `current` (both id-sorted, ids unique) to `w`.
-/// Pass an empty baseline for a full snapshot. Allocates nothing beyond `w`'s growth.
+/// Pass an empty baseline for a full snapshot. A one-off convenience: it allocates scratch;
+/// encode repeatedly with a [`DeltaEncoder`].
 pub fn encode_delta(
     q: &Quantizer,
     baseline: &[ViewEntry],
     current: &[ViewEntry],
     w: &mut BitWriter,
 ) {
-    debug_assert!(baseline.windows(2).all(|p| p[0].0 < p[1].0));
-    debug_assert!(current.windows(2).all(|p| p[0].0 < p[1].0));
-    let (mut removed, mut changed, mut new) = (0u32, 0u32, 0u32);
-    merge_walk(baseline, current, |step| match step {
-        Step::Removed(_) => removed += 1,
-        Step::Kept(_, b, c) if b != c => changed += 1,
-        Step::Kept(..) => {}
-        Step::New(_) => new += 1,
-    });
-
-    w.write_eg0(removed);
-    let mut prev: i64 = -1;
-    merge_walk(baseline, current, |step| {
-        if let Step::Removed(i) = step {
-            w.write_eg0((i as i64 - prev - 1) as u32);
-            prev = i as i64;
-        }
-    });
-
-    w.write_eg0(changed);
-    let mut prev: i64 = -1;
-    merge_walk(baseline, current, |step| {
-        if let Step::Kept(i, b, c) = step
-            && b != c
-        {
-            w.write_eg0((i as i64 - prev - 1) as u32);
-            prev = i as i64;
-            write_changed(w, q, b, c);
-        }
-    });
-
-    w.write_eg0(new);
-    let mut prev: i64 = -1;
-    merge_walk(baseline, current, |step| {
-        if let Step::New((id, s)) = step {
-            w.write_eg0((i64::from(id.0) - prev - 1) as u32);
-            prev = i64::from(id.0);
-            write_full(w, q, s);
-        }
-    });
+    DeltaEncoder::new().encode(q, baseline, current, w);
 }
 
 /// Reads a list of strictly increasing indices below `len`, written as eg0 gaps.
