@@ -407,9 +407,12 @@ async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::ti
     let mut bytes_out_seen = client.bytes_out;
     let mut closed_by_server = None;
 
+    // One timer for the end, not one registered per loop turn.
+    let finish = sleep_until(end);
+    tokio::pin!(finish);
     loop {
         tokio::select! {
-            _ = sleep_until(end) => break,
+            _ = &mut finish => break,
             _ = inputs.tick() => {
                 // A random walk: turn now and then, fire rarely.
                 rng ^= rng << 13;

@@ -34,7 +34,8 @@ pub const MAX_WS_MESSAGE: usize = 4 * 1024;
 /// what may queue for a slow reader.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        // tungstenite zero-fills this much before every read attempt; inputs are ~100 bytes.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(Some(MAX_WS_MESSAGE))
