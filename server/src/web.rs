@@ -3,8 +3,35 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-/// Files built into the binary: (URL path, content type, bytes).
-const EMBEDDED: &[(&str, &str, &[u8])] = &[];
+/// Files built into the binary: (URL path, content type, bytes). The content type of each
+/// entry is [`content_type`] of its path (a test checks).
+const EMBEDDED: &[(&str, &str, &[u8])] = &[
+    (
+        "/index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../assets/web/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/web/app.js"),
+    ),
+    (
+        "/tickwire.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/web/tickwire.js"),
+    ),
+    (
+        "/world.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/web/world.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/web/style.css"),
+    ),
+];
 
 /// The content type for a file name.
 pub fn content_type(path: &str) -> &'static str {
@@ -44,5 +71,58 @@ pub async fn lookup(
             .iter()
             .find(|(p, _, _)| *p == rel)
             .map(|(_, ct, b)| (*ct, Cow::Borrowed(*b))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_files_have_their_content_types() {
+        for (path, ct, bytes) in EMBEDDED {
+            assert_eq!(*ct, content_type(path), "{path}");
+            assert!(!bytes.is_empty(), "{path} is empty");
+        }
+    }
+
+    #[tokio::test]
+    async fn root_is_the_page_and_the_page_names_only_embedded_files() {
+        let (ct, body) = lookup(None, "/").await.unwrap();
+        assert_eq!(ct, "text/html; charset=utf-8");
+        let html = String::from_utf8(body.into_owned()).unwrap();
+        for name in ["style.css", "app.js"] {
+            assert!(
+                html.contains(&format!("\"{name}\"")),
+                "index.html loads {name}"
+            );
+            assert!(lookup(None, &format!("/{name}")).await.is_some());
+        }
+        // app.js imports these.
+        for name in ["/tickwire.js", "/world.js"] {
+            let (ct, _) = lookup(None, name).await.unwrap();
+            assert_eq!(ct, "text/javascript; charset=utf-8");
+        }
+        assert!(lookup(None, "/nope.js").await.is_none());
+        assert!(lookup(None, "/../Cargo.toml").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn web_root_serves_plain_names_only() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/web");
+        let (ct, body) = lookup(Some(&root), "/").await.unwrap();
+        assert_eq!(ct, "text/html; charset=utf-8");
+        assert_eq!(&*body, include_bytes!("../../assets/web/index.html"));
+        let (ct, _) = lookup(Some(&root), "/test/vectors.test.mjs").await.unwrap();
+        assert_eq!(ct, "text/javascript; charset=utf-8");
+        for bad in [
+            "/../Cargo.toml",
+            "/test/../app.js",
+            "//etc/passwd",
+            "/.hidden",
+            "/missing",
+        ] {
+            assert!(lookup(Some(&root), bad).await.is_none(), "{bad}");
+        }
     }
 }
