@@ -41,10 +41,11 @@ impl BitWriter {
         let masked = u64::from(value) & ((1u64 << n) - 1);
         self.acc |= masked << self.acc_bits;
         self.acc_bits += n;
-        while self.acc_bits >= 8 {
-            self.buf.push(self.acc as u8);
-            self.acc >>= 8;
-            self.acc_bits -= 8;
+        // acc_bits < 32 before, so < 64 now: spill whole 32-bit words.
+        if self.acc_bits >= 32 {
+            self.buf.extend_from_slice(&(self.acc as u32).to_le_bytes());
+            self.acc >>= 32;
+            self.acc_bits -= 32;
         }
     }
 
@@ -92,11 +93,10 @@ impl BitWriter {
     }
 
     fn flush(&mut self) {
-        if self.acc_bits > 0 {
-            self.buf.push(self.acc as u8);
-            self.acc = 0;
-            self.acc_bits = 0;
-        }
+        let bytes = self.acc_bits.div_ceil(8) as usize;
+        self.buf.extend_from_slice(&self.acc.to_le_bytes()[..bytes]);
+        self.acc = 0;
+        self.acc_bits = 0;
     }
 }
 
