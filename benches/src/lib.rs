@@ -11,12 +11,8 @@ use tickwire_shared::{EntityId, EntityState, Quantizer, ViewEntry, WorldBounds};
 use wincode::config::Configuration;
 use wincode::{SchemaRead, SchemaWrite};
 
+pub use tickwire_server::game::{KIND_NPC, KIND_PLAYER};
 pub use tickwire_server::rng::Rng;
-
-/// Entity kind of a player in the scenario.
-pub const KIND_PLAYER: u16 = 1;
-/// Entity kind of an NPC in the scenario.
-pub const KIND_NPC: u16 = 2;
 
 /// Scenario parameters (the defaults are the bandwidth scenario).
 #[derive(Debug, Clone)]
