@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::quic::{QuicError, TlsIdentity};
 use crate::world::{World, WorldError};
 
 /// Log output format.
@@ -19,7 +20,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Tickwire: an authoritative fixed-tick game server over binary WebSocket.
+/// Tickwire: an authoritative fixed-tick game server over binary WebSocket and QUIC.
 ///
 /// Log level comes from RUST_LOG (default: info).
 #[derive(Debug, Clone, Parser)]
@@ -54,7 +55,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 150.0)]
     pub view_radius: f32,
 
-    /// Most concurrent WebSocket sessions; beyond it the upgrade is refused with HTTP 503.
+    /// Most concurrent sessions, WebSocket and QUIC together; beyond it a WebSocket upgrade is
+    /// refused with HTTP 503 and a QUIC connection with CONNECTION_REFUSED.
     /// Each client costs about 40 KiB of baseline ring plus socket buffers.
     #[arg(long, default_value_t = 10_000)]
     pub max_clients: usize,
@@ -99,6 +101,25 @@ pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// UDP address for QUIC clients (ALPN tickwire/1: snapshots as datagrams). Port 0 picks a
+    /// free port; the bound address is logged as quic_addr=.
+    #[arg(long, default_value = "127.0.0.1:4433", conflicts_with = "no_quic")]
+    pub quic: SocketAddr,
+
+    /// Serve WebSocket only: no QUIC endpoint.
+    #[arg(long)]
+    pub no_quic: bool,
+
+    /// QUIC certificate chain, PEM (leaf first). Without it (and --tls-key) a self-signed
+    /// certificate is generated at start and its SHA-256 is logged as cert_sha256= for clients
+    /// to pin.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// QUIC private key, PEM (PKCS#8, PKCS#1 or SEC1), for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// What the simulation thread needs.
@@ -143,6 +164,11 @@ pub struct ServerConfig {
     pub web_root: Option<PathBuf>,
     /// RNG seed.
     pub seed: u64,
+    /// QUIC UDP address; `None` serves WebSocket only.
+    pub quic: Option<SocketAddr>,
+    /// QUIC certificate and key from `--tls-cert`/`--tls-key`; `None` means a self-signed one
+    /// is generated at start.
+    pub tls: Option<TlsIdentity>,
 }
 
 /// A configuration the server cannot run with.
@@ -167,6 +193,27 @@ pub enum ConfigError {
     /// The world file is invalid.
     #[error("--world: {0}")]
     World(#[from] WorldError),
+    /// A TLS file could not be read.
+    #[error("--{flag} {path}: {source}")]
+    TlsRead {
+        /// Which flag.
+        flag: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TLS files do not hold a usable certificate and key.
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(#[from] QuicError),
+}
+
+fn read_tls(flag: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::TlsRead {
+        flag,
+        path: path.clone(),
+        source,
+    })
 }
 
 fn seconds(flag: &'static str, v: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
@@ -216,6 +263,13 @@ impl Cli {
                 World::parse(&text)?
             }
         };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsIdentity::from_pem(
+                &read_tls("tls-cert", cert)?,
+                &read_tls("tls-key", key)?,
+            )?),
+            _ => None,
+        };
         Ok(ServerConfig {
             listen: self.listen,
             sim: SimConfig {
@@ -235,6 +289,8 @@ impl Cli {
             input_queue: self.input_queue,
             web_root: self.web_root,
             seed: self.seed,
+            quic: (!self.no_quic).then_some(self.quic),
+            tls,
         })
     }
 }
@@ -260,6 +316,22 @@ mod tests {
         assert_eq!(c.sim.tick_rate, 30);
         assert_eq!(c.sim.ack_timeout_ticks, 300);
         assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.quic.map(|a| a.port()), Some(4433));
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn quic_flags() {
+        let c = Cli::try_parse_from(["s", "--no-quic"]).unwrap();
+        assert!(c.into_config().unwrap().quic.is_none());
+        assert!(Cli::try_parse_from(["s", "--no-quic", "--quic", "127.0.0.1:1"]).is_err());
+        // Certificate and key go together.
+        let e = Cli::try_parse_from(["s", "--tls-cert", "c.pem"]).unwrap_err();
+        assert!(e.to_string().contains("--tls-key"), "{e}");
+        let cli =
+            Cli::try_parse_from(["s", "--tls-cert", "/nonexistent.pem", "--tls-key", "k"]).unwrap();
+        let e = cli.into_config().unwrap_err().to_string();
+        assert!(e.contains("--tls-cert /nonexistent.pem"), "{e}");
     }
 
     #[test]

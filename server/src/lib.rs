@@ -1,11 +1,12 @@
-//! Tickwire server: an authoritative fixed-tick game server over binary WebSocket.
+//! Tickwire server: an authoritative fixed-tick game server over binary WebSocket and QUIC.
 //!
 //! [`Server::run`] takes an already-bound listener and a shutdown future (the mini-redis
-//! shape): tests bind `127.0.0.1:0` and drive a real server; `main` binds `--listen` and
-//! passes Ctrl-C/SIGTERM.
+//! shape): tests bind `127.0.0.1:0` and drive a real server; `main` binds `--listen` (and
+//! `--quic`, see [`Server::run_with_quic`]) and passes Ctrl-C/SIGTERM.
 //!
-//! Data flow: socket → connection task ([`ws`]) → crossbeam channels → simulation thread
-//! ([`sim`]) → per-client latest-wins [`sim::Outbound`] slot → connection task → socket.
+//! Data flow: socket → connection task ([`ws`] or [`quic`], both driving the shared session
+//! logic) → crossbeam channels → simulation thread ([`sim`]) → per-client latest-wins
+//! [`sim::Outbound`] slot → connection task → socket.
 
 pub mod close;
 pub mod config;
@@ -13,8 +14,10 @@ pub mod game;
 pub mod grid;
 pub mod http;
 pub mod metrics;
+pub mod quic;
 pub mod rng;
 pub mod scheduler;
+pub(crate) mod session;
 pub mod sim;
 pub mod web;
 pub mod world;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
+use quinn::VarInt;
 use tickwire_shared::ClientId;
 use tickwire_shared::quant::BoundsError;
 use tokio::io::AsyncWriteExt;
@@ -37,10 +41,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use config::{Cli, LogFormat, ServerConfig, SimConfig};
 pub use game::{Arena, ArenaRules, Game, Replicated};
 pub use metrics::Metrics;
+pub use quic::{QuicListener, TlsIdentity};
 pub use sim::Simulation;
 
 /// How long shutdown waits for connections to say goodbye before it stops waiting.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// After that, how long the QUIC endpoint gets to send its last CONNECTION_CLOSE frames.
+const QUIC_DRAIN: Duration = Duration::from_millis(300);
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +101,23 @@ impl<G: Game> Server<G> {
         self.metrics.clone()
     }
 
-    /// Serves `listener` until `shutdown` completes, then closes every client with 1001 and
-    /// returns within about two seconds.
+    /// Serves WebSocket clients on `listener` until `shutdown` completes, then closes every
+    /// client with 1001 and returns within about two seconds.
     pub async fn run(
         self,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        self.run_with_quic(listener, None, shutdown).await
+    }
+
+    /// As [`Server::run`], and QUIC clients on `quic` too: one simulation, one
+    /// `--max-clients` budget, one shutdown (QUIC clients get 1001 within the same two
+    /// seconds).
+    pub async fn run_with_quic(
+        self,
+        listener: TcpListener,
+        quic: Option<QuicListener>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
         let Server { cfg, game, metrics } = self;
@@ -130,6 +150,17 @@ impl<G: Game> Server<G> {
             world = %shared.cfg.world.name,
             "listening (WebSocket at /ws, metrics at /metrics)"
         );
+        if let Some(q) = &quic {
+            info!(
+                quic_addr = %q.local_addr(),
+                cert_sha256 = %q.cert_sha256(),
+                alpn = %"tickwire/1",
+                self_signed = q.is_self_signed(),
+                "listening for QUIC (pin the certificate by its SHA-256)"
+            );
+        }
+        let endpoint = quic.as_ref().map(|q| q.endpoint().clone());
+        let mut quic_open = endpoint.is_some();
 
         let next_client = AtomicU32::new(1);
         tokio::pin!(shutdown);
@@ -155,6 +186,25 @@ impl<G: Game> Server<G> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                incoming = next_incoming(endpoint.as_ref()), if quic_open => match incoming {
+                    Some(incoming) => {
+                        let id = ClientId(next_client.fetch_add(1, Relaxed));
+                        let peer = incoming.remote_address();
+                        let span = info_span!("quic", client_id = %id, %peer);
+                        let (sh, done) = (shared.clone(), done_tx.clone());
+                        tokio::spawn(
+                            async move {
+                                quic::handle(incoming, sh, id).await;
+                                drop(done);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    None => {
+                        warn!("the QUIC endpoint stopped accepting");
+                        quic_open = false;
+                    }
+                },
             }
         }
 
@@ -165,10 +215,27 @@ impl<G: Game> Server<G> {
         if timeout(SHUTDOWN_GRACE, done_rx.recv()).await.is_err() {
             warn!("some connections did not finish closing in time");
         }
+        if let Some(ep) = &endpoint {
+            // Anything still open (a handshake in progress) goes with 1001 too; then give the
+            // CONNECTION_CLOSE frames a moment to leave.
+            ep.close(
+                VarInt::from_u32(close::GOING_AWAY.into()),
+                b"server shutting down",
+            );
+            let _ = timeout(QUIC_DRAIN, ep.wait_idle()).await;
+        }
         stop.store(true, Relaxed);
         let _ = tokio::task::spawn_blocking(move || sim_thread.join()).await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// The next QUIC connection attempt; never resolves without an endpoint.
+async fn next_incoming(endpoint: Option<&quinn::Endpoint>) -> Option<quinn::Incoming> {
+    match endpoint {
+        Some(ep) => ep.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -252,10 +319,7 @@ async fn upgrade(
         .await;
         return;
     };
-    let open = sh.metrics.open_sessions.fetch_add(1, Relaxed);
-    if open >= sh.cfg.max_clients as u64 {
-        sh.metrics.open_sessions.fetch_sub(1, Relaxed);
-        sh.metrics.refused_full.fetch_add(1, Relaxed);
+    let Some(slot) = session::SessionSlot::acquire(&sh) else {
         debug!("refused: server full");
         let _ = http::respond(
             &mut stream,
@@ -266,14 +330,14 @@ async fn upgrade(
         )
         .await;
         return;
-    }
+    };
     if stream
         .write_all(http::upgrade_response(&key).as_bytes())
         .await
         .is_ok()
     {
         debug!(%peer, "upgraded");
-        ws::serve(stream, leftover, sh.clone(), id).await;
+        ws::serve(stream, leftover, sh, id).await;
     }
-    sh.metrics.open_sessions.fetch_sub(1, Relaxed);
+    drop(slot);
 }

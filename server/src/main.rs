@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use tickwire_server::{Cli, LogFormat, Server};
+use tickwire_server::{Cli, LogFormat, QuicListener, Server, TlsIdentity};
 use tickwire_shared::rlimit;
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +17,13 @@ fn main() -> anyhow::Result<()> {
     match cli.log_format {
         LogFormat::Text => fmt.with_ansi(ansi).init(),
         LogFormat::Json => fmt.json().init(),
+    }
+    // Exactly one rustls crypto provider for the process: ring.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::warn!("a rustls crypto provider was already installed");
     }
     let config = cli.into_config()?;
     let want = config.max_clients as u64 + 256;
@@ -39,7 +46,19 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        Server::new(config).run(listener, shutdown_signal()).await?;
+        let quic = match config.quic {
+            None => None,
+            Some(addr) => {
+                let identity = match &config.tls {
+                    Some(id) => id.clone(),
+                    None => TlsIdentity::self_signed()?,
+                };
+                Some(QuicListener::bind(addr, &identity)?)
+            }
+        };
+        Server::new(config)
+            .run_with_quic(listener, quic, shutdown_signal())
+            .await?;
         anyhow::Ok(())
     })
 }

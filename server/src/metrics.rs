@@ -83,7 +83,7 @@ pub struct Metrics {
     tick_sum_ns: AtomicU64,
     /// Clients in the simulation.
     pub connected_clients: AtomicU64,
-    /// WebSocket sessions open (including ones still in the handshake).
+    /// Sessions open, WebSocket and QUIC together (including ones still in the handshake).
     pub open_sessions: AtomicU64,
     /// Snapshots written to sockets.
     pub snapshots_sent: AtomicU64,
@@ -97,8 +97,10 @@ pub struct Metrics {
     pub snapshots_superseded: AtomicU64,
     /// Input messages dropped because the simulation's queue was full.
     pub inputs_dropped: AtomicU64,
-    /// Upgrades refused with 503 at `--max-clients`.
+    /// Upgrades refused with 503 (and QUIC connections refused) at `--max-clients`.
     pub refused_full: AtomicU64,
+    /// Snapshots sent on a QUIC stream because they did not fit a datagram.
+    pub snapshots_on_stream: AtomicU64,
     disconnects: [AtomicU64; DisconnectReason::ALL.len()],
 }
 
@@ -185,8 +187,14 @@ impl Metrics {
         counter(
             &mut o,
             "tickwire_refused_full_total",
-            "WebSocket upgrades refused with 503 at --max-clients.",
+            "Sessions refused at --max-clients (WebSocket upgrades with 503, QUIC connections with CONNECTION_REFUSED).",
             self.refused_full.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "tickwire_quic_snapshots_on_stream_total",
+            "QUIC snapshots sent on a stream because they did not fit the connection's datagram size.",
+            self.snapshots_on_stream.load(Relaxed),
         );
         let _ = writeln!(
             o,

@@ -1,0 +1,368 @@
+//! The transport-agnostic half of a client session: the handshake rules, what each decoded
+//! [`ClientMessage`] does, the close codes, the metrics, and the loop that ties a transport's
+//! inbound messages to the simulation's [`Outbound`] slot.
+//!
+//! A transport ([`crate::ws`], [`crate::quic`]) only moves bytes: it implements [`Transport`]
+//! (receive the next client envelope, send a reliable envelope, send a snapshot, close with a
+//! code) and calls [`run`]. So WebSocket and QUIC clients produce the same simulation events
+//! and see the same protocol behaviour, and the simulation never knows which one a client uses.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tickwire_shared::codec::{DecodeError, decode_client, encode_server};
+use tickwire_shared::message::MAX_REASON_BYTES;
+use tickwire_shared::{ClientId, ClientMessage, PROTOCOL_VERSION, ServerMessage, Tick};
+use tokio::time::{Instant, sleep_until};
+use tracing::debug;
+
+use crate::Shared;
+use crate::close;
+use crate::metrics::DisconnectReason;
+use crate::sim::{Control, InputMsg, Outbound};
+
+/// How a session ended.
+#[derive(Debug)]
+pub(crate) struct End {
+    /// The metrics label.
+    pub(crate) why: DisconnectReason,
+    /// Close code and reason to send, if the connection can still take them. `None` drops the
+    /// connection without a code.
+    pub(crate) close: Option<(u16, &'static str)>,
+    /// The player is gone for good (no resume).
+    pub(crate) graceful: bool,
+}
+
+impl End {
+    /// Close with a code (after a `Disconnect` with the same code).
+    pub(crate) fn close(why: DisconnectReason, code: u16, reason: &'static str) -> Self {
+        Self {
+            why,
+            close: Some((code, reason)),
+            graceful: true,
+        }
+    }
+
+    /// The connection is gone (or unusable): no close code, the player may resume.
+    pub(crate) fn dropped() -> Self {
+        Self {
+            why: DisconnectReason::Dropped,
+            close: None,
+            graceful: false,
+        }
+    }
+
+    /// The peer closed the connection itself (without `Leave`): the player may resume.
+    pub(crate) fn peer_closed() -> Self {
+        Self {
+            why: DisconnectReason::Normal,
+            close: None,
+            graceful: false,
+        }
+    }
+
+    /// A write stalled past the write timeout.
+    pub(crate) fn slow() -> Self {
+        Self {
+            why: DisconnectReason::SlowClient,
+            close: None,
+            graceful: false,
+        }
+    }
+
+    /// The server is shutting down.
+    pub(crate) fn shutdown() -> Self {
+        Self::close(
+            DisconnectReason::Shutdown,
+            close::GOING_AWAY,
+            "server shutting down",
+        )
+    }
+
+    /// An envelope that breaks the protocol.
+    pub(crate) fn protocol(reason: &'static str) -> Self {
+        Self::close(
+            DisconnectReason::ProtocolError,
+            close::PROTOCOL_ERROR,
+            reason,
+        )
+    }
+
+    /// A message over the size limit.
+    pub(crate) fn too_big() -> Self {
+        Self::close(DisconnectReason::TooBig, close::TOO_BIG, "message too big")
+    }
+}
+
+/// Which kind of channel an envelope arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Channel {
+    /// Reliable and ordered (a WebSocket, the QUIC control stream).
+    Reliable,
+    /// Unreliable and unordered (a QUIC datagram): only `Input` may come this way, and an
+    /// `Input` that overtakes the `Hello` is dropped instead of being an error.
+    Datagram,
+}
+
+/// What a transport received.
+#[derive(Debug)]
+pub(crate) enum Inbound<F> {
+    /// One client envelope, not yet decoded.
+    Frame(F, Channel),
+    /// Something the transport handled itself (a WebSocket ping, a stream being opened).
+    Nothing,
+    /// The connection ended or broke the transport's rules.
+    End(End),
+}
+
+/// The byte-moving half of a session.
+pub(crate) trait Transport {
+    /// One received envelope.
+    type Frame: AsRef<[u8]>;
+
+    /// The next thing the client sent. Must be cancel-safe: [`run`] races it against the
+    /// outbound slot and the timers.
+    async fn recv(&mut self) -> Inbound<Self::Frame>;
+
+    /// Sends one envelope reliably and in order (`Welcome`, `Pong`). Returns the bytes written.
+    async fn send_reliable(&mut self, frame: &[u8]) -> Result<u64, End>;
+
+    /// Sends one snapshot envelope by whatever path suits it. Returns the bytes written.
+    async fn send_snapshot(&mut self, frame: Vec<u8>) -> Result<u64, End>;
+
+    /// Best effort, bounded in time: `disconnect` (the encoded `Disconnect` envelope, when it
+    /// could be encoded) reliably, then the transport's own close with `code` and `reason`.
+    async fn close(self, code: u16, reason: &str, disconnect: Option<&[u8]>);
+}
+
+/// Counts one session against `--max-clients` for as long as it lives (both transports).
+#[derive(Debug)]
+pub(crate) struct SessionSlot(Arc<Shared>);
+
+impl SessionSlot {
+    /// A slot, or `None` (counted as refused) when the server is full.
+    pub(crate) fn acquire(sh: &Arc<Shared>) -> Option<SessionSlot> {
+        let open = sh.metrics.open_sessions.fetch_add(1, Relaxed);
+        if open >= sh.cfg.max_clients as u64 {
+            sh.metrics.open_sessions.fetch_sub(1, Relaxed);
+            sh.metrics.refused_full.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(SessionSlot(sh.clone()))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.metrics.open_sessions.fetch_sub(1, Relaxed);
+    }
+}
+
+struct Session<T> {
+    t: T,
+    sh: Arc<Shared>,
+    client: ClientId,
+    out: Arc<Outbound>,
+    joined: bool,
+    welcomed: bool,
+    buf: Vec<u8>,
+}
+
+/// Runs one session to its end: Hello within `hello_deadline`, then messages both ways until
+/// `Leave`, a protocol error, the simulation closing it, the peer going away or shutdown. Then
+/// tells the simulation, counts the disconnect and closes the transport with the code.
+pub(crate) async fn run<T: Transport>(
+    t: T,
+    sh: Arc<Shared>,
+    client: ClientId,
+    hello_deadline: Instant,
+) {
+    let mut s = Session {
+        t,
+        sh,
+        client,
+        out: Arc::new(Outbound::default()),
+        joined: false,
+        welcomed: false,
+        buf: Vec::with_capacity(256),
+    };
+    let end = s.serve(hello_deadline).await;
+    if s.joined {
+        // The control channel is unbounded and outlives every session; a send error means the
+        // simulation already stopped, when there is nothing left to leave.
+        let _ = s.sh.sim.control.send(Control::Leave {
+            client,
+            graceful: end.graceful,
+        });
+    }
+    s.sh.metrics.disconnect(end.why);
+    debug!(why = end.why.label(), "session ended");
+    if let Some((code, reason)) = end.close {
+        let reason = &reason[..reason.len().min(MAX_REASON_BYTES)];
+        s.buf.clear();
+        let msg = ServerMessage::Disconnect {
+            code,
+            reason: reason.to_owned(),
+        };
+        let disconnect = encode_server(&msg, &mut s.buf)
+            .is_ok()
+            .then_some(&s.buf[..]);
+        s.t.close(code, reason, disconnect).await;
+    }
+}
+
+impl<T: Transport> Session<T> {
+    async fn serve(&mut self, hello_deadline: Instant) -> End {
+        let mut shutdown = self.sh.shutdown.clone();
+        if *shutdown.borrow() {
+            return End::shutdown();
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return End::shutdown(),
+                _ = sleep_until(hello_deadline), if !self.welcomed => {
+                    return End::close(
+                        DisconnectReason::HandshakeTimeout,
+                        close::POLICY_VIOLATION,
+                        "no Hello in time",
+                    );
+                }
+                _ = self.out.notify.notified() => {
+                    if let Some(end) = self.flush_outbound().await {
+                        return end;
+                    }
+                }
+                inbound = self.t.recv() => {
+                    let end = match inbound {
+                        Inbound::Frame(bytes, channel) => self.on_frame(bytes.as_ref(), channel).await,
+                        Inbound::Nothing => None,
+                        Inbound::End(end) => Some(end),
+                    };
+                    if let Some(end) = end {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush_outbound(&mut self) -> Option<End> {
+        let st = self.out.take();
+        if let Some(w) = st.welcome {
+            self.welcomed = true;
+            if let Err(end) = self.send(&ServerMessage::Welcome(w)).await {
+                return Some(end);
+            }
+        }
+        if let Some(frame) = st.snapshot {
+            match self.t.send_snapshot(frame).await {
+                Ok(n) => {
+                    self.sh.metrics.bytes_sent.fetch_add(n, Relaxed);
+                    self.sh.metrics.snapshots_sent.fetch_add(1, Relaxed);
+                }
+                Err(end) => return Some(end),
+            }
+        }
+        if let Some((code, reason)) = st.close {
+            // The simulation already dropped this client.
+            self.joined = false;
+            let why = if code == close::ACK_TIMEOUT {
+                DisconnectReason::AckTimeout
+            } else {
+                DisconnectReason::Replaced
+            };
+            return Some(End {
+                why,
+                close: Some((code, reason)),
+                graceful: true,
+            });
+        }
+        None
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8], channel: Channel) -> Option<End> {
+        let msg = match decode_client(bytes) {
+            Ok(m) => m,
+            Err(DecodeError::TooLarge { .. }) => return Some(End::too_big()),
+            Err(_) => return Some(End::protocol("undecodable message")),
+        };
+        self.sh.metrics.inbound_messages.fetch_add(1, Relaxed);
+        if channel == Channel::Datagram && !matches!(msg, ClientMessage::Input { .. }) {
+            return Some(End::protocol("only Input may be sent as a datagram"));
+        }
+        match msg {
+            ClientMessage::Hello {
+                protocol_version,
+                resume_token,
+                ..
+            } => {
+                if self.joined {
+                    return Some(End::protocol("second Hello"));
+                }
+                if protocol_version != PROTOCOL_VERSION {
+                    return Some(End::close(
+                        DisconnectReason::BadVersion,
+                        close::BAD_VERSION,
+                        "unsupported protocol version",
+                    ));
+                }
+                let join = Control::Join {
+                    client: self.client,
+                    resume: resume_token,
+                    out: self.out.clone(),
+                };
+                if self.sh.sim.control.send(join).is_err() {
+                    return Some(End::shutdown());
+                }
+                self.joined = true;
+                None
+            }
+            ClientMessage::Input { ack_tick, frames } => {
+                if !self.joined {
+                    // A datagram may overtake the Hello on its stream: not the client's fault.
+                    return match channel {
+                        Channel::Datagram => None,
+                        Channel::Reliable => Some(End::protocol("Input before Hello")),
+                    };
+                }
+                // Full queue: drop this message. The next one repeats its frames.
+                let msg = InputMsg {
+                    client: self.client,
+                    ack: ack_tick,
+                    frames,
+                };
+                if self.sh.sim.input.try_send(msg).is_err() {
+                    self.sh.metrics.inputs_dropped.fetch_add(1, Relaxed);
+                }
+                None
+            }
+            ClientMessage::Ping { client_time } => {
+                let server_tick = Tick(self.sh.sim.tick.load(Relaxed));
+                self.send(&ServerMessage::Pong {
+                    client_time,
+                    server_tick,
+                })
+                .await
+                .err()
+            }
+            ClientMessage::Leave => {
+                Some(End::close(DisconnectReason::Normal, close::NORMAL, "bye"))
+            }
+        }
+    }
+
+    /// Encodes and sends one envelope reliably.
+    async fn send(&mut self, msg: &ServerMessage) -> Result<(), End> {
+        self.buf.clear();
+        if encode_server(msg, &mut self.buf).is_err() {
+            return Err(End::close(
+                DisconnectReason::ProtocolError,
+                close::INTERNAL_ERROR,
+                "encode failed",
+            ));
+        }
+        let n = self.t.send_reliable(&self.buf).await?;
+        self.sh.metrics.bytes_sent.fetch_add(n, Relaxed);
+        Ok(())
+    }
+}
