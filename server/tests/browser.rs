@@ -387,6 +387,17 @@ impl Chromium {
         browser
     }
 
+    /// Waits up to `limit` for Chromium to exit by itself.
+    fn wait_exit(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stderr_tail(&self) -> String {
         self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
@@ -396,7 +407,13 @@ impl Drop for Chromium {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        // Chromium's helper processes may still be writing to the profile for a moment.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -701,7 +718,7 @@ async fn browser_client_plays_in_headless_chromium() {
         .map(|n| tokio::spawn(bot(ws_url.clone(), n, bots_stop.clone())))
         .collect();
 
-    let browser = Chromium::launch(&binary);
+    let mut browser = Chromium::launch(&binary);
     let mut cdp = Cdp::connect(&browser.devtools_url).await;
     let page_url = format!("http://{}/?name=e2e", srv.addr);
     let target = cdp
@@ -852,7 +869,17 @@ async fn browser_client_plays_in_headless_chromium() {
         cdp.console
     );
 
+    // Ask Chromium to quit (it takes its helper processes along), then the guard kills
+    // whatever is left and removes the profile.
+    let _ = timeout(
+        Duration::from_secs(2),
+        cdp.ws.send(Message::Text(
+            r#"{"id":999999,"method":"Browser.close","params":{}}"#.into(),
+        )),
+    )
+    .await;
     drop(cdp);
+    browser.wait_exit(Duration::from_secs(2));
     drop(browser);
     let _ = stop_bots.send(true);
     for b in bots {
