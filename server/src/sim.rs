@@ -17,10 +17,9 @@ use crossbeam_channel::{Receiver, Sender};
 use glam::Vec2;
 use rayon::prelude::*;
 use tickwire_shared::baseline::AckOutcome;
-use tickwire_shared::codec::encode_server;
 use tickwire_shared::{
     BaselineTracker, ClientId, EntityId, InputFrame, InputSeq, PROTOCOL_VERSION, QuantizedState,
-    Quantizer, ServerMessage, Tick, ViewEntry, Welcome, combine_hashes, entity_hash,
+    Quantizer, Tick, ViewEntry, Welcome, combine_hashes, entity_hash,
 };
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -386,15 +385,17 @@ impl<G: Game> Simulation<G> {
                 // Each entity was hashed once this tick; a client's checksum combines 4 bytes
                 // per visible entity instead of hashing 30.
                 let checksum = combine_hashes(c.near.iter().map(|&i| hashes[i as usize]));
-                let enc = c
+                let mut frame = Vec::new();
+                match c
                     .tracker
-                    .encode_with_checksum(tick, c.last_input, &c.view, checksum);
-                if enc.full {
-                    metrics.full_snapshots.fetch_add(1, Relaxed);
-                }
-                let mut frame = Vec::with_capacity(enc.message.body.len() + 24);
-                if encode_server(&ServerMessage::Snapshot(enc.message), &mut frame).is_err() {
-                    return 0;
+                    .encode_frame(tick, c.last_input, &c.view, checksum, &mut frame)
+                {
+                    Ok(true) => {
+                        metrics.full_snapshots.fetch_add(1, Relaxed);
+                    }
+                    Ok(false) => {}
+                    // Only a body over wincode's size limit could fail; skip this tick.
+                    Err(_) => return 0,
                 }
                 let len = frame.len() as u64;
                 c.out.put(|s| {
@@ -498,7 +499,7 @@ mod tests {
     use super::*;
     use crate::game::Replicated;
     use glam::Vec3;
-    use tickwire_shared::{EntityState, WorldBounds};
+    use tickwire_shared::{EntityState, ServerMessage, WorldBounds};
 
     /// A game that records the inputs it is given.
     #[derive(Default)]

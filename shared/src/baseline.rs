@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 
 use crate::bits::BitWriter;
+use crate::codec::{EncodeError, encode_snapshot_frame};
 use crate::ids::{InputSeq, Tick};
 use crate::message::SnapshotMessage;
 use crate::quant::Quantizer;
@@ -116,6 +117,42 @@ impl BaselineTracker {
         current: &[ViewEntry],
         checksum: u32,
     ) -> EncodedSnapshot {
+        let baseline_age = self.encode_body(tick, current, checksum);
+        let message = SnapshotMessage {
+            tick,
+            baseline_age,
+            last_input,
+            checksum,
+            body: self.writer.finish_view().to_vec(),
+        };
+        EncodedSnapshot {
+            message,
+            full: baseline_age == 0,
+        }
+    }
+
+    /// As [`BaselineTracker::encode_with_checksum`], but appends the finished envelope
+    /// (`ServerMessage::Snapshot`) straight to `frame`: no owned message, no body copy.
+    /// Returns whether it is a full snapshot.
+    pub fn encode_frame(
+        &mut self,
+        tick: Tick,
+        last_input: InputSeq,
+        current: &[ViewEntry],
+        checksum: u32,
+        frame: &mut Vec<u8>,
+    ) -> Result<bool, EncodeError> {
+        let baseline_age = self.encode_body(tick, current, checksum);
+        let body = self.writer.finish_view();
+        // Header: tag 1, three varints of at most 5 bytes, the length varint: at most 25.
+        frame.reserve(body.len() + 25);
+        encode_snapshot_frame(tick, baseline_age, last_input, checksum, body, frame)?;
+        Ok(baseline_age == 0)
+    }
+
+    /// Writes the body into `self.writer` against the acked baseline, remembers `current`,
+    /// and returns the baseline age (0 = full).
+    fn encode_body(&mut self, tick: Tick, current: &[ViewEntry], checksum: u32) -> u32 {
         debug_assert_eq!(checksum, view_checksum(current));
         let baseline = self
             .acked
@@ -125,17 +162,9 @@ impl BaselineTracker {
             Some(s) => (s.view.as_slice(), tick.0 - s.tick.0),
             None => (&[][..], 0),
         };
+        self.writer.clear();
         self.encoder
             .encode(&self.quantizer, base_view, current, &mut self.writer);
-        let mut body = Vec::with_capacity(self.writer.bit_len().div_ceil(8));
-        self.writer.finish_into(&mut body);
-        let message = SnapshotMessage {
-            tick,
-            baseline_age,
-            last_input,
-            checksum,
-            body,
-        };
 
         let mut slot = if self.ring.len() == self.capacity {
             self.ring.pop_front().map(|s| s.view).unwrap_or_default()
@@ -145,10 +174,7 @@ impl BaselineTracker {
         slot.clear();
         slot.extend_from_slice(current);
         self.ring.push_back(Sent { tick, view: slot });
-        EncodedSnapshot {
-            message,
-            full: baseline_age == 0,
-        }
+        baseline_age
     }
 }
 

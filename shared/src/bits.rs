@@ -92,6 +92,20 @@ impl BitWriter {
         self.buf.clear();
     }
 
+    /// Flushes the partial byte and returns everything written; [`BitWriter::clear`] then
+    /// readies the writer (and its buffer) for the next body.
+    pub fn finish_view(&mut self) -> &[u8] {
+        self.flush();
+        &self.buf
+    }
+
+    /// Empties the writer, keeping its buffer's capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.acc = 0;
+        self.acc_bits = 0;
+    }
+
     fn flush(&mut self) {
         let bytes = self.acc_bits.div_ceil(8) as usize;
         self.buf.extend_from_slice(&self.acc.to_le_bytes()[..bytes]);

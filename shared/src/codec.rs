@@ -6,7 +6,10 @@
 //! limits (frame counts, name lengths) are checked after decoding. Nothing here panics on any
 //! input; every failure is a [`DecodeError`].
 
+use wincode::SchemaWrite;
 use wincode::config::{Config, Configuration};
+
+use crate::ids::{InputSeq, Tick};
 
 use crate::message::{
     ClientMessage, MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES, ServerMessage,
@@ -131,6 +134,48 @@ fn check_client_limits(msg: &ClientMessage) -> Result<(), (&'static str, usize, 
     }
 }
 
+/// The `Snapshot` envelope with a borrowed body: the same bytes as
+/// `ServerMessage::Snapshot(SnapshotMessage { .. })`, without first copying the body into an
+/// owned message (the server frames one snapshot per client per tick).
+#[derive(SchemaWrite)]
+struct SnapshotFrameRef<'a> {
+    tick: Tick,
+    baseline_age: u32,
+    last_input: InputSeq,
+    checksum: u32,
+    body: &'a [u8],
+}
+
+/// `ServerMessage::Snapshot`'s variant index.
+const SNAPSHOT_VARIANT: u32 = 1;
+
+/// Appends the frame of a `Snapshot` whose body is `body` to `out` (leaving `out` as it was on
+/// error). Byte-for-byte what [`encode_server`] writes for the equivalent owned message.
+pub fn encode_snapshot_frame(
+    tick: Tick,
+    baseline_age: u32,
+    last_input: InputSeq,
+    checksum: u32,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    let frame = SnapshotFrameRef {
+        tick,
+        baseline_age,
+        last_input,
+        checksum,
+        body,
+    };
+    let result = wincode::config::serialize_into(&mut *out, &SNAPSHOT_VARIANT, server_config())
+        .and_then(|()| wincode::config::serialize_into(&mut *out, &frame, server_config()));
+    if let Err(e) = result {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// Decodes one client frame (the server's side). Rejects frames over
 /// [`MAX_CLIENT_MESSAGE_BYTES`], trailing bytes, more than [`MAX_INPUT_FRAMES`] input frames
 /// and names over [`MAX_NAME_BYTES`].
@@ -175,7 +220,6 @@ fn check_len(frame: &[u8], limit: usize) -> Result<(), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{InputSeq, Tick};
     use crate::message::InputFrame;
 
     fn roundtrip_client(msg: ClientMessage) {
@@ -203,6 +247,31 @@ mod tests {
         });
         roundtrip_client(ClientMessage::Ping { client_time: 0 });
         roundtrip_client(ClientMessage::Leave);
+    }
+
+    #[test]
+    fn borrowed_snapshot_frame_matches_the_owned_message() {
+        use crate::message::SnapshotMessage;
+        let msg = SnapshotMessage {
+            tick: Tick(70_000),
+            baseline_age: 3,
+            last_input: InputSeq(251),
+            checksum: 0xdead_beef,
+            body: vec![1, 2, 3, 0xff],
+        };
+        let mut owned = Vec::new();
+        encode_server(&ServerMessage::Snapshot(msg.clone()), &mut owned).unwrap();
+        let mut borrowed = vec![];
+        encode_snapshot_frame(
+            msg.tick,
+            msg.baseline_age,
+            msg.last_input,
+            msg.checksum,
+            &msg.body,
+            &mut borrowed,
+        )
+        .unwrap();
+        assert_eq!(owned, borrowed);
     }
 
     #[test]
