@@ -15,7 +15,8 @@ use hdrhistogram::Histogram;
 use tickwire_shared::{InputSeq, ReceiveError, Received};
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 
-use crate::client::{Client, ClientError, Event};
+use crate::client::Event;
+use crate::transport::{Connector, TransportKind};
 
 const SHARDS: usize = 32;
 /// Input frames whose latency is still being waited for, per bot.
@@ -24,7 +25,7 @@ const MAX_PENDING_INPUTS: usize = 256;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Server WebSocket URL, `ws://host:port/ws`.
+    /// Server URL: `ws://host:port/ws`, or `quic://host:port` with [`TransportKind::Quic`].
     pub url: String,
     /// Bots to start.
     pub bots: usize,
@@ -40,6 +41,12 @@ pub struct LoadConfig {
     pub connect_timeout: Duration,
     /// Seed for the bots' random walks.
     pub seed: u64,
+    /// WebSocket (`url` is `ws://host:port/ws`) or QUIC (`url` is `quic://host:port`).
+    pub transport: TransportKind,
+    /// QUIC: accept only the server certificate with this SHA-256.
+    pub cert_sha256: Option<[u8; 32]>,
+    /// QUIC: accept any server certificate (local tests only). Ignored with `cert_sha256`.
+    pub insecure: bool,
 }
 
 impl Default for LoadConfig {
@@ -53,6 +60,9 @@ impl Default for LoadConfig {
             bind_ips: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             seed: 1,
+            transport: TransportKind::Ws,
+            cert_sha256: None,
+            insecure: false,
         }
     }
 }
@@ -347,6 +357,19 @@ impl Load {
 /// second, and returns the final report when every bot has finished.
 pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
     let load = Load::new(cfg.clone());
+    let connector = match Connector::new(&cfg).await {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the bots' connections");
+            load.shards[0]
+                .c
+                .connect_failures
+                .fetch_add(cfg.bots as u64, Relaxed);
+            let report = load.report();
+            progress(&report);
+            return report;
+        }
+    };
     let end = tokio::time::Instant::now() + cfg.duration;
     let mut tasks = tokio::task::JoinSet::new();
     let gap = Duration::from_secs_f64(1.0 / cfg.ramp_per_s.max(0.001));
@@ -358,7 +381,7 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
         tokio::select! {
             _ = sleep_until(next_start), if started < cfg.bots && next_start < end => {
                 let bind = (!cfg.bind_ips.is_empty()).then(|| cfg.bind_ips[started % cfg.bind_ips.len()]);
-                tasks.spawn(bot(load.clone(), started, bind, end));
+                tasks.spawn(bot(load.clone(), connector.clone(), started, bind, end));
                 started += 1;
                 next_start += gap;
             }
@@ -377,11 +400,18 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
     report
 }
 
-async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::time::Instant) {
+async fn bot(
+    load: Arc<Load>,
+    connector: Arc<Connector>,
+    index: usize,
+    bind: Option<IpAddr>,
+    end: tokio::time::Instant,
+) {
     let shard = &load.shards[index % SHARDS];
     let cfg = &load.cfg;
     let name = format!("bot{index}");
-    let mut client = match Client::connect(&cfg.url, &name, bind, cfg.connect_timeout).await {
+    let connecting = connector.connect(index, &name, bind, cfg.connect_timeout);
+    let mut client = match connecting.await {
         Ok(c) => c,
         Err(_) => {
             shard.c.connect_failures.fetch_add(1, Relaxed);
@@ -392,7 +422,7 @@ async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::ti
     load.active.fetch_add(1, Relaxed);
     let welcomed = Instant::now();
     let snapshot_rate =
-        f64::from(client.welcome.tick_rate) / f64::from(client.welcome.snapshot_every.max(1));
+        f64::from(client.welcome().tick_rate) / f64::from(client.welcome().snapshot_every.max(1));
     let mut rng = cfg.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut dir = (0i8, 0i8);
     let mut pending: VecDeque<(InputSeq, Instant)> = VecDeque::with_capacity(64);
@@ -404,7 +434,7 @@ async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::ti
     inputs.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut pings = tokio::time::interval(Duration::from_secs(1));
     let mut accounted_ms = 0u64;
-    let mut bytes_out_seen = client.bytes_out;
+    let mut bytes_out_seen = client.bytes_out();
     let mut closed_by_server = None;
 
     // One timer for the end, not one registered per loop turn.
@@ -482,7 +512,7 @@ async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::ti
                     closed_by_server = Some(code);
                     break;
                 }
-                Err(ClientError::Decode(_) | ClientError::Protocol(_)) => {
+                Err(e) if e.is_protocol() => {
                     shard.c.decode_errors.fetch_add(1, Relaxed);
                     closed_by_server = Some(1006);
                     break;
@@ -506,8 +536,8 @@ async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::ti
             shard
                 .c
                 .bytes_out
-                .fetch_add(client.bytes_out - bytes_out_seen, Relaxed);
-            bytes_out_seen = client.bytes_out;
+                .fetch_add(client.bytes_out() - bytes_out_seen, Relaxed);
+            bytes_out_seen = client.bytes_out();
         }
     }
     let ms = welcomed.elapsed().as_millis() as u64;
@@ -520,7 +550,7 @@ async fn bot(load: Arc<Load>, index: usize, bind: Option<IpAddr>, end: tokio::ti
     shard
         .c
         .bytes_out
-        .fetch_add(client.bytes_out - bytes_out_seen, Relaxed);
+        .fetch_add(client.bytes_out() - bytes_out_seen, Relaxed);
     load.active.fetch_sub(1, Relaxed);
     match closed_by_server {
         Some(code) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tickwire_bot_client::{LoadConfig, run};
+use tickwire_bot_client::{LoadConfig, QuicError, TransportKind, run};
 use tickwire_shared::rlimit;
 
 /// Load-test a Tickwire server: every bot is a real client that decodes and verifies every
@@ -16,9 +16,19 @@ use tickwire_shared::rlimit;
 #[derive(Debug, Parser)]
 #[command(name = "tickwire-bot", version, about)]
 struct Cli {
-    /// Server WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
+    /// Transport: binary WebSocket, or QUIC with datagram snapshots.
+    #[arg(long, value_enum, default_value_t = TransportKind::Ws)]
+    transport: TransportKind,
+    /// Server URL [default: ws://127.0.0.1:8080/ws, or quic://127.0.0.1:4433 with
+    /// --transport quic].
+    #[arg(long)]
+    url: Option<String>,
+    /// QUIC: the server certificate's SHA-256 in hex (the server logs it as cert_sha256=).
+    #[arg(long, value_parser = parse_pin)]
+    cert_sha256: Option<[u8; 32]>,
+    /// QUIC: do not authenticate the server at all (local tests only).
+    #[arg(long, conflicts_with = "cert_sha256")]
+    insecure: bool,
     /// Number of bots.
     #[arg(long, default_value_t = 100)]
     bots: usize,
@@ -46,8 +56,19 @@ struct Cli {
     seed: u64,
 }
 
+fn parse_pin(text: &str) -> Result<[u8; 32], QuicError> {
+    tickwire_bot_client::quic::parse_sha256(text)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.transport == TransportKind::Quic && cli.cert_sha256.is_none() && !cli.insecure {
+        bail!(
+            "--transport quic needs --cert-sha256 HEX (the server logs cert_sha256=) or --insecure"
+        );
+    }
+    // Exactly one rustls crypto provider for the process: ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if !(cli.duration.is_finite() && cli.duration > 0.0) {
         bail!("--duration must be a positive number of seconds");
     }
@@ -63,8 +84,18 @@ fn main() -> anyhow::Result<()> {
             lim.hard
         );
     }
+    let url = cli.url.unwrap_or_else(|| {
+        match cli.transport {
+            TransportKind::Ws => "ws://127.0.0.1:8080/ws",
+            TransportKind::Quic => "quic://127.0.0.1:4433",
+        }
+        .to_owned()
+    });
     let cfg = LoadConfig {
-        url: cli.url,
+        url,
+        transport: cli.transport,
+        cert_sha256: cli.cert_sha256,
+        insecure: cli.insecure,
         bots: cli.bots,
         duration: Duration::from_secs_f64(cli.duration),
         ramp_per_s: cli.ramp,

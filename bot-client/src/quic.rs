@@ -1,0 +1,744 @@
+//! One real Tickwire client over QUIC (quinn, rustls with ring), as in PROTOCOL.md's "QUIC
+//! mapping": ALPN `tickwire/1`; a bidirectional control stream opened by the client carries
+//! `Hello`, `Welcome`, `Ping`, `Pong`, `Leave` and `Disconnect`, each behind a 4-byte
+//! little-endian length; inputs go out as datagrams; snapshots come as datagrams, or, when too
+//! large for one, each on its own server-opened unidirectional stream.
+//!
+//! It yields the same [`Event`]s as the WebSocket [`crate::Client`], so the bots and the tests
+//! drive both alike. Datagram snapshots may be lost, reordered or duplicated; the
+//! [`SnapshotReceiver`] reports those as `Stale`/`Duplicate`/`MissingBaseline`, never as a
+//! desync.
+//!
+//! The server is authenticated by pinning the SHA-256 of its certificate (what the server logs
+//! as `cert_sha256=`), or not at all with [`ServerCert::Insecure`] (local tests only).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{
+    Connection, ConnectionError, Endpoint, IdleTimeout, RecvStream, SendStream, TransportConfig,
+    VarInt,
+};
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_server, encode_client};
+use tickwire_shared::message::MAX_INPUT_FRAMES;
+use tickwire_shared::quant::BoundsError;
+use tickwire_shared::{
+    ClientMessage, InputFrame, InputSeq, PROTOCOL_VERSION, Quantizer, ServerMessage,
+    SnapshotReceiver, Tick, Welcome, WorldBounds,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use crate::client::Event;
+
+/// The ALPN protocol id.
+pub const ALPN: &[u8] = b"tickwire/1";
+
+/// Bytes of the length prefix before every envelope on a stream (u32 little-endian).
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// The close code reported when a connection ends without an application close code (as
+/// WebSocket's 1006, "abnormal closure").
+pub const ABNORMAL: u16 = 1006;
+
+/// Oversized snapshots the server may have in flight to one client at once.
+const MAX_SNAPSHOT_STREAMS: u32 = 16;
+
+/// How a client checks the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCert {
+    /// Accept only the certificate whose DER has this SHA-256 (the server logs it as
+    /// `cert_sha256=`); its handshake signature is verified as usual.
+    Pinned([u8; 32]),
+    /// Accept any certificate: no authentication. For local tests only.
+    Insecure,
+}
+
+/// Why a QUIC client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// The URL is not `quic://host:port`.
+    #[error("bad url {0:?}: expected quic://host:port")]
+    BadUrl(String),
+    /// The pinned fingerprint is not 64 hex digits.
+    #[error("bad certificate SHA-256 {0:?}: expected 64 hex digits")]
+    BadFingerprint(String),
+    /// The TLS configuration was refused.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The TLS configuration lacks QUIC's initial cipher suite.
+    #[error("TLS: no QUIC initial cipher suite")]
+    NoInitialCipherSuite,
+    /// The UDP socket could not be bound.
+    #[error("bind: {0}")]
+    Io(#[from] std::io::Error),
+    /// quinn refused to start the connection.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The QUIC connection failed (handshake, certificate, refused because full, timeout).
+    #[error("connection: {0}")]
+    Connection(#[from] ConnectionError),
+    /// Writing to the control stream failed.
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The server sent an undecodable envelope.
+    #[error("server sent an undecodable frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// The server's Welcome carried unusable world bounds.
+    #[error("welcome: {0}")]
+    Bounds(#[from] BoundsError),
+    /// The server did not follow the protocol (e.g. no Welcome first, bad framing).
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    /// The server closed the connection.
+    #[error("closed by server: {code} {reason}")]
+    Closed {
+        /// Close code.
+        code: u16,
+        /// Reason text.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// Parses a certificate SHA-256 written as 64 hex digits (colons allowed, any case).
+pub fn parse_sha256(text: &str) -> Result<[u8; 32], QuicError> {
+    let bad = || QuicError::BadFingerprint(text.to_owned());
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let s = std::str::from_utf8(pair).map_err(|_| bad())?;
+        *o = u8::from_str_radix(s, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// SHA-256 of `data`, with the ring provider's hash.
+fn sha256(data: &[u8]) -> Option<[u8; 32]> {
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13()?;
+    suite
+        .common
+        .hash_provider
+        .hash(data)
+        .as_ref()
+        .try_into()
+        .ok()
+}
+
+/// Accepts the pinned certificate (or any, when insecure) and verifies handshake signatures
+/// with ring's algorithms either way.
+#[derive(Debug)]
+struct PinnedCert {
+    pin: Option<[u8; 32]>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.pin {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(pin) if sha256(end_entity.as_ref()) == Some(pin) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            Some(_) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The transport settings of a client connection: every limit explicit.
+pub fn client_transport_config() -> TransportConfig {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(10_000))))
+        .keep_alive_interval(Some(Duration::from_secs(3)))
+        // The server opens no bidirectional stream, and one unidirectional stream per
+        // oversized snapshot.
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_SNAPSHOT_STREAMS))
+        // Room for the largest envelope the protocol allows on one stream.
+        .stream_receive_window(VarInt::from_u32(
+            (MAX_SERVER_MESSAGE_BYTES + LENGTH_PREFIX_BYTES) as u32,
+        ))
+        .receive_window(VarInt::from_u32(2 * MAX_SERVER_MESSAGE_BYTES as u32))
+        // Control messages are small.
+        .send_window(64 * 1024)
+        // Snapshots not read yet; beyond this the oldest are dropped (the newest matter).
+        .datagram_receive_buffer_size(Some(256 * 1024))
+        .datagram_send_buffer_size(16 * 1024);
+    t
+}
+
+/// The quinn client configuration: TLS 1.3 with ring, ALPN `tickwire/1`, `cert` checking.
+pub fn client_config(cert: ServerCert) -> Result<quinn::ClientConfig, QuicError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = PinnedCert {
+        pin: match cert {
+            ServerCert::Pinned(p) => Some(p),
+            ServerCert::Insecure => None,
+        },
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|_| QuicError::NoInitialCipherSuite)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(client_transport_config()));
+    Ok(config)
+}
+
+/// Splits `quic://host:port` into the address to dial and the host name for TLS.
+pub async fn resolve(url: &str) -> Result<(SocketAddr, String), QuicError> {
+    let bad = || QuicError::BadUrl(url.to_owned());
+    let rest = url.strip_prefix("quic://").ok_or_else(bad)?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => return Err(bad()),
+    };
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)?;
+    Ok((addr, host.to_owned()))
+}
+
+/// Where client endpoints bind: the given address, else loopback for a loopback server (so
+/// local runs never bind beyond it), else the unspecified address of the server's family.
+fn bind_addr(server: SocketAddr, bind: Option<IpAddr>) -> SocketAddr {
+    let ip = match (bind, server.ip()) {
+        (Some(ip), _) => ip,
+        (None, ip) if ip.is_loopback() => ip,
+        (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// Dials one server from a pool of client endpoints (UDP sockets): many bots share a few
+/// sockets, as quinn demultiplexes connections by connection id.
+#[derive(Debug)]
+pub struct QuicConnector {
+    config: quinn::ClientConfig,
+    endpoints: Vec<Endpoint>,
+    addr: SocketAddr,
+    server_name: String,
+}
+
+impl QuicConnector {
+    /// Resolves `url` and binds `endpoints` UDP sockets (at least one), round-robin over
+    /// `bind_ips` (none: see [`QuicConnector`]'s rules). Must be called inside a tokio runtime.
+    pub async fn new(
+        url: &str,
+        cert: ServerCert,
+        endpoints: usize,
+        bind_ips: &[IpAddr],
+    ) -> Result<QuicConnector, QuicError> {
+        let (addr, server_name) = resolve(url).await?;
+        let config = client_config(cert)?;
+        let endpoints = (0..endpoints.max(1))
+            .map(|i| {
+                let bind = (!bind_ips.is_empty()).then(|| bind_ips[i % bind_ips.len()]);
+                Endpoint::client(bind_addr(addr, bind))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(QuicConnector {
+            config,
+            endpoints,
+            addr,
+            server_name,
+        })
+    }
+
+    /// Completes the QUIC handshake and opens the control stream; no `Hello` yet. `index`
+    /// picks the endpoint. For tests that send arbitrary envelopes.
+    pub async fn open(&self, index: usize) -> Result<QuicConn, QuicError> {
+        let endpoint = &self.endpoints[index % self.endpoints.len()];
+        let conn = endpoint
+            .connect_with(self.config.clone(), self.addr, &self.server_name)?
+            .await?;
+        let (send, recv) = conn.open_bi().await?;
+        Ok(QuicConn::new(conn, send, recv))
+    }
+
+    /// Connects, says `Hello` and waits (up to `wait`) for the `Welcome`.
+    pub async fn connect(
+        &self,
+        index: usize,
+        name: &str,
+        resume_token: Option<u64>,
+        wait: Duration,
+    ) -> Result<QuicClient, QuicError> {
+        let handshake = async {
+            let mut raw = self.open(index).await?;
+            let hello = ClientMessage::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                name: name.to_owned(),
+                resume_token,
+            };
+            let mut buf = Vec::new();
+            encode_client(&hello, &mut buf).map_err(|_| QuicError::Protocol("name too long"))?;
+            let sent = raw.send_control(&buf).await?;
+            // A snapshot datagram may overtake the Welcome on its stream; it waits in quinn's
+            // datagram buffer until the Welcome has been read.
+            match raw.next_control_message().await? {
+                Ok((ServerMessage::Welcome(welcome), _)) => Ok((raw, welcome, sent)),
+                Ok((ServerMessage::Disconnect { code, reason }, _)) | Err((code, reason)) => {
+                    Err(QuicError::Closed { code, reason })
+                }
+                Ok(_) => Err(QuicError::Protocol("first message was not Welcome")),
+            }
+        };
+        let (raw, welcome, sent) = timeout(wait, handshake)
+            .await
+            .map_err(|_| QuicError::Timeout)??;
+        let quantizer = Quantizer::new(WorldBounds {
+            min: welcome.world_min.into(),
+            max: welcome.world_max.into(),
+        })?;
+        Ok(QuicClient {
+            raw,
+            welcome,
+            receiver: SnapshotReceiver::with_default_history(quantizer),
+            next_seq: InputSeq(1),
+            recent: VecDeque::with_capacity(MAX_INPUT_FRAMES),
+            buf: Vec::with_capacity(128),
+            bytes_out: sent,
+            left: false,
+            _connector: None,
+        })
+    }
+}
+
+/// An item from the task that reads the server's snapshot streams: an envelope, or framing
+/// that broke the protocol.
+type StreamFrame = Result<Vec<u8>, &'static str>;
+
+/// A QUIC connection with its control stream: raw envelopes in and out. [`QuicClient`] is
+/// built on it.
+#[derive(Debug)]
+pub struct QuicConn {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    /// Control-stream bytes not yet split into envelopes.
+    pending: Vec<u8>,
+    streams: mpsc::Receiver<StreamFrame>,
+    stream_reader: JoinHandle<()>,
+    out: Vec<u8>,
+}
+
+impl Drop for QuicConn {
+    fn drop(&mut self) {
+        // The stream reader holds a connection handle; without it the connection closes.
+        self.stream_reader.abort();
+    }
+}
+
+impl QuicConn {
+    fn new(conn: Connection, send: SendStream, recv: RecvStream) -> Self {
+        let (tx, streams) = mpsc::channel(MAX_SNAPSHOT_STREAMS as usize);
+        let stream_reader = tokio::spawn(read_snapshot_streams(conn.clone(), tx));
+        Self {
+            conn,
+            send,
+            recv,
+            pending: Vec::new(),
+            streams,
+            stream_reader,
+            out: Vec::with_capacity(128),
+        }
+    }
+
+    /// The QUIC connection (for datagram sizes, stats, raw datagrams).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Sends one envelope on the control stream, behind its length prefix. Returns the bytes
+    /// written.
+    pub async fn send_control(&mut self, envelope: &[u8]) -> Result<u64, QuicError> {
+        self.out.clear();
+        self.out
+            .extend_from_slice(&(envelope.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(envelope);
+        self.send.write_all(&self.out).await?;
+        Ok(self.out.len() as u64)
+    }
+
+    /// Sends one envelope as a datagram if it fits the connection's datagram size, else on the
+    /// control stream. Returns the bytes written.
+    pub async fn send_unreliable(&mut self, envelope: &[u8]) -> Result<u64, QuicError> {
+        let fits = self
+            .conn
+            .max_datagram_size()
+            .is_some_and(|max| envelope.len() <= max);
+        if fits && self.conn.send_datagram(envelope.to_vec().into()).is_ok() {
+            return Ok(envelope.len() as u64);
+        }
+        self.send_control(envelope).await
+    }
+
+    /// The next whole envelope already received on the control stream.
+    fn take_control_frame(&mut self) -> Result<Option<Vec<u8>>, QuicError> {
+        let Some(prefix) = self.pending.first_chunk::<LENGTH_PREFIX_BYTES>() else {
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes(*prefix) as usize;
+        if len > MAX_SERVER_MESSAGE_BYTES {
+            return Err(QuicError::Protocol("control envelope over the size limit"));
+        }
+        let Some(frame) = self
+            .pending
+            .get(LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + len)
+        else {
+            return Ok(None);
+        };
+        let frame = frame.to_vec();
+        self.pending.drain(..LENGTH_PREFIX_BYTES + len);
+        Ok(Some(frame))
+    }
+
+    /// Reads the next envelope from the control stream only, or how the connection closed.
+    /// Cancel-safe.
+    pub async fn next_control_message(
+        &mut self,
+    ) -> Result<Result<(ServerMessage, usize), (u16, String)>, QuicError> {
+        // Bounded: each turn either returns or consumes received bytes, and the control
+        // stream ends with the connection.
+        loop {
+            if let Some(frame) = self.take_control_frame()? {
+                return Ok(Ok((decode_server(&frame)?, frame.len())));
+            }
+            if let Err(closed) = read_control(&mut self.recv, &mut self.pending, &self.conn).await {
+                return Ok(Err(closed));
+            }
+        }
+    }
+
+    /// Reads the next server envelope from any channel (control stream, datagram, snapshot
+    /// stream), or how the connection closed. Cancel-safe.
+    pub async fn next_message(
+        &mut self,
+    ) -> Result<Result<(ServerMessage, usize), (u16, String)>, QuicError> {
+        // Bounded: each turn either returns or consumes received bytes, and the control
+        // stream ends with the connection.
+        loop {
+            if let Some(frame) = self.take_control_frame()? {
+                return Ok(Ok((decode_server(&frame)?, frame.len())));
+            }
+            let Self {
+                conn,
+                recv,
+                pending,
+                streams,
+                ..
+            } = self;
+            tokio::select! {
+                read = read_control(recv, pending, conn) => if let Err(closed) = read {
+                    return Ok(Err(closed));
+                },
+                datagram = conn.read_datagram() => match datagram {
+                    Ok(d) => return Ok(Ok((decode_server(&d)?, d.len()))),
+                    Err(e) => return Ok(Err(close_code(&e))),
+                },
+                Some(frame) = streams.recv() => {
+                    let frame = frame.map_err(QuicError::Protocol)?;
+                    return Ok(Ok((decode_server(&frame)?, frame.len())));
+                }
+            }
+        }
+    }
+}
+
+/// Reads more of the control stream into `pending`; `Err` with the close code and reason
+/// when the stream or the connection ended. Cancel-safe.
+async fn read_control(
+    recv: &mut RecvStream,
+    pending: &mut Vec<u8>,
+    conn: &Connection,
+) -> Result<(), (u16, String)> {
+    match recv.read_chunk(64 * 1024, true).await {
+        Ok(Some(chunk)) => {
+            pending.extend_from_slice(&chunk.bytes);
+            Ok(())
+        }
+        // The server finished the control stream: its close follows.
+        Ok(None) => {
+            let closed = timeout(Duration::from_secs(1), conn.closed()).await;
+            Err(closed.map_or((ABNORMAL, String::new()), |e| close_code(&e)))
+        }
+        Err(quinn::ReadError::ConnectionLost(e)) => Err(close_code(&e)),
+        Err(_) => Err((ABNORMAL, String::new())),
+    }
+}
+
+/// The close code and reason a connection error stands for: the application close code the
+/// server sent, or [`ABNORMAL`] for anything else (timeouts, resets, code 0).
+pub fn close_code(e: &ConnectionError) -> (u16, String) {
+    match e {
+        ConnectionError::ApplicationClosed(c) => match u16::try_from(c.error_code.into_inner()) {
+            Ok(code) if code != 0 => (code, String::from_utf8_lossy(&c.reason).into_owned()),
+            _ => (ABNORMAL, String::new()),
+        },
+        _ => (ABNORMAL, String::new()),
+    }
+}
+
+/// Accepts the server's snapshot streams and reads each (one length-prefixed envelope, then
+/// FIN) in its own task. Ends with the connection.
+async fn read_snapshot_streams(conn: Connection, tx: mpsc::Sender<StreamFrame>) {
+    while let Ok(mut stream) = conn.accept_uni().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let Ok(data) = stream
+                .read_to_end(LENGTH_PREFIX_BYTES + MAX_SERVER_MESSAGE_BYTES)
+                .await
+            else {
+                // Reset, or the connection went: nothing to deliver.
+                return;
+            };
+            let frame = match data.split_first_chunk::<LENGTH_PREFIX_BYTES>() {
+                Some((len, rest)) if u32::from_le_bytes(*len) as usize == rest.len() => {
+                    Ok(rest.to_vec())
+                }
+                _ => Err("a snapshot stream is not one length-prefixed envelope"),
+            };
+            let _ = tx.send(frame).await;
+        });
+    }
+}
+
+/// A connected, welcomed QUIC client: the QUIC twin of [`crate::Client`].
+#[derive(Debug)]
+pub struct QuicClient {
+    raw: QuicConn,
+    /// The server's Welcome.
+    pub welcome: Welcome,
+    /// Snapshot history and the current verified view.
+    pub receiver: SnapshotReceiver,
+    next_seq: InputSeq,
+    recent: VecDeque<InputFrame>,
+    buf: Vec<u8>,
+    /// Bytes sent so far (envelopes, plus length prefixes on the control stream).
+    pub bytes_out: u64,
+    left: bool,
+    /// The connector of a client made by [`QuicClient::connect`], kept alive with it.
+    _connector: Option<QuicConnector>,
+}
+
+impl QuicClient {
+    /// Connects from its own UDP socket, says Hello and waits (up to `wait`) for the Welcome.
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        cert: ServerCert,
+        wait: Duration,
+    ) -> Result<QuicClient, QuicError> {
+        Self::connect_resuming(url, name, None, cert, wait).await
+    }
+
+    /// As [`QuicClient::connect`], offering a resume token from an earlier Welcome.
+    pub async fn connect_resuming(
+        url: &str,
+        name: &str,
+        resume_token: Option<u64>,
+        cert: ServerCert,
+        wait: Duration,
+    ) -> Result<QuicClient, QuicError> {
+        let connector = QuicConnector::new(url, cert, 1, &[]).await?;
+        let mut client = connector.connect(0, name, resume_token, wait).await?;
+        client._connector = Some(connector);
+        Ok(client)
+    }
+
+    /// Sends one new input frame (plus the previous ones, for redundancy) and the ack of the
+    /// newest verified snapshot, as a datagram. Returns the new frame's sequence number.
+    pub async fn send_input(
+        &mut self,
+        move_x: i8,
+        move_y: i8,
+        aim_yaw: u16,
+        buttons: u8,
+    ) -> Result<InputSeq, QuicError> {
+        let seq = self.next_seq;
+        self.next_seq = seq
+            .next()
+            .ok_or(QuicError::Protocol("input sequence exhausted"))?;
+        if self.recent.len() == MAX_INPUT_FRAMES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(InputFrame {
+            seq,
+            move_x,
+            move_y,
+            aim_yaw,
+            buttons,
+        });
+        let msg = ClientMessage::Input {
+            ack_tick: self.receiver.ack_tick().unwrap_or(Tick(0)),
+            frames: self.recent.iter().copied().collect(),
+        };
+        self.send(&msg).await?;
+        Ok(seq)
+    }
+
+    /// Sends a ping carrying `client_time`.
+    pub async fn ping(&mut self, client_time: u64) -> Result<(), QuicError> {
+        self.send(&ClientMessage::Ping { client_time }).await
+    }
+
+    /// Says goodbye; the server closes with 1000.
+    pub async fn leave(&mut self) -> Result<(), QuicError> {
+        self.left = true;
+        self.send(&ClientMessage::Leave).await
+    }
+
+    /// Sends any client message: `Input` as a datagram, the others on the control stream.
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), QuicError> {
+        self.buf.clear();
+        encode_client(msg, &mut self.buf).map_err(|_| QuicError::Protocol("unencodable"))?;
+        self.bytes_out += match msg {
+            ClientMessage::Input { .. } => self.raw.send_unreliable(&self.buf).await?,
+            _ => self.raw.send_control(&self.buf).await?,
+        };
+        Ok(())
+    }
+
+    /// The connection and control stream, for tests that send malformed envelopes.
+    pub fn raw_mut(&mut self) -> &mut QuicConn {
+        &mut self.raw
+    }
+
+    /// Waits for the next event. Snapshots are fed to the receiver before they are returned.
+    /// Cancel-safe.
+    pub async fn next_event(&mut self) -> Result<Event, QuicError> {
+        match self.raw.next_message().await? {
+            Ok((ServerMessage::Snapshot(message), bytes)) => Ok(Event::Snapshot {
+                outcome: self.receiver.receive(&message),
+                bytes,
+                message,
+            }),
+            Ok((
+                ServerMessage::Pong {
+                    client_time,
+                    server_tick,
+                },
+                _,
+            )) => Ok(Event::Pong {
+                client_time,
+                server_tick,
+            }),
+            // The connection close follows; report the code the server gave.
+            Ok((ServerMessage::Disconnect { code, reason }, _)) => {
+                Ok(Event::Closed { code, reason })
+            }
+            Ok((ServerMessage::Welcome(_), _)) => Err(QuicError::Protocol("second Welcome")),
+            Err((code, reason)) => Ok(Event::Closed { code, reason }),
+        }
+    }
+
+    /// Closes the connection with 1000. After [`QuicClient::leave`] it first waits (up to a
+    /// second) for the server's own close, so the `Leave` is not cut off.
+    pub async fn close(self) {
+        let conn = &self.raw.conn;
+        if self.left {
+            let _ = timeout(Duration::from_secs(1), conn.closed()).await;
+        }
+        conn.close(VarInt::from_u32(1000), b"");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_any_usual_spelling() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let want = sha256(b"").unwrap();
+        assert_eq!(parse_sha256(hex).unwrap(), want);
+        assert_eq!(parse_sha256(&hex.to_uppercase()).unwrap(), want);
+        let colons: Vec<String> = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        assert_eq!(parse_sha256(&colons.join(":")).unwrap(), want);
+        for bad in ["", "abc", &hex[1..], &format!("{}zz", &hex[2..])] {
+            assert!(parse_sha256(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn close_codes_from_connection_errors() {
+        let app = |code: u64, reason: &'static [u8]| {
+            ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                error_code: VarInt::from_u64(code).unwrap(),
+                reason: reason.into(),
+            })
+        };
+        assert_eq!(close_code(&app(1001, b"bye")), (1001, "bye".into()));
+        assert_eq!(close_code(&app(0, b"")).0, ABNORMAL);
+        assert_eq!(close_code(&app(70_000, b"")).0, ABNORMAL);
+        assert_eq!(close_code(&ConnectionError::TimedOut).0, ABNORMAL);
+    }
+
+    #[tokio::test]
+    async fn urls() {
+        let (addr, host) = resolve("quic://127.0.0.1:4433").await.unwrap();
+        assert_eq!((addr.port(), host.as_str()), (4433, "127.0.0.1"));
+        let (addr, host) = resolve("quic://[::1]:9/x").await.unwrap();
+        assert_eq!((addr.port(), host.as_str()), (9, "::1"));
+        for bad in ["ws://127.0.0.1:1/ws", "quic://127.0.0.1", "quic://"] {
+            assert!(resolve(bad).await.is_err(), "{bad}");
+        }
+    }
+}
