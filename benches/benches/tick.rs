@@ -90,21 +90,29 @@ fn tick(c: &mut Criterion) {
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     for (clients, npcs) in [(1000, 1000), (5000, 1000)] {
         let mut s = setup(clients, npcs);
-        // A plain timing pass for the per-client figure printed next to criterion's.
-        let n = 60;
-        let t = Instant::now();
-        let mut bytes = 0;
-        for _ in 0..n {
-            bytes += step(&mut s);
+        // A plain timing pass for the per-client figure printed next to criterion's: warm up,
+        // then the median of 7 batches of 30 ticks (this machine is noisy).
+        for _ in 0..30 {
+            step(&mut s);
         }
-        let per_tick = t.elapsed() / n;
+        let mut batches = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..7 {
+            let t = Instant::now();
+            for _ in 0..30 {
+                bytes += step(&mut s);
+            }
+            batches.push(t.elapsed() / 30);
+        }
+        batches.sort();
+        let per_tick = batches[batches.len() / 2];
         println!(
-            "tick: {clients} clients, {} entities: {:.2} ms/tick, {:.2} µs per client, \
+            "tick: {clients} clients, {} entities: median {:.2} ms/tick, {:.2} µs per client, \
              {:.0} snapshot bytes per client per tick",
             s.sim.game().entities().len(),
             per_tick.as_secs_f64() * 1e3,
             per_tick.as_secs_f64() * 1e6 / clients as f64,
-            bytes as f64 / (n as f64 * clients as f64)
+            bytes as f64 / (7.0 * 30.0 * clients as f64)
         );
         g.bench_function(
             format!("{clients}_clients_{}_entities", clients + npcs),
