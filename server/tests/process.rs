@@ -1,12 +1,14 @@
-//! The real `tickwire-server` binary as an operator runs it: flags, the log line with the
-//! bound address, and SIGTERM closing every client with 1001 and exiting within 2 s.
+//! The real `tickwire-server` binary as an operator runs it: flags, the log lines with the
+//! bound addresses and the certificate fingerprint, and SIGTERM closing every client
+//! (WebSocket and QUIC) with 1001 and exiting within 2 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tickwire_bot_client::{Client, Event};
+use tickwire_bot_client::quic::parse_sha256;
+use tickwire_bot_client::{Client, Event, QuicClient, ServerCert};
 use tokio::time::timeout;
 
 struct Proc(Child);
@@ -19,10 +21,11 @@ impl Drop for Proc {
     }
 }
 
-/// Starts the binary on port 0 and returns it with the address it logged.
-fn start(args: &[&str]) -> (Proc, String) {
+/// Starts the binary on port 0 (TCP and QUIC) and returns it with the WebSocket address it
+/// logged, then the QUIC address and certificate fingerprint.
+fn start(args: &[&str]) -> (Proc, String, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire-server"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -38,15 +41,21 @@ fn start(args: &[&str]) -> (Proc, String) {
             let _ = tx.send(line);
         }
     });
-    let addr = loop {
+    let field = |line: &str, key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_owned)
+    };
+    let (mut addr, mut quic, mut cert) = (None, None, None);
+    while addr.is_none() || quic.is_none() || cert.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
-            .expect("the server logs its address");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    (Proc(child), addr)
+            .expect("the server logs its addresses");
+        addr = addr.or_else(|| field(&line, "addr="));
+        quic = quic.or_else(|| field(&line, "quic_addr="));
+        cert = cert.or_else(|| field(&line, "cert_sha256="));
+    }
+    (Proc(child), addr.unwrap(), quic.unwrap(), cert.unwrap())
 }
 
 #[test]
@@ -72,6 +81,10 @@ fn bad_flags_fail_with_a_clear_message() {
         "--view-radius",
         "--max-clients",
         "--log-format",
+        "--quic",
+        "--no-quic",
+        "--tls-cert",
+        "--tls-key",
         "[default: 30]",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
@@ -80,8 +93,14 @@ fn bad_flags_fail_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_every_client_with_1001_within_two_seconds() {
-    let (mut proc, addr) = start(&["--npcs", "10", "--tick-rate", "60"]);
+    let (mut proc, addr, quic, cert) = start(&["--npcs", "10", "--tick-rate", "60"]);
     let url = format!("ws://{addr}/ws");
+    let pin = ServerCert::Pinned(parse_sha256(&cert).unwrap());
+    let mut quic_client =
+        QuicClient::connect(&format!("quic://{quic}"), "q", pin, Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert_eq!(quic_client.welcome.tick_rate, 60);
     let mut clients = Vec::new();
     for i in 0..4 {
         let mut c = Client::connect(&url, &format!("p{i}"), None, Duration::from_secs(5))
@@ -117,6 +136,17 @@ async fn sigterm_closes_every_client_with_1001_within_two_seconds() {
         };
         assert_eq!(code, 1001);
     }
+    let code = loop {
+        match timeout(Duration::from_secs(2), quic_client.next_event())
+            .await
+            .unwrap()
+        {
+            Ok(Event::Closed { code, .. }) => break code,
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code, 1001, "QUIC clients get 1001 too");
     let exit = loop {
         if let Some(s) = proc.0.try_wait().unwrap() {
             break s;
