@@ -2,8 +2,13 @@
 //! loopback port, runs the bots in this process against it, samples the server's CPU time and
 //! RSS from /proc, and prints one summary line plus the JSON report.
 //!
+//! `--transport quic` runs the bots over QUIC (the server gets `--quic 127.0.0.1:0`, and the
+//! bots pin the certificate fingerprint it logs); the default is WebSocket (`--no-quic`).
+//!
+//! Build the server and the harness separately (one `--bin` flag would skip the server):
 //! `cargo build --release -p tickwire-server && \
-//!  cargo run --release -p tickwire-benches --bin loadtest -- --bots 2000 --tick-rate 30 --duration 30`
+//!  cargo build --release -p tickwire-benches --bin loadtest && \
+//!  ./target/release/loadtest --bots 2000 --tick-rate 30 --duration 30 --transport quic`
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -13,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use tickwire_bot_client::{LoadConfig, run};
+use tickwire_bot_client::quic::parse_sha256;
+use tickwire_bot_client::{LoadConfig, TransportKind, run};
 use tickwire_shared::rlimit;
 
 /// Load-test a freshly started release server with verifying bots.
@@ -49,6 +55,10 @@ struct Args {
     /// Also write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Transport of the bots: WebSocket, or QUIC with datagram snapshots (the server's QUIC
+    /// port is picked free and its certificate pinned from its log).
+    #[arg(long, value_enum, default_value_t = TransportKind::Ws)]
+    transport: TransportKind,
 }
 
 struct ServerProc(Child);
@@ -88,10 +98,17 @@ fn rss_kb(pid: u32) -> anyhow::Result<u64> {
         .parse()?)
 }
 
+/// The value of `key=value` in a log line (a whole word: `addr` does not match `quic_addr=`).
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split(&format!("{key}="))
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn transport_name(t: TransportKind) -> &'static str {
+    match t {
+        TransportKind::Ws => "ws",
+        TransportKind::Quic => "quic",
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,8 +131,13 @@ fn main() -> anyhow::Result<()> {
             server_bin.display()
         );
     }
+    let quic_args: &[&str] = match args.transport {
+        TransportKind::Ws => &["--no-quic"],
+        TransportKind::Quic => &["--quic", "127.0.0.1:0"],
+    };
     let mut child = Command::new(&server_bin)
         .args(["--listen", "127.0.0.1:0"])
+        .args(quic_args)
         .args(["--tick-rate", &args.tick_rate.to_string()])
         .args(["--npcs", &args.npcs.to_string()])
         .args(["--max-clients", &(args.bots + 100).to_string()])
@@ -129,7 +151,7 @@ fn main() -> anyhow::Result<()> {
     let stderr = child.stderr.take().context("no stderr")?;
     let server = ServerProc(child);
 
-    // Read the server's log: its address first, then the 10-second status lines.
+    // Read the server's log: its addresses first, then the 10-second status lines.
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let tick_p99_us: Arc<Mutex<Vec<u64>>> = Arc::default();
     let overruns: Arc<Mutex<u64>> = Arc::default();
@@ -137,8 +159,10 @@ fn main() -> anyhow::Result<()> {
         let (tick_p99_us, overruns) = (tick_p99_us.clone(), overruns.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(a) = field(&line, "addr") {
-                    let _ = addr_tx.send(a.to_owned());
+                for key in ["addr", "quic_addr", "cert_sha256"] {
+                    if let Some(v) = field(&line, key) {
+                        let _ = addr_tx.send((key, v.to_owned()));
+                    }
                 }
                 if line.contains("status") && !line.contains("clients=0 ") {
                     if let Some(v) = field(&line, "tick_p99_us").and_then(|v| v.parse().ok()) {
@@ -154,12 +178,28 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("the server did not log its address")?;
-
+    let mut logged = std::collections::HashMap::new();
+    let wanted: &[&str] = match args.transport {
+        TransportKind::Ws => &["addr"],
+        TransportKind::Quic => &["addr", "quic_addr", "cert_sha256"],
+    };
+    while !wanted.iter().all(|k| logged.contains_key(k)) {
+        let (k, v) = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .context("the server did not log its addresses")?;
+        logged.insert(k, v);
+    }
+    let (url, cert_sha256) = match args.transport {
+        TransportKind::Ws => (format!("ws://{}/ws", logged["addr"]), None),
+        TransportKind::Quic => (
+            format!("quic://{}", logged["quic_addr"]),
+            Some(parse_sha256(&logged["cert_sha256"])?),
+        ),
+    };
     let cfg = LoadConfig {
-        url: format!("ws://{addr}/ws"),
+        url,
+        transport: args.transport,
+        cert_sha256,
         bots: args.bots,
         duration: Duration::from_secs_f64(args.duration),
         ramp_per_s: args.ramp,
@@ -197,8 +237,9 @@ fn main() -> anyhow::Result<()> {
     let overruns = *overruns.lock().unwrap_or_else(PoisonError::into_inner);
 
     println!(
-        "loadtest bots={} tick_rate={} delivery={:.4} desyncs={} server_cpu_us_per_client_snapshot={:.2} \
+        "loadtest transport={} bots={} tick_rate={} delivery={:.4} desyncs={} server_cpu_us_per_client_snapshot={:.2} \
          server_rss_mb={:.1} bytes_per_client_s={:.0} input_latency_p99_ms={:.2} tick_p99_ms={:.2}",
+        transport_name(args.transport),
         args.bots,
         args.tick_rate,
         report.delivery_ratio,
@@ -210,9 +251,10 @@ fn main() -> anyhow::Result<()> {
         tick_p99_ms
     );
     let json = format!(
-        "{{\"loadtest\":{{\"bots\":{},\"tick_rate\":{},\"server_cpu_s\":{:.3},\"wall_s\":{:.3},\
+        "{{\"loadtest\":{{\"transport\":\"{}\",\"bots\":{},\"tick_rate\":{},\"server_cpu_s\":{:.3},\"wall_s\":{:.3},\
          \"bots_cpu_s\":{:.3},\"server_cpu_us_per_client_snapshot\":{:.3},\"server_rss_mb\":{:.1},\"tick_p99_ms\":{:.3},\
          \"tick_overruns\":{}}},\"report\":{}}}",
+        transport_name(args.transport),
         args.bots,
         args.tick_rate,
         server_cpu_s,
