@@ -205,8 +205,10 @@ pub fn client_transport_config() -> TransportConfig {
         .receive_window(VarInt::from_u32(2 * MAX_SERVER_MESSAGE_BYTES as u32))
         // Control messages are small.
         .send_window(64 * 1024)
-        // Snapshots not read yet; beyond this the oldest are dropped (the newest matter).
-        .datagram_receive_buffer_size(Some(256 * 1024))
+        // Snapshots not read yet. Small on purpose: a client that falls behind should skip to
+        // the newest snapshots (quinn drops the oldest), not work through seconds of stale
+        // ones. It also caps the server's datagrams at this size (the path MTU is smaller).
+        .datagram_receive_buffer_size(Some(8 * 1024))
         .datagram_send_buffer_size(16 * 1024);
     t
 }
@@ -262,6 +264,25 @@ fn bind_addr(server: SocketAddr, bind: Option<IpAddr>) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
+/// Kernel buffer asked for on each client UDP socket, each way: a socket shared by many bots
+/// receives all their snapshots in one burst per server tick (capped by
+/// `net.core.rmem_max`/`wmem_max`).
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// A client endpoint on `addr` with enlarged socket buffers (best effort).
+fn client_endpoint(addr: SocketAddr) -> Result<Endpoint, QuicError> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+    Ok(Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
 /// Dials one server from a pool of client endpoints (UDP sockets): many bots share a few
 /// sockets, as quinn demultiplexes connections by connection id.
 #[derive(Debug)]
@@ -286,7 +307,7 @@ impl QuicConnector {
         let endpoints = (0..endpoints.max(1))
             .map(|i| {
                 let bind = (!bind_ips.is_empty()).then(|| bind_ips[i % bind_ips.len()]);
-                Endpoint::client(bind_addr(addr, bind))
+                client_endpoint(bind_addr(addr, bind))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(QuicConnector {
@@ -377,7 +398,10 @@ pub struct QuicConn {
 
 impl Drop for QuicConn {
     fn drop(&mut self) {
-        // The stream reader holds a connection handle; without it the connection closes.
+        // Dropped without a close: like a dropped socket, no close code (code 0; the server
+        // keeps the player for a resume). Explicit, because the stream reader tasks hold
+        // connection handles too.
+        self.conn.close(VarInt::from_u32(0), b"");
         self.stream_reader.abort();
     }
 }

@@ -210,6 +210,10 @@ impl<G: Game> Server<G> {
 
         info!("shutting down: closing every client with 1001");
         drop(listener);
+        if let Some(ep) = &endpoint {
+            // New QUIC connection attempts are refused from now on.
+            ep.set_server_config(None);
+        }
         let _ = shutdown_tx.send(true);
         drop(done_tx);
         if timeout(SHUTDOWN_GRACE, done_rx.recv()).await.is_err() {

@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tickwire_shared::ClientId;
 use tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES;
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::debug;
+use tracing::{debug, warn};
 // quinn's datagrams are `bytes::Bytes`; tungstenite re-exports the same type.
 use tungstenite::Bytes;
 
@@ -52,6 +52,12 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(3);
 /// [`MAX_CLIENT_MESSAGE_BYTES`] parsed before the next read, a session buffers at most this
 /// plus one envelope.
 const READ_CHUNK: usize = 4096;
+
+/// Kernel buffer asked for on the UDP socket, each way. Every client's snapshots leave in one
+/// burst per tick and every input is its own packet: the 208 KiB Linux default overflows at a
+/// thousand clients, and each overflow is a QUIC loss. The kernel caps it at
+/// `net.core.rmem_max`/`wmem_max`.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 /// How long a close waits for the `Disconnect` on the control stream to be acknowledged before
 /// it closes the connection anyway.
@@ -187,8 +193,11 @@ pub fn server_transport_config() -> TransportConfig {
     .receive_window(VarInt::from_u32(16 * 1024))
     // Unacknowledged stream data per connection (oversized snapshots, control replies).
     .send_window(256 * 1024)
-    // About a dozen inputs; the oldest are dropped when the session falls behind.
-    .datagram_receive_buffer_size(Some(16 * 1024))
+    // About 40 inputs (about a second at 30 Hz). Kept small on purpose: when the session falls
+    // behind, quinn drops the oldest, so the newest input (which repeats the last 8 frames and
+    // carries the newest ack) is never stuck behind a backlog. This is also the largest
+    // datagram a client may send (its max_datagram_frame_size); an Input is at most 95 bytes.
+    .datagram_receive_buffer_size(Some(4 * 1024))
     // About ten full-size snapshot datagrams waiting for congestion window; the oldest go first.
     .datagram_send_buffer_size(16 * 1024);
     t
@@ -222,6 +231,7 @@ impl QuicListener {
             .max_incoming(4096);
         let bind_err = |source| QuicError::Bind { addr, source };
         let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        enlarge_buffers(&socket);
         let endpoint = Endpoint::new(
             EndpointConfig::default(),
             Some(server),
@@ -254,6 +264,28 @@ impl QuicListener {
 
     pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+}
+
+/// Asks for [`SOCKET_BUFFER_BYTES`] each way; warns when the kernel grants less.
+fn enlarge_buffers(socket: &std::net::UdpSocket) {
+    let state = match quinn::udp::UdpSocketState::new(socket.into()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot configure the QUIC socket");
+            return;
+        }
+    };
+    let _ = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER_BYTES);
+    let _ = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER_BYTES);
+    // Linux reports twice what it grants (the other half is its bookkeeping).
+    let granted = state.recv_buffer_size(socket.into()).unwrap_or(0) / 2;
+    if granted < SOCKET_BUFFER_BYTES {
+        warn!(
+            granted,
+            wanted = SOCKET_BUFFER_BYTES,
+            "small UDP receive buffer: raise net.core.rmem_max for many QUIC clients"
+        );
     }
 }
 
