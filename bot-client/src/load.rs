@@ -370,6 +370,13 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
             return report;
         }
     };
+    let workers = match Workers::start() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the bots' worker threads");
+            return load.report();
+        }
+    };
     let end = tokio::time::Instant::now() + cfg.duration;
     let mut tasks = tokio::task::JoinSet::new();
     let gap = Duration::from_secs_f64(1.0 / cfg.ramp_per_s.max(0.001));
@@ -381,7 +388,8 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
         tokio::select! {
             _ = sleep_until(next_start), if started < cfg.bots && next_start < end => {
                 let bind = (!cfg.bind_ips.is_empty()).then(|| cfg.bind_ips[started % cfg.bind_ips.len()]);
-                tasks.spawn(bot(load.clone(), connector.clone(), started, bind, end));
+                let worker = workers.pick(started);
+                tasks.spawn_on(bot(load.clone(), connector.clone(), started, bind, end), worker);
                 started += 1;
                 next_start += gap;
             }
@@ -395,9 +403,54 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
     }
     // Bots stop at `end` by themselves; anything still running 5 s later is abandoned.
     tasks.abort_all();
+    drop(workers);
     let report = load.report();
     progress(&report);
     report
+}
+
+/// The bots run on one single-threaded runtime per core rather than on a work-stealing pool:
+/// a bot's socket, timers and state stay on one thread, with no cross-thread wake-ups.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start() -> std::io::Result<Workers> {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut w = Workers {
+            handles: Vec::with_capacity(n),
+            stops: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            w.handles.push(rt.handle().clone());
+            w.stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("bots-{i}"))
+                .spawn(move || {
+                    // Runs until the run drops its `Workers`; leftover tasks are dropped then.
+                    let _ = rt.block_on(stopped);
+                })?;
+        }
+        Ok(w)
+    }
+
+    fn pick(&self, bot: usize) -> &tokio::runtime::Handle {
+        &self.handles[bot % self.handles.len()]
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+    }
 }
 
 async fn bot(
