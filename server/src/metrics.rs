@@ -97,6 +97,10 @@ pub struct Metrics {
     pub snapshots_superseded: AtomicU64,
     /// Input messages dropped because the simulation's queue was full.
     pub inputs_dropped: AtomicU64,
+    /// Input and Ping messages dropped because their client exceeded its message rate.
+    pub inputs_rate_limited: AtomicU64,
+    /// TCP connections still in their HTTP request or answer.
+    pub http_pending: AtomicU64,
     /// Upgrades refused with 503 (and QUIC connections refused) at `--max-clients`.
     pub refused_full: AtomicU64,
     /// Snapshots sent on a QUIC stream because they did not fit a datagram.
@@ -183,6 +187,12 @@ impl Metrics {
             "tickwire_inputs_dropped_total",
             "Input messages dropped because the simulation queue was full.",
             self.inputs_dropped.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "tickwire_inputs_rate_limited_total",
+            "Input and Ping messages dropped because their client exceeded its message rate.",
+            self.inputs_rate_limited.load(Relaxed),
         );
         counter(
             &mut o,

@@ -166,6 +166,46 @@ struct Session<T> {
     joined: bool,
     welcomed: bool,
     buf: Vec<u8>,
+    budget: RateLimit,
+}
+
+/// Per-session message budget (a token bucket): a client may send about two messages per tick
+/// plus a small burst. Messages over it are dropped and counted, so one flooding client
+/// cannot fill the simulation's shared input queue and crowd out everyone else's inputs and
+/// acknowledgements. Legitimate clients lose nothing: each Input repeats the last 8 frames.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    per_sec: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(tick_rate: u32) -> Self {
+        let per_sec = 2.0 * f64::from(tick_rate) + 10.0;
+        let burst = 32.0;
+        Self {
+            tokens: burst,
+            per_sec,
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = (now - self.last).as_secs_f64() * self.per_sec;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Runs one session to its end: Hello within `hello_deadline`, then messages both ways until
@@ -177,6 +217,7 @@ pub(crate) async fn run<T: Transport>(
     client: ClientId,
     hello_deadline: Instant,
 ) {
+    let sh_tick_rate = sh.cfg.sim.tick_rate;
     let mut s = Session {
         t,
         sh,
@@ -185,6 +226,7 @@ pub(crate) async fn run<T: Transport>(
         joined: false,
         welcomed: false,
         buf: Vec::with_capacity(256),
+        budget: RateLimit::new(sh_tick_rate),
     };
     let end = s.serve(hello_deadline).await;
     if s.joined {
@@ -289,6 +331,17 @@ impl<T: Transport> Session<T> {
         self.sh.metrics.inbound_messages.fetch_add(1, Relaxed);
         if channel == Channel::Datagram && !matches!(msg, ClientMessage::Input { .. }) {
             return Some(End::protocol("only Input may be sent as a datagram"));
+        }
+        if !self.joined && matches!(msg, ClientMessage::Ping { .. } | ClientMessage::Leave) {
+            return Some(End::protocol("message before Hello"));
+        }
+        if matches!(
+            msg,
+            ClientMessage::Input { .. } | ClientMessage::Ping { .. }
+        ) && !self.budget.take()
+        {
+            self.sh.metrics.inputs_rate_limited.fetch_add(1, Relaxed);
+            return None;
         }
         match msg {
             ClientMessage::Hello {

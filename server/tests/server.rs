@@ -356,3 +356,43 @@ async fn dropped_player_resumes_with_token() {
     assert_ne!(b.welcome.resume_token, token);
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_flood_is_rate_limited_and_others_keep_playing() {
+    let srv = TestServer::start(|_| {}).await;
+    let mut bystander = srv.client("bystander").await;
+    next_snapshot(&mut bystander).await;
+
+    // A client that sends 5,000 Inputs as fast as it can.
+    let mut flooder = srv.client("flooder").await;
+    let flood = tokio::spawn(async move {
+        for _ in 0..5000 {
+            if flooder.send_input(127, 0, 0, 0).await.is_err() {
+                break;
+            }
+        }
+        flooder
+    });
+    // Meanwhile the bystander plays on: its inputs keep being applied.
+    let mut last = InputSeq(0);
+    for _ in 0..30 {
+        last = bystander.send_input(0, 127, 0, 0).await.unwrap();
+        next_snapshot(&mut bystander).await;
+    }
+    let _flooder = flood.await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while next_snapshot(&mut bystander).await < last {
+        assert!(
+            Instant::now() < deadline,
+            "the bystander's inputs stopped being applied"
+        );
+    }
+    assert!(
+        srv.metrics
+            .inputs_rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 1000,
+        "the flood was not rate limited"
+    );
+    srv.shutdown().await;
+}
