@@ -139,6 +139,8 @@ pub struct SimConfig {
     pub resume_grace_ticks: u32,
     /// Most input messages applied per tick (the rest wait for the next tick).
     pub max_inputs_per_tick: usize,
+    /// Most dropped players kept waiting for a resume at once (the oldest goes first).
+    pub max_detached: usize,
 }
 
 /// The validated server configuration.
@@ -280,6 +282,7 @@ impl Cli {
                 ack_timeout_ticks: (ack.as_secs_f64() * rate).ceil() as u32,
                 resume_grace_ticks: (grace.as_secs_f64() * rate).ceil() as u32,
                 max_inputs_per_tick: self.input_queue,
+                max_detached: self.max_clients,
             },
             world,
             npcs: self.npcs as usize,

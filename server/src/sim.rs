@@ -250,6 +250,12 @@ impl<G: Game> Simulation<G> {
                 if graceful || self.cfg.resume_grace_ticks == 0 {
                     self.game.despawn_player(c.entity);
                 } else {
+                    // Bounded: a client that reconnects over and over must not pile up ghost
+                    // players. The oldest waiting player goes first.
+                    if self.detached.len() >= self.cfg.max_detached.max(1) {
+                        let oldest = self.detached.remove(0);
+                        self.game.despawn_player(oldest.entity);
+                    }
                     self.detached.push(Detached {
                         token: c.token,
                         entity: c.entity,
@@ -265,7 +271,7 @@ impl<G: Game> Simulation<G> {
     /// closed with [`close::REPLACED`]).
     fn take_over(&mut self, token: u64) -> Option<EntityId> {
         if let Some(i) = self.detached.iter().position(|d| d.token == token) {
-            return Some(self.detached.swap_remove(i).entity);
+            return Some(self.detached.remove(i).entity);
         }
         let old = self.clients.iter().find(|c| c.token == token)?.id;
         let c = self.remove_client(old)?;
@@ -307,7 +313,12 @@ impl<G: Game> Simulation<G> {
     /// Runs one tick: inputs must have been fed already; steps and (on snapshot ticks)
     /// replicates. Returns bytes of snapshots produced.
     pub fn tick(&mut self) -> u64 {
-        self.tick = self.tick.saturating_add(1);
+        let Some(next) = self.tick.checked_add(1) else {
+            // The tick space is exhausted (over 200 days at 240 Hz): the room stops stepping
+            // rather than reuse tick numbers clients hold baselines for.
+            return 0;
+        };
+        self.tick = next;
         let dt = 1.0 / self.cfg.tick_rate as f32;
         self.game.step(dt);
         self.expire();
@@ -320,10 +331,12 @@ impl<G: Game> Simulation<G> {
 
     fn expire(&mut self) {
         let now = self.tick;
-        while let Some(i) = self.detached.iter().position(|d| d.expires <= now) {
-            let d = self.detached.swap_remove(i);
+        // Detached players are pushed in expiry order, so the expired ones lead.
+        let expired = self.detached.partition_point(|d| d.expires <= now);
+        for d in self.detached.drain(..expired) {
             self.game.despawn_player(d.entity);
         }
+        let mut timed_out = 0u32;
         let timeout = self.cfg.ack_timeout_ticks;
         let mut i = 0;
         while i < self.clients.len() {
@@ -335,10 +348,18 @@ impl<G: Game> Simulation<G> {
                 if let Some(c) = self.remove_client(id) {
                     self.game.despawn_player(c.entity);
                 }
-                warn!(client = %id, "ack timeout");
+                debug!(client = %id, "ack timeout");
+                timed_out += 1;
             } else {
                 i += 1;
             }
+        }
+        if timed_out > 0 {
+            // One line per tick, not one per client: the tick must not block on logging.
+            warn!(
+                clients = timed_out,
+                "closed clients that stopped acknowledging (4000)"
+            );
         }
     }
 
@@ -544,6 +565,7 @@ mod tests {
             ack_timeout_ticks: 30,
             resume_grace_ticks: 0,
             max_inputs_per_tick: 100,
+            max_detached: 16,
         };
         Simulation::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
     }
