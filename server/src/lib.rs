@@ -243,13 +243,50 @@ async fn next_incoming(endpoint: Option<&quinn::Endpoint>) -> Option<quinn::Inco
     }
 }
 
+/// Connections still in their HTTP head or answer (not yet WebSocket sessions) at once; past
+/// this a new connection is closed at once, so slow or idle sockets cannot use up every file
+/// descriptor before `--max-clients` applies.
+const MAX_PENDING_HTTP: u64 = 1024;
+
+/// Counts a connection as pending HTTP until dropped.
+struct Pending(Arc<Metrics>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.http_pending.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Writes an HTTP answer, giving up after `--write-timeout` on a peer that does not read.
+async fn reply(
+    sh: &Shared,
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) {
+    let _ = timeout(
+        sh.cfg.write_timeout,
+        http::respond(stream, status, content_type, body, head_only),
+    )
+    .await;
+}
+
 async fn handle(mut stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>, id: ClientId) {
+    if sh.metrics.http_pending.fetch_add(1, Relaxed) >= MAX_PENDING_HTTP {
+        sh.metrics.http_pending.fetch_sub(1, Relaxed);
+        debug!("too many connections still in HTTP: closed");
+        return;
+    }
+    let pending = Pending(sh.metrics.clone());
     let _ = stream.set_nodelay(true);
     let (req, leftover) =
         match timeout(sh.cfg.handshake_timeout, http::read_head(&mut stream)).await {
             Ok(Ok(r)) => r,
             Ok(Err(http::HttpError::TooLarge | http::HttpError::Malformed)) => {
-                let _ = http::respond(
+                reply(
+                    &sh,
                     &mut stream,
                     "400 Bad Request",
                     "text/plain",
@@ -263,7 +300,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>, id: Cl
         };
     let head_only = req.method == "HEAD";
     if req.method != "GET" && !head_only {
-        let _ = http::respond(
+        reply(
+            &sh,
             &mut stream,
             "405 Method Not Allowed",
             "text/plain",
@@ -274,7 +312,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>, id: Cl
         return;
     }
     if req.path == "/ws" {
-        return upgrade(stream, req, leftover, sh, id, peer).await;
+        return upgrade(stream, req, leftover, sh, id, peer, pending).await;
     }
     let (status, ct, body): (&str, &str, std::borrow::Cow<'static, [u8]>) = match req.path.as_str()
     {
@@ -297,7 +335,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>, id: Cl
             ),
         },
     };
-    let _ = http::respond(&mut stream, status, ct, &body, head_only).await;
+    reply(&sh, &mut stream, status, ct, &body, head_only).await;
 }
 
 async fn upgrade(
@@ -307,13 +345,15 @@ async fn upgrade(
     sh: Arc<Shared>,
     id: ClientId,
     peer: SocketAddr,
+    pending: Pending,
 ) {
     let head_only = req.method == "HEAD";
     let key = req.header("sec-websocket-key").map(str::to_owned);
     let is_upgrade =
         req.header_has("upgrade", "websocket") && req.header("sec-websocket-version") == Some("13");
     let (true, Some(key)) = (is_upgrade, key) else {
-        let _ = http::respond(
+        reply(
+            &sh,
             &mut stream,
             "426 Upgrade Required",
             "text/plain",
@@ -325,7 +365,8 @@ async fn upgrade(
     };
     let Some(slot) = session::SessionSlot::acquire(&sh) else {
         debug!("refused: server full");
-        let _ = http::respond(
+        reply(
+            &sh,
             &mut stream,
             "503 Service Unavailable",
             "text/plain",
@@ -335,11 +376,13 @@ async fn upgrade(
         .await;
         return;
     };
-    if stream
-        .write_all(http::upgrade_response(&key).as_bytes())
-        .await
-        .is_ok()
-    {
+    let upgraded = timeout(
+        sh.cfg.write_timeout,
+        stream.write_all(http::upgrade_response(&key).as_bytes()),
+    )
+    .await;
+    drop(pending);
+    if let Ok(Ok(())) = upgraded {
         debug!(%peer, "upgraded");
         ws::serve(stream, leftover, sh, id).await;
     }

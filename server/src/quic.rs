@@ -293,6 +293,12 @@ fn enlarge_buffers(socket: &std::net::UdpSocket) {
 /// handshake, the ALPN check, then the shared session.
 pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId) {
     let deadline = Instant::now() + sh.cfg.handshake_timeout;
+    if !incoming.remote_address_validated() && incoming.may_retry() {
+        // Stateless retry: the client must echo a token to its real address before the server
+        // keeps any state or a --max-clients slot for it, so forged Initials cost nothing.
+        let _ = incoming.retry();
+        return;
+    }
     let Some(_slot) = SessionSlot::acquire(&sh) else {
         debug!("refused: server full");
         incoming.refuse();
