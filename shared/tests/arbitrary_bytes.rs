@@ -14,8 +14,8 @@ use tickwire_shared::codec::{
 };
 use tickwire_shared::snapshot::{MAX_VIEW_ENTITIES, decode_delta};
 use tickwire_shared::{
-    EntityId, QuantizedState, Quantizer, SnapshotMessage, SnapshotReceiver, Tick, ViewEntry,
-    WorldBounds,
+    BaselineTracker, EntityId, QuantizedState, Quantizer, SnapshotMessage, SnapshotReceiver, Tick,
+    ViewEntry, WorldBounds,
 };
 
 struct Counting;
@@ -133,7 +133,10 @@ proptest! {
         prop_assert!(big <= (n as usize + body.len() * 8 / 60 + 1) * entry * 2, "allocated {big}");
         prop_assert!(out.len() <= MAX_VIEW_ENTITIES);
 
+        // Hold a real baseline at tick 4, so fuzzed deltas (age 1) are decoded against it.
         let mut rx = SnapshotReceiver::new(q, 4);
+        let full = BaselineTracker::new(q, 4).encode(Tick(4), Default::default(), &base);
+        rx.receive(&full.message).unwrap();
         let _ = rx.receive(&SnapshotMessage {
             tick: Tick(5),
             baseline_age: age,
