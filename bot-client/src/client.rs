@@ -2,17 +2,16 @@
 //! and snapshots decoded and verified by [`SnapshotReceiver`]. The bots are built on it, and so
 //! are the server's integration tests.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tickwire_shared::InputHistory;
 use tickwire_shared::codec::{DecodeError, decode_server, encode_client};
-use tickwire_shared::message::MAX_INPUT_FRAMES;
 use tickwire_shared::quant::BoundsError;
 use tickwire_shared::{
-    ClientMessage, InputFrame, InputSeq, PROTOCOL_VERSION, Quantizer, ReceiveError, Received,
-    ServerMessage, SnapshotMessage, SnapshotReceiver, Tick, Welcome, WorldBounds,
+    ClientMessage, InputSeq, PROTOCOL_VERSION, Quantizer, ReceiveError, Received, ServerMessage,
+    SnapshotMessage, SnapshotReceiver, Tick, Welcome, WorldBounds,
 };
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -165,8 +164,7 @@ pub struct Client {
     pub welcome: Welcome,
     /// Snapshot history and the current verified view.
     pub receiver: SnapshotReceiver,
-    next_seq: InputSeq,
-    recent: VecDeque<InputFrame>,
+    inputs: InputHistory,
     buf: Vec<u8>,
     /// Bytes sent so far.
     pub bytes_out: u64,
@@ -224,8 +222,7 @@ impl Client {
             ws,
             welcome,
             receiver: SnapshotReceiver::with_default_history(quantizer),
-            next_seq: InputSeq(1),
-            recent: VecDeque::with_capacity(MAX_INPUT_FRAMES),
+            inputs: InputHistory::new(),
             buf: Vec::with_capacity(128),
             bytes_out: sent,
         })
@@ -240,24 +237,11 @@ impl Client {
         aim_yaw: u16,
         buttons: u8,
     ) -> Result<InputSeq, ClientError> {
-        let seq = self.next_seq;
-        self.next_seq = seq
-            .next()
+        let seq = self
+            .inputs
+            .push(move_x, move_y, aim_yaw, buttons)
             .ok_or(ClientError::Protocol("input sequence exhausted"))?;
-        if self.recent.len() == MAX_INPUT_FRAMES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(InputFrame {
-            seq,
-            move_x,
-            move_y,
-            aim_yaw,
-            buttons,
-        });
-        let msg = ClientMessage::Input {
-            ack_tick: self.receiver.ack_tick().unwrap_or(Tick(0)),
-            frames: self.recent.iter().copied().collect(),
-        };
+        let msg = self.inputs.message(self.receiver.ack_tick());
         self.send(&msg).await?;
         Ok(seq)
     }

@@ -12,7 +12,6 @@
 //! The server is authenticated by pinning the SHA-256 of its certificate (what the server logs
 //! as `cert_sha256=`), or not at all with [`ServerCert::Insecure`] (local tests only).
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +25,12 @@ use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tickwire_shared::InputHistory;
 use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_server, encode_client};
-use tickwire_shared::message::MAX_INPUT_FRAMES;
 use tickwire_shared::quant::BoundsError;
 use tickwire_shared::{
-    ClientMessage, InputFrame, InputSeq, PROTOCOL_VERSION, Quantizer, ServerMessage,
-    SnapshotReceiver, Tick, Welcome, WorldBounds,
+    ClientMessage, InputSeq, PROTOCOL_VERSION, Quantizer, ServerMessage, SnapshotReceiver, Welcome,
+    WorldBounds,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -368,8 +367,7 @@ impl QuicConnector {
             raw,
             welcome,
             receiver: SnapshotReceiver::with_default_history(quantizer),
-            next_seq: InputSeq(1),
-            recent: VecDeque::with_capacity(MAX_INPUT_FRAMES),
+            inputs: InputHistory::new(),
             buf: Vec::with_capacity(128),
             bytes_out: sent,
             left: false,
@@ -588,8 +586,7 @@ pub struct QuicClient {
     pub welcome: Welcome,
     /// Snapshot history and the current verified view.
     pub receiver: SnapshotReceiver,
-    next_seq: InputSeq,
-    recent: VecDeque<InputFrame>,
+    inputs: InputHistory,
     buf: Vec<u8>,
     /// Bytes sent so far (envelopes, plus length prefixes on the control stream).
     pub bytes_out: u64,
@@ -632,24 +629,11 @@ impl QuicClient {
         aim_yaw: u16,
         buttons: u8,
     ) -> Result<InputSeq, QuicError> {
-        let seq = self.next_seq;
-        self.next_seq = seq
-            .next()
+        let seq = self
+            .inputs
+            .push(move_x, move_y, aim_yaw, buttons)
             .ok_or(QuicError::Protocol("input sequence exhausted"))?;
-        if self.recent.len() == MAX_INPUT_FRAMES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(InputFrame {
-            seq,
-            move_x,
-            move_y,
-            aim_yaw,
-            buttons,
-        });
-        let msg = ClientMessage::Input {
-            ack_tick: self.receiver.ack_tick().unwrap_or(Tick(0)),
-            frames: self.recent.iter().copied().collect(),
-        };
+        let msg = self.inputs.message(self.receiver.ack_tick());
         self.send(&msg).await?;
         Ok(seq)
     }

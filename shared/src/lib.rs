@@ -13,13 +13,15 @@
 //! - [`quant`]: replicated entity state and its quantization against the world bounds.
 //! - [`snapshot`]: the delta codec and the view checksum.
 //! - [`baseline`]: the server side, one [`BaselineTracker`] per client.
-//! - [`receiver`]: the client side, [`SnapshotReceiver`].
+//! - [`receiver`]: the client side, [`SnapshotReceiver`]; [`input`]: the client's
+//!   [`InputHistory`] (sequence numbers and redundant frames).
 #![warn(missing_docs)]
 
 pub mod baseline;
 pub mod bits;
 pub mod codec;
 pub mod ids;
+pub mod input;
 pub mod message;
 pub mod quant;
 pub mod receiver;
@@ -30,6 +32,7 @@ pub mod snapshot;
 pub use baseline::{BaselineTracker, EncodedSnapshot};
 pub use codec::{DecodeError, EncodeError};
 pub use ids::{ClientId, EntityId, InputSeq, Tick};
+pub use input::InputHistory;
 pub use message::{ClientMessage, InputFrame, ServerMessage, SnapshotMessage, Welcome};
 pub use quant::{EntityState, QuantizedState, Quantizer, WorldBounds};
 pub use receiver::{ReceiveError, Received, SnapshotReceiver};
