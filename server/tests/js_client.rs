@@ -185,10 +185,12 @@ async fn tickwire_js_plays_against_a_live_server() {
                 .is_ok_and(|s| s.success())
         });
     let Some(flags) = flags else {
-        skipped(
-            TEST,
-            "this Node has no WebSocket (Node 22+, or 20 with --experimental-websocket)",
+        let why = "this Node has no WebSocket (Node 22+, or 20 with --experimental-websocket)";
+        assert!(
+            !env_is_1("TICKWIRE_REQUIRE_NODE"),
+            "TICKWIRE_REQUIRE_NODE=1 but {why}"
         );
+        skipped(TEST, why);
         return;
     };
 
