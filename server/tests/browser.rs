@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -20,16 +19,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use tickwire_bot_client::{Client, Event};
 use tickwire_server::world::World;
-use tickwire_server::{Server, ServerConfig};
 use tickwire_shared::ReceiveError;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tungstenite::Message;
 
+// A browser starting up needs longer than the shared support's WAIT.
 const WAIT: Duration = Duration::from_secs(10);
+
+mod support;
+use support::TestServer;
 const BOTS: u64 = 20;
 const VIEWPORT: (u32, u32) = (1280, 800);
 
@@ -543,46 +545,6 @@ impl Cdp {
 
 // ---- the server and the bots -----------------------------------------------------------
 
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        let mut cfg = ServerConfig::defaults();
-        cfg.npcs = 40;
-        // Wider than the default so the page has company to draw.
-        cfg.sim.view_radius = 300.0;
-        cfg.web_root = None; // serve the files built into the binary
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            Server::new(cfg)
-                .run(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        TestServer {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("server stops in time")
-            .unwrap();
-    }
-}
-
 #[derive(Debug, Default)]
 struct BotReport {
     snapshots: u64,
@@ -711,7 +673,13 @@ async fn browser_client_plays_in_headless_chromium() {
         }
     };
     let started = Instant::now();
-    let srv = TestServer::start().await;
+    let srv = TestServer::start(|c| {
+        c.npcs = 40;
+        // Wider than the default so the page has company to draw.
+        c.sim.view_radius = 300.0;
+        c.web_root = None; // serve the files built into the binary
+    })
+    .await;
     let ws_url = format!("ws://{}/ws", srv.addr);
     let (stop_bots, bots_stop) = watch::channel(false);
     let bots: Vec<JoinHandle<BotReport>> = (0..BOTS)

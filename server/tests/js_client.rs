@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use tickwire_server::world::World;
 
+mod support;
+use support::TestServer;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -194,25 +197,13 @@ async fn tickwire_js_plays_against_a_live_server() {
         return;
     };
 
-    let mut cfg = tickwire_server::ServerConfig::defaults();
-    cfg.npcs = 20;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        tickwire_server::Server::new(cfg)
-            .run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let srv = TestServer::start(|_| {}).await;
 
     let root = workspace();
     let child = Command::new(&node)
         .args(&flags)
         .arg(root.join("assets/web/test/live-client.mjs"))
-        .env("TICKWIRE_URL", format!("ws://{addr}/ws"))
+        .env("TICKWIRE_URL", &srv.url)
         .current_dir(&root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -227,9 +218,5 @@ async fn tickwire_js_plays_against_a_live_server() {
     assert!(status.success(), "live-client.mjs failed ({status}): {out}");
     assert!(out.contains("\"desyncs\":0"), "{out}");
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(3), server)
-        .await
-        .expect("server stops in time")
-        .unwrap();
+    srv.shutdown().await;
 }

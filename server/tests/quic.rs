@@ -8,80 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tickwire_bot_client::quic::{QuicConnector, parse_sha256};
+use tickwire_bot_client::quic::QuicConnector;
 use tickwire_bot_client::{
     Client, Event, LoadConfig, QuicClient, QuicError, ServerCert, TransportKind, run,
 };
 use tickwire_server::metrics::DisconnectReason;
-use tickwire_server::{Metrics, QuicListener, Server, ServerConfig, TlsIdentity};
 use tickwire_shared::codec::encode_client;
 use tickwire_shared::{ClientMessage, PROTOCOL_VERSION, Received, Tick};
 use tokio::net::UdpSocket;
-use tokio::sync::{Mutex, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::Mutex;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 
-const WAIT: Duration = Duration::from_secs(5);
-
-struct TestServer {
-    ws_url: String,
-    quic_addr: SocketAddr,
-    pin: ServerCert,
-    metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl TestServer {
-    async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        let mut cfg = ServerConfig::defaults();
-        cfg.npcs = 20;
-        tweak(&mut cfg);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ws_addr = listener.local_addr().unwrap();
-        let identity = TlsIdentity::self_signed().unwrap();
-        let quic = QuicListener::bind("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
-        let quic_addr = quic.local_addr();
-        let pin = ServerCert::Pinned(parse_sha256(quic.cert_sha256()).unwrap());
-        let server = Server::new(cfg);
-        let metrics = server.metrics();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run_with_quic(listener, Some(quic), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        TestServer {
-            ws_url: format!("ws://{ws_addr}/ws"),
-            quic_addr,
-            pin,
-            metrics,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn quic_url(&self) -> String {
-        format!("quic://{}", self.quic_addr)
-    }
-
-    async fn client(&self, name: &str) -> QuicClient {
-        QuicClient::connect(&self.quic_url(), name, self.pin, WAIT)
-            .await
-            .unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("server stops in time")
-            .unwrap();
-    }
-}
+mod support;
+use support::{TestServer, WAIT};
 
 /// Reads events until a verified current snapshot arrives; panics on a desync or a close.
 /// Returns whether it was full.
@@ -136,8 +75,8 @@ fn hello() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_bots_verify_every_snapshot() {
-    let srv = TestServer::start(|_| {}).await;
-    let ServerCert::Pinned(pin) = srv.pin else {
+    let srv = TestServer::start_with_quic(|_| {}).await;
+    let ServerCert::Pinned(pin) = srv.quic_pin() else {
         unreachable!()
     };
     let report = run(
@@ -174,12 +113,12 @@ async fn quic_bots_verify_every_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_snapshots_go_on_streams_and_verify() {
     // Every entity in view: the full snapshots outgrow a datagram.
-    let srv = TestServer::start(|c| {
+    let srv = TestServer::start_with_quic(|c| {
         c.npcs = 300;
         c.sim.view_radius = 5000.0;
     })
     .await;
-    let mut c = srv.client("big").await;
+    let mut c = srv.quic_client("big").await;
     let mut full = 0;
     for _ in 0..30 {
         full += usize::from(next_current(&mut c).await);
@@ -196,8 +135,9 @@ async fn oversized_snapshots_go_on_streams_and_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_gets_the_documented_close_codes() {
-    let srv = TestServer::start(|c| c.handshake_timeout = Duration::from_millis(500)).await;
-    let connector = QuicConnector::new(&srv.quic_url(), srv.pin, 1, &[])
+    let srv =
+        TestServer::start_with_quic(|c| c.handshake_timeout = Duration::from_millis(500)).await;
+    let connector = QuicConnector::new(&srv.quic_url(), srv.quic_pin(), 1, &[])
         .await
         .unwrap();
     let close_code = |frames: Vec<Vec<u8>>, datagram: Option<Vec<u8>>| {
@@ -264,7 +204,7 @@ async fn quic_gets_the_documented_close_codes() {
     drop(raw);
 
     // Leave closes with 1000 after a Disconnect.
-    let mut c = srv.client("leaver").await;
+    let mut c = srv.quic_client("leaver").await;
     next_current(&mut c).await;
     c.leave().await.unwrap();
     assert_eq!(closed_with(&mut c).await, 1000);
@@ -279,20 +219,20 @@ async fn quic_gets_the_documented_close_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_clients_counts_both_transports_and_resume_works_over_quic() {
-    let srv = TestServer::start(|c| {
+    let srv = TestServer::start_with_quic(|c| {
         c.max_clients = 1;
         c.sim.view_radius = 5000.0;
     })
     .await;
     // A QUIC session holds the only slot: the WebSocket upgrade gets 503...
-    let mut q = srv.client("q").await;
+    let mut q = srv.quic_client("q").await;
     next_current(&mut q).await;
-    let e = Client::connect(&srv.ws_url, "ws", None, WAIT)
+    let e = Client::connect(&srv.url, "ws", None, WAIT)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("503"), "{e}");
     // ...and a second QUIC connection is refused.
-    let e = QuicClient::connect(&srv.quic_url(), "q2", srv.pin, WAIT)
+    let e = QuicClient::connect(&srv.quic_url(), "q2", srv.quic_pin(), WAIT)
         .await
         .unwrap_err();
     assert!(matches!(e, QuicError::Connection(_)), "{e}");
@@ -304,7 +244,9 @@ async fn max_clients_counts_both_transports_and_resume_works_over_quic() {
     let deadline = Instant::now() + WAIT;
     let r = loop {
         // The slot frees once the server has seen the drop.
-        match QuicClient::connect_resuming(&srv.quic_url(), "q", Some(token), srv.pin, WAIT).await {
+        match QuicClient::connect_resuming(&srv.quic_url(), "q", Some(token), srv.quic_pin(), WAIT)
+            .await
+        {
             Ok(r) => break r,
             Err(_) if Instant::now() < deadline => sleep(Duration::from_millis(50)).await,
             Err(e) => panic!("{e}"),
@@ -316,16 +258,14 @@ async fn max_clients_counts_both_transports_and_resume_works_over_quic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_quic_and_websocket_clients_with_1001_quickly() {
-    let srv = TestServer::start(|_| {}).await;
+    let srv = TestServer::start_with_quic(|_| {}).await;
     let mut quic = Vec::new();
     for i in 0..3 {
-        let mut c = srv.client(&format!("q{i}")).await;
+        let mut c = srv.quic_client(&format!("q{i}")).await;
         next_current(&mut c).await;
         quic.push(c);
     }
-    let mut ws = Client::connect(&srv.ws_url, "ws", None, WAIT)
-        .await
-        .unwrap();
+    let mut ws = Client::connect(&srv.url, "ws", None, WAIT).await.unwrap();
     let started = Instant::now();
     let stop = tokio::spawn(srv.shutdown());
     for c in &mut quic {
@@ -482,9 +422,9 @@ async fn downstream(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_stay_in_sync_through_a_lossy_reordering_link() {
-    let srv = TestServer::start(|_| {}).await;
+    let srv = TestServer::start_with_quic(|_| {}).await;
     let relay = Relay::start(
-        srv.quic_addr,
+        srv.quic_addr.unwrap(),
         0.05,
         0.05,
         Instant::now() + Duration::from_secs(15),
@@ -513,17 +453,22 @@ async fn bots_stay_in_sync_through_a_lossy_reordering_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_acks_bring_a_full_snapshot_and_the_client_stays_in_sync() {
     // A short baseline ring: 0.5 s without acks outlives every baseline the server holds.
-    let srv = TestServer::start(|c| c.sim.baseline_ring = 8).await;
+    let srv = TestServer::start_with_quic(|c| c.sim.baseline_ring = 8).await;
     let relay = Relay::start(
-        srv.quic_addr,
+        srv.quic_addr.unwrap(),
         0.0,
         0.0,
         Instant::now() + Duration::from_secs(15),
     )
     .await;
-    let mut c = QuicClient::connect(&format!("quic://{}", relay.addr), "stall", srv.pin, WAIT)
-        .await
-        .unwrap();
+    let mut c = QuicClient::connect(
+        &format!("quic://{}", relay.addr),
+        "stall",
+        srv.quic_pin(),
+        WAIT,
+    )
+    .await
+    .unwrap();
     // Play normally for a second: one input (and so one ack) per verified snapshot.
     for _ in 0..30 {
         next_current(&mut c).await;

@@ -2,72 +2,20 @@
 //! protocol crate (the bot client's `Client`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use tickwire_bot_client::client::{connect_raw, next_message};
 use tickwire_bot_client::{Client, Event};
 use tickwire_server::metrics::DisconnectReason;
-use tickwire_server::{Metrics, Server, ServerConfig};
 use tickwire_shared::codec::encode_client;
 use tickwire_shared::{ClientMessage, InputSeq, Received};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tungstenite::Message;
 
-const WAIT: Duration = Duration::from_secs(5);
-
-struct TestServer {
-    addr: SocketAddr,
-    url: String,
-    metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl TestServer {
-    async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        let mut cfg = ServerConfig::defaults();
-        cfg.npcs = 20;
-        tweak(&mut cfg);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = Server::new(cfg);
-        let metrics = server.metrics();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        TestServer {
-            addr,
-            url: format!("ws://{addr}/ws"),
-            metrics,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn client(&self, name: &str) -> Client {
-        Client::connect(&self.url, name, None, WAIT).await.unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("server stops in time")
-            .unwrap();
-    }
-}
+mod support;
+use support::{TestServer, WAIT};
 
 /// Reads events until a verified snapshot arrives; panics on any snapshot error.
 async fn next_snapshot(c: &mut Client) -> InputSeq {
@@ -104,7 +52,7 @@ async fn closed_with(c: &mut Client) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_moves_own_entity_and_every_snapshot_verifies() {
     let srv = TestServer::start(|_| {}).await;
-    let mut c = srv.client("mover").await;
+    let mut c = srv.ws_client("mover").await;
     assert_eq!(c.welcome.tick_rate, 30);
     let me = c.welcome.entity_id;
     next_snapshot(&mut c).await;
@@ -144,8 +92,8 @@ async fn input_moves_own_entity_and_every_snapshot_verifies() {
 async fn second_client_sees_first_and_leave_removes_it() {
     // A view radius larger than the world so the two always see each other.
     let srv = TestServer::start(|c| c.sim.view_radius = 5000.0).await;
-    let mut a = srv.client("a").await;
-    let mut b = srv.client("b").await;
+    let mut a = srv.ws_client("a").await;
+    let mut b = srv.ws_client("b").await;
     let a_entity = a.welcome.entity_id;
     let deadline = Instant::now() + WAIT;
     loop {
@@ -205,7 +153,7 @@ fn hello_frame() -> Message {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_documented_close_codes_and_others_keep_playing() {
     let srv = TestServer::start(|_| {}).await;
-    let mut bystander = srv.client("bystander").await;
+    let mut bystander = srv.ws_client("bystander").await;
     next_snapshot(&mut bystander).await;
 
     assert_eq!(
@@ -280,7 +228,7 @@ async fn shutdown_closes_everyone_with_1001_quickly() {
     let srv = TestServer::start(|_| {}).await;
     let mut clients = Vec::new();
     for i in 0..5 {
-        let mut c = srv.client(&format!("c{i}")).await;
+        let mut c = srv.ws_client(&format!("c{i}")).await;
         next_snapshot(&mut c).await;
         clients.push(c);
     }
@@ -300,7 +248,7 @@ async fn shutdown_closes_everyone_with_1001_quickly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_acks_time_out_with_4000() {
     let srv = TestServer::start(|c| c.sim.ack_timeout_ticks = 15).await;
-    let mut c = srv.client("silent").await;
+    let mut c = srv.ws_client("silent").await;
     // Never send an Input, so never acknowledge: the server gives up after 0.5 s.
     let started = Instant::now();
     assert_eq!(closed_with(&mut c).await, 4000);
@@ -312,7 +260,7 @@ async fn stalled_acks_time_out_with_4000() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_server_refuses_upgrade_with_503_and_serves_health_and_metrics() {
     let srv = TestServer::start(|c| c.max_clients = 1).await;
-    let _only = srv.client("only").await;
+    let _only = srv.ws_client("only").await;
     let e = Client::connect(&srv.url, "extra", None, WAIT)
         .await
         .unwrap_err();
@@ -345,7 +293,7 @@ async fn full_server_refuses_upgrade_with_503_and_serves_health_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_player_resumes_with_token() {
     let srv = TestServer::start(|c| c.sim.view_radius = 5000.0).await;
-    let mut a = srv.client("a").await;
+    let mut a = srv.ws_client("a").await;
     next_snapshot(&mut a).await;
     let (entity, token) = (a.welcome.entity_id, a.welcome.resume_token);
     drop(a); // no close frame: a dropped connection
@@ -360,11 +308,11 @@ async fn dropped_player_resumes_with_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_flood_is_rate_limited_and_others_keep_playing() {
     let srv = TestServer::start(|_| {}).await;
-    let mut bystander = srv.client("bystander").await;
+    let mut bystander = srv.ws_client("bystander").await;
     next_snapshot(&mut bystander).await;
 
     // A client that sends 5,000 Inputs as fast as it can.
-    let mut flooder = srv.client("flooder").await;
+    let mut flooder = srv.ws_client("flooder").await;
     let flood = tokio::spawn(async move {
         for _ in 0..5000 {
             if flooder.send_input(127, 0, 0, 0).await.is_err() {
