@@ -570,6 +570,25 @@ mod tests {
         Simulation::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
     }
 
+    /// A simulation with client 1 joined, and that client's outbound slot.
+    fn sim_with_client() -> (Simulation<Recorder>, Arc<Outbound>) {
+        let mut s = sim();
+        let out = Arc::new(Outbound::default());
+        s.control(Control::Join {
+            client: ClientId(1),
+            resume: None,
+            out: out.clone(),
+        });
+        (s, out)
+    }
+
+    fn snapshot(frame: &[u8]) -> tickwire_shared::SnapshotMessage {
+        let Ok(ServerMessage::Snapshot(m)) = tickwire_shared::codec::decode_server(frame) else {
+            panic!("not a snapshot");
+        };
+        m
+    }
+
     fn frames(seqs: &[u32]) -> Vec<InputFrame> {
         seqs.iter()
             .map(|&s| InputFrame {
@@ -581,13 +600,7 @@ mod tests {
 
     #[test]
     fn input_frames_apply_once_in_order() {
-        let mut s = sim();
-        let out = Arc::new(Outbound::default());
-        s.control(Control::Join {
-            client: ClientId(1),
-            resume: None,
-            out: out.clone(),
-        });
+        let (mut s, out) = sim_with_client();
         let input = |s: &mut Simulation<Recorder>, seqs: &[u32]| {
             s.input(InputMsg {
                 client: ClientId(1),
@@ -603,9 +616,7 @@ mod tests {
         assert_eq!(s.game().applied, [1, 2, 3, 4, 5, 6, 7, 8]);
         // The snapshot reports the newest applied input.
         let frame = out.take().snapshot.expect("a snapshot was produced");
-        let Ok(ServerMessage::Snapshot(m)) = tickwire_shared::codec::decode_server(&frame) else {
-            panic!("not a snapshot");
-        };
+        let m = snapshot(&frame);
         assert_eq!(m.last_input, InputSeq(8));
         assert_eq!(m.tick, Tick(1));
         // Inputs from an unknown client are ignored.
@@ -619,13 +630,7 @@ mod tests {
 
     #[test]
     fn acks_select_baselines_and_silence_times_out() {
-        let mut s = sim();
-        let out = Arc::new(Outbound::default());
-        s.control(Control::Join {
-            client: ClientId(1),
-            resume: None,
-            out: out.clone(),
-        });
+        let (mut s, out) = sim_with_client();
         assert!(out.take().welcome.is_some());
         s.tick();
         s.input(InputMsg {
@@ -635,9 +640,7 @@ mod tests {
         });
         s.tick();
         let frame = out.take().snapshot.unwrap();
-        let Ok(ServerMessage::Snapshot(m)) = tickwire_shared::codec::decode_server(&frame) else {
-            panic!("not a snapshot");
-        };
+        let m = snapshot(&frame);
         assert_eq!(m.baseline_tick(), Some(Tick(1)));
         for _ in 0..31 {
             s.tick();
