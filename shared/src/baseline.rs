@@ -7,23 +7,16 @@
 //! full snapshot when there is none. Memory is bounded by `capacity` views. Views in the ring
 //! reuse their buffers, so a steady state allocates nothing but the outgoing body.
 
-use std::collections::VecDeque;
-
 use crate::bits::BitWriter;
 use crate::codec::{EncodeError, encode_snapshot_frame};
 use crate::ids::{InputSeq, Tick};
 use crate::message::SnapshotMessage;
 use crate::quant::Quantizer;
+use crate::replication::SentRing;
 use crate::snapshot::{DeltaEncoder, ViewEntry, view_checksum};
 
 /// Default number of sent snapshots remembered per client.
 pub const DEFAULT_RING: usize = 32;
-
-#[derive(Debug)]
-struct Sent {
-    tick: Tick,
-    view: Vec<ViewEntry>,
-}
 
 /// What [`BaselineTracker::on_ack`] made of an acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,13 +41,13 @@ pub struct EncodedSnapshot {
     pub full: bool,
 }
 
-/// Per-client ring of sent views and the acknowledged baseline.
+/// Per-client ring of sent views and the acknowledged baseline: the simple reference encoder
+/// (a server shares the work between clients with [`crate::replication`], whose bytes the
+/// tests compare against this).
 #[derive(Debug)]
 pub struct BaselineTracker {
     quantizer: Quantizer,
-    capacity: usize,
-    ring: VecDeque<Sent>,
-    acked: Option<Tick>,
+    ring: SentRing<Vec<ViewEntry>>,
     writer: BitWriter,
     encoder: DeltaEncoder,
 }
@@ -62,12 +55,9 @@ pub struct BaselineTracker {
 impl BaselineTracker {
     /// A tracker remembering `capacity` (at least 1) sent snapshots.
     pub fn new(quantizer: Quantizer, capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         Self {
             quantizer,
-            capacity,
-            ring: VecDeque::with_capacity(capacity),
-            acked: None,
+            ring: SentRing::new(capacity),
             writer: BitWriter::new(),
             encoder: DeltaEncoder::new(),
         }
@@ -75,24 +65,12 @@ impl BaselineTracker {
 
     /// The newest acknowledged tick still usable as a baseline.
     pub fn acked(&self) -> Option<Tick> {
-        self.acked
-            .filter(|t| self.ring.iter().any(|s| s.tick == *t))
+        self.ring.acked()
     }
 
     /// Records that the client holds the snapshot of `tick`.
     pub fn on_ack(&mut self, tick: Tick) -> AckOutcome {
-        if self.acked.is_some_and(|a| tick <= a) {
-            return AckOutcome::Old;
-        }
-        if self.ring.iter().any(|s| s.tick == tick) {
-            self.acked = Some(tick);
-            AckOutcome::Accepted
-        } else if self.ring.front().is_some_and(|s| tick < s.tick) {
-            // Older than anything remembered: it may have been sent, we cannot tell.
-            AckOutcome::Expired
-        } else {
-            AckOutcome::NeverSent
-        }
+        self.ring.on_ack(tick)
     }
 
     /// Encodes `current` (id-sorted, ids unique) as the snapshot of `tick`, against the
@@ -154,26 +132,18 @@ impl BaselineTracker {
     /// and returns the baseline age (0 = full).
     fn encode_body(&mut self, tick: Tick, current: &[ViewEntry], checksum: u32) -> u32 {
         debug_assert_eq!(checksum, view_checksum(current));
-        let baseline = self
-            .acked
-            .and_then(|a| self.ring.iter().find(|s| s.tick == a))
-            .filter(|s| s.tick < tick);
-        let (base_view, baseline_age) = match baseline {
-            Some(s) => (s.view.as_slice(), tick.0 - s.tick.0),
+        let (base_view, baseline_age) = match self.ring.baseline(tick) {
+            Some((t, v)) => (v.as_slice(), tick.0 - t.0),
             None => (&[][..], 0),
         };
         self.writer.clear();
         self.encoder
             .encode(&self.quantizer, base_view, current, &mut self.writer);
-
-        let mut slot = if self.ring.len() == self.capacity {
-            self.ring.pop_front().map(|s| s.view).unwrap_or_default()
-        } else {
-            Vec::with_capacity(current.len())
-        };
-        slot.clear();
-        slot.extend_from_slice(current);
-        self.ring.push_back(Sent { tick, view: slot });
+        // Reuse the buffer of the view about to leave the ring.
+        let mut view = self.ring.pop_if_full().unwrap_or_default();
+        view.clear();
+        view.extend_from_slice(current);
+        self.ring.push(tick, view);
         baseline_age
     }
 }

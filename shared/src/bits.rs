@@ -73,6 +73,31 @@ impl BitWriter {
         }
     }
 
+    /// Appends `len` bits of `src` starting at bit `start` (in this module's LSB-first order),
+    /// at whatever bit offset the writer is at: a bit run encoded once (one entity's delta or
+    /// full state) is copied into many bodies 32 bits at a time instead of being re-encoded.
+    /// `src` must hold `start + len` bits.
+    pub fn append_bits(&mut self, src: &[u8], start: usize, len: usize) {
+        debug_assert!(start + len <= src.len() * 8);
+        let (mut pos, end) = (start, start + len);
+        while pos < end {
+            let take = (end - pos).min(32) as u32;
+            let byte = pos / 8;
+            let mut word = [0u8; 8];
+            let avail = src.len().saturating_sub(byte).min(8);
+            word[..avail].copy_from_slice(&src[byte..byte + avail]);
+            let v = (u64::from_le_bytes(word) >> (pos % 8)) as u32;
+            self.write_bits(v, take);
+            pos += take as usize;
+        }
+    }
+
+    /// The bytes spilled so far; after [`BitWriter::finish_view`] that is everything written.
+    /// A source for [`BitWriter::append_bits`] that several threads can read at once.
+    pub fn written(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Bits written so far.
     pub fn bit_len(&self) -> usize {
         self.buf.len() * 8 + self.acc_bits as usize
@@ -203,6 +228,35 @@ mod tests {
         assert_eq!(r.read_bits(32), Ok(u32::MAX));
         assert!(r.only_padding_left());
         assert_eq!(r.read_bits(8), Err(BitError::Eof));
+    }
+
+    #[test]
+    fn append_bits_copies_runs_at_any_offset() {
+        let mut src = BitWriter::new();
+        for i in 0..40u32 {
+            src.write_bits(i.wrapping_mul(0x9e37_79b9), (i % 32) + 1);
+        }
+        let total = src.bit_len();
+        let bytes = src.finish();
+        for lead in 0..9u32 {
+            for (start, len) in [(0, total), (3, 70), (13, 1), (31, 33), (total - 5, 5)] {
+                let mut w = BitWriter::new();
+                w.write_bits(0x55, lead);
+                w.append_bits(&bytes, start, len);
+                let out = w.finish();
+                let mut r = BitReader::new(&out);
+                assert_eq!(r.read_bits(lead).unwrap(), 0x55 & ((1 << lead) - 1));
+                let mut s = BitReader::new(&bytes);
+                s.read_bits((start % 32) as u32).unwrap();
+                for _ in 0..start / 32 {
+                    s.read_bits(32).unwrap();
+                }
+                for _ in 0..len {
+                    assert_eq!(r.read_bit(), s.read_bit());
+                }
+                assert!(r.only_padding_left());
+            }
+        }
     }
 
     #[test]

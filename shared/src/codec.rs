@@ -176,6 +176,58 @@ pub fn encode_snapshot_frame(
     Ok(())
 }
 
+/// The envelope of a `Snapshot` up to its body: what [`encode_snapshot_frame`] writes before
+/// the body bytes, for a body of `body_len` bytes.
+#[derive(SchemaWrite)]
+struct SnapshotHeaderRef {
+    tick: Tick,
+    baseline_age: u32,
+    last_input: InputSeq,
+    checksum: u32,
+    /// bincode writes a byte slice's length as a `u64`, a varint in this configuration.
+    body_len: u64,
+}
+
+/// Longest [`encode_snapshot_header`] output: the tag (1 byte), four `u32` varints (5 bytes
+/// each) and the body length (9 bytes for a `u64` varint up to 2^64).
+pub const MAX_SNAPSHOT_HEADER_BYTES: usize = 1 + 4 * 5 + 9;
+
+/// Appends the `Snapshot` envelope's bytes up to (not including) a body of `body_len` bytes:
+/// the header plus the body is byte-for-byte [`encode_snapshot_frame`]'s frame. Lets a server
+/// encode a body once and frame it for many clients, each with its own header. Refuses a body
+/// the peer would reject for its size (leaving `out` as it was).
+pub fn encode_snapshot_header(
+    tick: Tick,
+    baseline_age: u32,
+    last_input: InputSeq,
+    checksum: u32,
+    body_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    if body_len > MAX_SERVER_MESSAGE_BYTES {
+        return Err(EncodeError::OverLimit {
+            what: "snapshot body bytes",
+            len: body_len,
+            max: MAX_SERVER_MESSAGE_BYTES,
+        });
+    }
+    let start = out.len();
+    let header = SnapshotHeaderRef {
+        tick,
+        baseline_age,
+        last_input,
+        checksum,
+        body_len: body_len as u64,
+    };
+    let result = wincode::config::serialize_into(&mut *out, &SNAPSHOT_VARIANT, server_config())
+        .and_then(|()| wincode::config::serialize_into(&mut *out, &header, server_config()));
+    if let Err(e) = result {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// Decodes one client frame (the server's side). Rejects frames over
 /// [`MAX_CLIENT_MESSAGE_BYTES`], trailing bytes, more than [`MAX_INPUT_FRAMES`] input frames
 /// and names over [`MAX_NAME_BYTES`].
@@ -221,6 +273,26 @@ fn check_len(frame: &[u8], limit: usize) -> Result<(), DecodeError> {
 mod tests {
     use super::*;
     use crate::message::InputFrame;
+
+    #[test]
+    fn header_plus_body_is_the_frame() {
+        for (tick, age, input, sum, len) in [
+            (1u32, 0u32, 0u32, 0x811c_9dc5u32, 0usize),
+            (250, 3, 251, 7, 250),
+            (u32::MAX, u32::MAX, u32::MAX, u32::MAX, 70_000),
+        ] {
+            let body = vec![0xa5u8; len];
+            let mut frame = Vec::new();
+            encode_snapshot_frame(Tick(tick), age, InputSeq(input), sum, &body, &mut frame)
+                .unwrap();
+            let mut header = Vec::new();
+            encode_snapshot_header(Tick(tick), age, InputSeq(input), sum, len, &mut header)
+                .unwrap();
+            assert!(header.len() <= MAX_SNAPSHOT_HEADER_BYTES);
+            header.extend_from_slice(&body);
+            assert_eq!(header, frame);
+        }
+    }
 
     fn roundtrip_client(msg: ClientMessage) {
         let mut buf = Vec::new();

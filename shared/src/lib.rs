@@ -12,7 +12,9 @@
 //! - [`bits`]: the LSB-first bit writer and reader used by snapshot bodies.
 //! - [`quant`]: replicated entity state and its quantization against the world bounds.
 //! - [`snapshot`]: the delta codec and the view checksum.
-//! - [`baseline`]: the server side, one [`BaselineTracker`] per client.
+//! - [`replication`]: the server side, shared by a room: one history of world states, view
+//!   sets shared between clients, and per-tick caches of encoded entity bits (encode once,
+//!   send to many); [`baseline`]: the per-client reference encoder, [`BaselineTracker`].
 //! - [`receiver`]: the client side, [`SnapshotReceiver`]; [`input`]: the client's
 //!   [`InputHistory`] (sequence numbers and redundant frames).
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ pub mod input;
 pub mod message;
 pub mod quant;
 pub mod receiver;
+pub mod replication;
 #[cfg(all(unix, feature = "rlimit"))]
 pub mod rlimit;
 pub mod snapshot;

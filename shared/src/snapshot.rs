@@ -180,7 +180,7 @@ fn read_change(
     Ok(base + unzigzag(z))
 }
 
-fn write_full(w: &mut BitWriter, q: &Quantizer, s: &QuantizedState) {
+pub(crate) fn write_full(w: &mut BitWriter, q: &Quantizer, s: &QuantizedState) {
     w.write_bits(u32::from(s.kind), 16);
     for (a, bits) in q.pos_bits().into_iter().enumerate() {
         w.write_bits(s.pos[a], bits);
@@ -220,7 +220,12 @@ fn read_full(r: &mut BitReader<'_>, q: &Quantizer) -> Result<QuantizedState, Sna
     Ok(s)
 }
 
-fn write_changed(w: &mut BitWriter, q: &Quantizer, base: &QuantizedState, cur: &QuantizedState) {
+pub(crate) fn write_changed(
+    w: &mut BitWriter,
+    q: &Quantizer,
+    base: &QuantizedState,
+    cur: &QuantizedState,
+) {
     if base.pos != cur.pos {
         w.write_bit(true);
         for (a, bits) in q.pos_bits().into_iter().enumerate() {
