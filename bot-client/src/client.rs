@@ -1,6 +1,11 @@
 //! One real Tickwire client over WebSocket: handshake, inputs with redundant frames, pings,
 //! and snapshots decoded and verified by [`SnapshotReceiver`]. The bots are built on it, and so
 //! are the server's integration tests.
+//!
+//! A client can also be told not to verify ([`Client::set_verify`]): it still reads and
+//! decodes every envelope and acknowledges, but trusts each snapshot's header instead of
+//! decoding its body (see [`Trusted`]). Load generators use that so that they are not the
+//! bottleneck.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -62,7 +67,8 @@ pub enum ClientError {
 pub enum Event {
     /// A snapshot: what the receiver made of it, its size on the wire, and the message.
     Snapshot {
-        /// Outcome (an `Err` is a missing baseline, a bad body or a desync).
+        /// Outcome (an `Err` is a missing baseline, a bad body or a desync). A client that
+        /// does not verify reports what [`Trusted::accept`] made of the header: never an `Err`.
         outcome: Result<Received, ReceiveError>,
         /// Frame bytes.
         bytes: usize,
@@ -84,6 +90,81 @@ pub enum Event {
         /// Reason.
         reason: String,
     },
+}
+
+/// The snapshot bookkeeping of a client that does not verify: it trusts every snapshot it
+/// receives, by its header alone, and acknowledges the newest tick it received. A verifying
+/// client acknowledges the newest snapshot it decoded, which on a correct server is the same
+/// tick, so the server picks the same baselines for both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trusted {
+    newest: Option<Tick>,
+}
+
+impl Trusted {
+    /// Accepts `msg` without decoding its body: [`Received::Current`] when it is newer than
+    /// every snapshot before it, [`Received::Duplicate`] for the newest tick again, and
+    /// [`Received::Stale`] when older (a reordered datagram).
+    pub fn accept(&mut self, msg: &SnapshotMessage) -> Received {
+        let tick = msg.tick;
+        match self.newest {
+            Some(newest) if tick == newest => Received::Duplicate { tick },
+            Some(newest) if tick < newest => Received::Stale { tick },
+            _ => {
+                self.newest = Some(tick);
+                Received::Current {
+                    tick,
+                    full: msg.baseline_age == 0,
+                }
+            }
+        }
+    }
+
+    /// The tick to acknowledge: the newest snapshot received, if any.
+    pub fn ack_tick(&self) -> Option<Tick> {
+        self.newest
+    }
+}
+
+/// Whether a client verifies snapshots, and its bookkeeping when it does not. Both clients
+/// (WebSocket and QUIC) keep one beside their [`SnapshotReceiver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checking {
+    /// Every snapshot goes through the [`SnapshotReceiver`].
+    Verify,
+    /// Snapshot bodies are skipped; the receiver stays empty.
+    Trust(Trusted),
+}
+
+impl Checking {
+    /// `Verify` or a fresh `Trust`.
+    pub(crate) fn new(verify: bool) -> Self {
+        if verify {
+            Checking::Verify
+        } else {
+            Checking::Trust(Trusted::default())
+        }
+    }
+
+    /// Takes one snapshot: decodes and verifies it, or trusts its header.
+    pub(crate) fn receive(
+        &mut self,
+        receiver: &mut SnapshotReceiver,
+        msg: &SnapshotMessage,
+    ) -> Result<Received, ReceiveError> {
+        match self {
+            Checking::Verify => receiver.receive(msg),
+            Checking::Trust(t) => Ok(t.accept(msg)),
+        }
+    }
+
+    /// The tick the next `Input` acknowledges.
+    pub(crate) fn ack_tick(&self, receiver: &SnapshotReceiver) -> Option<Tick> {
+        match self {
+            Checking::Verify => receiver.ack_tick(),
+            Checking::Trust(t) => t.ack_tick(),
+        }
+    }
 }
 
 /// Splits `ws://host:port/path` into the address to dial and the URL to request.
@@ -164,6 +245,7 @@ pub struct Client {
     pub welcome: Welcome,
     /// Snapshot history and the current verified view.
     pub receiver: SnapshotReceiver,
+    checking: Checking,
     inputs: InputHistory,
     buf: Vec<u8>,
     /// Bytes sent so far.
@@ -222,14 +304,36 @@ impl Client {
             ws,
             welcome,
             receiver: SnapshotReceiver::with_default_history(quantizer),
+            checking: Checking::Verify,
             inputs: InputHistory::new(),
             buf: Vec::with_capacity(128),
             bytes_out: sent,
         })
     }
 
+    /// Whether snapshots are decoded and verified (the default) or only their headers trusted
+    /// (see [`Trusted`]). Call it before reading the first snapshot: switching later starts
+    /// the new mode with no history (a verifying client then waits for a usable snapshot).
+    pub fn set_verify(&mut self, verify: bool) {
+        if verify != self.verifies() {
+            self.checking = Checking::new(verify);
+        }
+    }
+
+    /// Whether snapshots are decoded and verified.
+    pub fn verifies(&self) -> bool {
+        matches!(self.checking, Checking::Verify)
+    }
+
+    /// The tick the next `Input` acknowledges: the newest verified snapshot, or, when not
+    /// verifying, the newest snapshot received.
+    pub fn ack_tick(&self) -> Option<Tick> {
+        self.checking.ack_tick(&self.receiver)
+    }
+
     /// Sends one new input frame (plus the previous ones, for redundancy) and the ack of
-    /// the newest verified snapshot. Returns the new frame's sequence number.
+    /// the newest verified snapshot ([`Client::ack_tick`]). Returns the new frame's sequence
+    /// number.
     pub async fn send_input(
         &mut self,
         move_x: i8,
@@ -241,7 +345,7 @@ impl Client {
             .inputs
             .push(move_x, move_y, aim_yaw, buttons)
             .ok_or(ClientError::Protocol("input sequence exhausted"))?;
-        let msg = self.inputs.message(self.receiver.ack_tick());
+        let msg = self.inputs.message(self.ack_tick());
         self.send(&msg).await?;
         Ok(seq)
     }
@@ -272,11 +376,12 @@ impl Client {
         &mut self.ws
     }
 
-    /// Waits for the next event. Snapshots are fed to the receiver before they are returned.
+    /// Waits for the next event. Snapshots are fed to the receiver (or, when not verifying,
+    /// trusted) before they are returned.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         match next_message(&mut self.ws).await? {
             Ok((ServerMessage::Snapshot(message), bytes)) => Ok(Event::Snapshot {
-                outcome: self.receiver.receive(&message),
+                outcome: self.checking.receive(&mut self.receiver, &message),
                 bytes,
                 message,
             }),

@@ -1,5 +1,8 @@
-//! Many bots in one process: ramp them up, run each as a real verifying client, aggregate
-//! what they saw.
+//! Many bots in one process: ramp them up, run each as a real client, aggregate what they
+//! saw. A deterministic fraction of them ([`LoadConfig::verify_fraction`], chosen by
+//! [`verifies`]) decode and verify every snapshot; the others read and decode every envelope
+//! and acknowledge its tick but skip the snapshot body, so that a crowded room's bots do not
+//! out-spend the server's CPU.
 //!
 //! Hot-path accounting is sharded: bot `i` writes relaxed atomics and records latencies into
 //! shard `i % SHARDS`, whose histogram lock only its own bots (and the once-a-second progress
@@ -47,6 +50,50 @@ pub struct LoadConfig {
     pub cert_sha256: Option<[u8; 32]>,
     /// QUIC: accept any server certificate (local tests only). Ignored with `cert_sha256`.
     pub insecure: bool,
+    /// Fraction of the bots (0.0–1.0) that decode and verify every snapshot; see
+    /// [`verifies`] for which. The others trust snapshot headers
+    /// ([`crate::client::Trusted`]).
+    pub verify_fraction: f64,
+}
+
+/// A `--verify` value outside 0.0–1.0.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0:?} is not a fraction of bots from 0.0 to 1.0")]
+pub struct FractionError(pub String);
+
+/// Parses and checks a `--verify FRACTION` value.
+pub fn parse_verify_fraction(text: &str) -> Result<f64, FractionError> {
+    let f: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| FractionError(text.to_owned()))?;
+    check_verify_fraction(f)
+}
+
+/// `fraction` if it is within 0.0–1.0 (NaN is not).
+pub fn check_verify_fraction(fraction: f64) -> Result<f64, FractionError> {
+    if (0.0..=1.0).contains(&fraction) {
+        Ok(fraction)
+    } else {
+        Err(FractionError(fraction.to_string()))
+    }
+}
+
+/// How many of `bots` verify with `fraction`: `round(bots × fraction)`, but at least one when
+/// `fraction > 0` (and `bots > 0`).
+pub fn verifying_count(bots: usize, fraction: f64) -> usize {
+    if bots == 0 || fraction.is_nan() || fraction <= 0.0 {
+        return 0;
+    }
+    ((bots as f64 * fraction.min(1.0)).round() as usize).clamp(1, bots)
+}
+
+/// Whether bot `index` of `bots` verifies: with `k` = [`verifying_count`], bot `i` does iff
+/// `(i × k) mod bots < k`, which picks exactly `k` bots spread evenly over the ramp, bot 0
+/// first.
+pub fn verifies(index: usize, bots: usize, fraction: f64) -> bool {
+    let k = verifying_count(bots, fraction) as u128;
+    k > 0 && (index as u128 * k) % (bots as u128) < k
 }
 
 impl Default for LoadConfig {
@@ -63,6 +110,7 @@ impl Default for LoadConfig {
             transport: TransportKind::Ws,
             cert_sha256: None,
             insecure: false,
+            verify_fraction: 1.0,
         }
     }
 }
@@ -88,8 +136,10 @@ impl Hists {
 #[derive(Debug, Default)]
 struct Counters {
     connected: AtomicU64,
+    verifying: AtomicU64,
     connect_failures: AtomicU64,
     snapshots: AtomicU64,
+    verified: AtomicU64,
     expected_snapshots_ms: AtomicU64,
     connected_ms: AtomicU64,
     bytes_in: AtomicU64,
@@ -128,11 +178,16 @@ pub struct Report {
     pub connected: u64,
     /// Bots that never got one.
     pub connect_failures: u64,
+    /// `--verify`: the fraction of bots asked to verify.
+    pub verify_fraction: f64,
+    /// Connected bots that decode and verify every snapshot; only they can see a desync.
+    pub verifying_bots: u64,
     /// Bots connected right now (0 in the final report).
     pub active: u64,
     /// Connections the server closed before the end, by close code.
     pub disconnects: BTreeMap<u16, u64>,
-    /// Verified snapshots per bot per second of connection.
+    /// Snapshots per bot per second of connection: verified ones on verifying bots, on the
+    /// others each newer snapshot received (trusted by its header).
     pub snapshots_per_bot_s: f64,
     /// Snapshots received over snapshots the Welcome's rate promised while connected.
     pub delivery_ratio: f64,
@@ -148,7 +203,9 @@ pub struct Report {
     pub input_latency_ms_p50: f64,
     /// Same, 99th percentile.
     pub input_latency_ms_p99: f64,
-    /// Checksum mismatches.
+    /// Snapshots the verifying bots decoded and verified as their newest view.
+    pub verified_snapshots: u64,
+    /// Checksum mismatches (seen by the verifying bots only).
     pub desyncs: u64,
     /// Snapshots or frames that did not decode.
     pub decode_errors: u64,
@@ -184,6 +241,7 @@ impl Report {
         };
         format!(
             "{{\"bots_requested\":{},\"connected\":{},\"connect_failures\":{},\
+             \"verify_fraction\":{},\"verifying_bots\":{},\"verified_snapshots\":{},\
              \"disconnects\":{},\"disconnects_by_code\":{{{}}},\"snapshots_per_bot_s\":{},\
              \"delivery_ratio\":{},\"bytes_in_per_bot_s\":{},\"bytes_out_per_bot_s\":{},\
              \"rtt_ms_p50\":{},\"rtt_ms_p99\":{},\"input_latency_ms_p50\":{},\
@@ -193,6 +251,9 @@ impl Report {
             self.bots_requested,
             self.connected,
             self.connect_failures,
+            num(self.verify_fraction),
+            self.verifying_bots,
+            self.verified_snapshots,
             self.disconnects.values().sum::<u64>(),
             disconnects.join(","),
             num(self.snapshots_per_bot_s),
@@ -215,12 +276,13 @@ impl Report {
     /// The one-line live progress text.
     pub fn progress_line(&self) -> String {
         format!(
-            "{:>5.1}s connected {}/{} active {} | {:.1} snap/s/bot ({:.3} of expected) | \
+            "{:>5.1}s connected {}/{} active {} verifying {} | {:.1} snap/s/bot ({:.3} of expected) | \
              in {:.1} kB/s/bot | rtt p99 {:.1} ms | input p99 {:.1} ms | desyncs {} decode errors {}",
             self.duration_s,
             self.connected,
             self.bots_requested,
             self.active,
+            self.verifying_bots,
             self.snapshots_per_bot_s,
             self.delivery_ratio,
             self.bytes_in_per_bot_s / 1000.0,
@@ -237,6 +299,13 @@ impl Report {
             ("bots requested", self.bots_requested.to_string()),
             ("connected", self.connected.to_string()),
             ("connect failures", self.connect_failures.to_string()),
+            (
+                "verifying bots",
+                format!(
+                    "{} (--verify {})",
+                    self.verifying_bots, self.verify_fraction
+                ),
+            ),
             ("disconnects (by code)", format!("{:?}", self.disconnects)),
             (
                 "snapshots / bot / s",
@@ -262,7 +331,8 @@ impl Report {
                     self.input_latency_ms_p50, self.input_latency_ms_p99
                 ),
             ),
-            ("desyncs", self.desyncs.to_string()),
+            ("verified snapshots", self.verified_snapshots.to_string()),
+            ("desyncs (verifying bots)", self.desyncs.to_string()),
             ("decode errors", self.decode_errors.to_string()),
             ("missing baselines", self.missing_baselines.to_string()),
             (
@@ -325,6 +395,8 @@ impl Load {
             bots_requested: self.cfg.bots,
             connected: sum(|c| &c.connected),
             connect_failures: sum(|c| &c.connect_failures),
+            verify_fraction: self.cfg.verify_fraction,
+            verifying_bots: sum(|c| &c.verifying),
             active: self.active.load(Relaxed),
             disconnects: self
                 .disconnects
@@ -343,6 +415,7 @@ impl Load {
             rtt_ms_p99: ms(&rtt.rtt_us, 0.99),
             input_latency_ms_p50: ms(&rtt.input_us, 0.5),
             input_latency_ms_p99: ms(&rtt.input_us, 0.99),
+            verified_snapshots: sum(|c| &c.verified),
             desyncs: sum(|c| &c.desyncs),
             decode_errors: sum(|c| &c.decode_errors),
             missing_baselines: sum(|c| &c.missing_baselines),
@@ -354,9 +427,21 @@ impl Load {
 }
 
 /// Runs the whole load test: starts the bots on the ramp, calls `progress` about once a
-/// second, and returns the final report when every bot has finished.
+/// second, and returns the final report when every bot has finished. A `verify_fraction`
+/// outside 0.0–1.0 starts no bot (all count as connect failures; check it first with
+/// [`check_verify_fraction`]).
 pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
     let load = Load::new(cfg.clone());
+    if let Err(e) = check_verify_fraction(cfg.verify_fraction) {
+        tracing::error!(error = %e, "refusing to start the bots");
+        load.shards[0]
+            .c
+            .connect_failures
+            .fetch_add(cfg.bots as u64, Relaxed);
+        let report = load.report();
+        progress(&report);
+        return report;
+    }
     let connector = match Connector::new(&cfg).await {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -480,7 +565,12 @@ async fn bot(
             return;
         }
     };
+    let verifying = verifies(index, cfg.bots, cfg.verify_fraction);
+    client.set_verify(verifying);
     shard.c.connected.fetch_add(1, Relaxed);
+    if verifying {
+        shard.c.verifying.fetch_add(1, Relaxed);
+    }
     load.active.fetch_add(1, Relaxed);
     let welcomed = Instant::now();
     let snapshot_rate =
@@ -536,8 +626,12 @@ async fn bot(
                 Ok(Event::Snapshot { outcome, bytes, message }) => {
                     shard.c.bytes_in.fetch_add(bytes as u64, Relaxed);
                     match outcome {
+                        // On a bot that does not verify: a newer tick than before, by its header.
                         Ok(Received::Current { full, .. }) => {
                             shard.c.snapshots.fetch_add(1, Relaxed);
+                            if verifying {
+                                shard.c.verified.fetch_add(1, Relaxed);
+                            }
                             if full {
                                 shard.c.full.fetch_add(1, Relaxed);
                             } else {
@@ -626,6 +720,50 @@ async fn bot(
         None => {
             let _ = client.leave().await;
             client.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verifying_bots_are_round_n_f_spread_evenly_and_bot_0_first() {
+        for bots in [1usize, 2, 3, 7, 10, 50, 100, 101, 1000] {
+            for f in [0.0, 0.001, 0.1, 0.25, 1.0 / 3.0, 0.5, 0.9, 0.999, 1.0] {
+                let chosen: Vec<usize> = (0..bots).filter(|&i| verifies(i, bots, f)).collect();
+                let want = if f > 0.0 {
+                    ((bots as f64 * f).round() as usize).max(1)
+                } else {
+                    0
+                };
+                assert_eq!(chosen.len(), want, "bots {bots} f {f}");
+                assert_eq!(verifying_count(bots, f), want);
+                if f > 0.0 {
+                    assert_eq!(chosen[0], 0, "bots {bots} f {f}");
+                }
+                // Evenly spread: gaps differ by at most one.
+                let gaps: Vec<usize> = chosen.windows(2).map(|w| w[1] - w[0]).collect();
+                if let (Some(lo), Some(hi)) = (gaps.iter().min(), gaps.iter().max()) {
+                    assert!(hi - lo <= 1, "bots {bots} f {f}: {gaps:?}");
+                }
+            }
+        }
+        assert_eq!(verifying_count(100, 0.1), 10);
+        assert!((0..100).all(|i| verifies(i, 100, 1.0)));
+        assert!(!(0..100).any(|i| verifies(i, 100, 0.0)));
+        assert_eq!(verifying_count(0, 0.5), 0);
+    }
+
+    #[test]
+    fn verify_fractions_outside_0_to_1_are_refused() {
+        assert_eq!(parse_verify_fraction("0.25"), Ok(0.25));
+        assert_eq!(parse_verify_fraction("0"), Ok(0.0));
+        assert_eq!(parse_verify_fraction("1"), Ok(1.0));
+        for bad in ["-0.1", "1.01", "NaN", "inf", "", "half"] {
+            let e = parse_verify_fraction(bad).unwrap_err();
+            assert!(e.to_string().contains("from 0.0 to 1.0"), "{e}");
         }
     }
 }

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tickwire_bot_client::{LoadConfig, QuicError, TransportKind, run};
 use tickwire_shared::rlimit;
 
-/// Load-test a Tickwire server: every bot is a real client that decodes and verifies every
-/// snapshot. Exits non-zero on any desync or decode error.
+/// Load-test a Tickwire server: every bot is a real client; the verifying ones (all, by
+/// default) decode and verify every snapshot. Exits non-zero on any desync or decode error.
 #[derive(Debug, Parser)]
 #[command(name = "tickwire-bot", version, about)]
 struct Cli {
@@ -54,6 +54,17 @@ struct Cli {
     /// Seed for the bots' random walks.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Fraction of the bots (0.0-1.0) that decode and verify every snapshot: round(bots x
+    /// FRACTION), at least 1 when FRACTION > 0, spread evenly from bot 0. The others read and
+    /// decode every envelope and acknowledge its tick but skip the snapshot body (cheaper for
+    /// the load generator; desyncs are only detected on the verifying bots).
+    #[arg(long = "verify", value_name = "FRACTION", default_value_t = 1.0,
+          value_parser = parse_fraction)]
+    verify: f64,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, tickwire_bot_client::FractionError> {
+    tickwire_bot_client::parse_verify_fraction(text)
 }
 
 fn parse_pin(text: &str) -> Result<[u8; 32], QuicError> {
@@ -103,6 +114,7 @@ fn main() -> anyhow::Result<()> {
         bind_ips: cli.bind_ip,
         connect_timeout: Duration::from_secs_f64(cli.connect_timeout),
         seed: cli.seed,
+        verify_fraction: cli.verify,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -29,14 +29,14 @@ use tickwire_shared::InputHistory;
 use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_server, encode_client};
 use tickwire_shared::quant::BoundsError;
 use tickwire_shared::{
-    ClientMessage, InputSeq, PROTOCOL_VERSION, Quantizer, ServerMessage, SnapshotReceiver, Welcome,
-    WorldBounds,
+    ClientMessage, InputSeq, PROTOCOL_VERSION, Quantizer, ServerMessage, SnapshotReceiver, Tick,
+    Welcome, WorldBounds,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::client::Event;
+use crate::client::{Checking, Event};
 
 /// The ALPN protocol id.
 pub const ALPN: &[u8] = b"tickwire/1";
@@ -367,6 +367,7 @@ impl QuicConnector {
             raw,
             welcome,
             receiver: SnapshotReceiver::with_default_history(quantizer),
+            checking: Checking::Verify,
             inputs: InputHistory::new(),
             buf: Vec::with_capacity(128),
             bytes_out: sent,
@@ -586,6 +587,7 @@ pub struct QuicClient {
     pub welcome: Welcome,
     /// Snapshot history and the current verified view.
     pub receiver: SnapshotReceiver,
+    checking: Checking,
     inputs: InputHistory,
     buf: Vec<u8>,
     /// Bytes sent so far (envelopes, plus length prefixes on the control stream).
@@ -620,8 +622,29 @@ impl QuicClient {
         Ok(client)
     }
 
+    /// Whether snapshots are decoded and verified (the default) or only their headers trusted
+    /// (see [`crate::client::Trusted`]). Call it before reading the first snapshot, as
+    /// [`crate::Client::set_verify`].
+    pub fn set_verify(&mut self, verify: bool) {
+        if verify != self.verifies() {
+            self.checking = Checking::new(verify);
+        }
+    }
+
+    /// Whether snapshots are decoded and verified.
+    pub fn verifies(&self) -> bool {
+        matches!(self.checking, Checking::Verify)
+    }
+
+    /// The tick the next `Input` acknowledges: the newest verified snapshot, or, when not
+    /// verifying, the newest snapshot received.
+    pub fn ack_tick(&self) -> Option<Tick> {
+        self.checking.ack_tick(&self.receiver)
+    }
+
     /// Sends one new input frame (plus the previous ones, for redundancy) and the ack of the
-    /// newest verified snapshot, as a datagram. Returns the new frame's sequence number.
+    /// newest verified snapshot ([`QuicClient::ack_tick`]), as a datagram. Returns the new
+    /// frame's sequence number.
     pub async fn send_input(
         &mut self,
         move_x: i8,
@@ -633,7 +656,7 @@ impl QuicClient {
             .inputs
             .push(move_x, move_y, aim_yaw, buttons)
             .ok_or(QuicError::Protocol("input sequence exhausted"))?;
-        let msg = self.inputs.message(self.receiver.ack_tick());
+        let msg = self.inputs.message(self.ack_tick());
         self.send(&msg).await?;
         Ok(seq)
     }
@@ -665,12 +688,12 @@ impl QuicClient {
         &mut self.raw
     }
 
-    /// Waits for the next event. Snapshots are fed to the receiver before they are returned.
-    /// Cancel-safe.
+    /// Waits for the next event. Snapshots are fed to the receiver (or, when not verifying,
+    /// trusted) before they are returned. Cancel-safe.
     pub async fn next_event(&mut self) -> Result<Event, QuicError> {
         match self.raw.next_message().await? {
             Ok((ServerMessage::Snapshot(message), bytes)) => Ok(Event::Snapshot {
-                outcome: self.receiver.receive(&message),
+                outcome: self.checking.receive(&mut self.receiver, &message),
                 bytes,
                 message,
             }),

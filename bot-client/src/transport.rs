@@ -116,6 +116,16 @@ impl BotClient {
         }
     }
 
+    /// Verify every snapshot (the default), or only read and decode the envelope, trust the
+    /// header and acknowledge its tick (see [`crate::client::Trusted`]). Call it before the
+    /// first [`BotClient::next_event`].
+    pub fn set_verify(&mut self, verify: bool) {
+        match self {
+            BotClient::Ws(c) => c.set_verify(verify),
+            BotClient::Quic(c) => c.set_verify(verify),
+        }
+    }
+
     /// Bytes sent so far.
     pub fn bytes_out(&self) -> u64 {
         match self {
