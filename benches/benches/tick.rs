@@ -1,9 +1,11 @@
 //! Criterion: one full server tick (inputs, game step, grid, interest, delta encoding and
 //! framing for every client) of the real `Simulation` running the arena, without sockets.
 //! 1,000 clients with 1,000 NPCs (2,000 entities), and 5,000 clients with 1,000 NPCs.
+//! Also "crowd": 1,000 clients and no NPCs in an open 1,000 × 1,000 world with a view radius
+//! of 2,000, so every client sees all 1,000 players (the Colyseus peer's scenario).
 //! Also prints the tick time per client (the per-client replication cost).
 //!
-//! Run: `cargo bench -p tickwire-benches --bench tick`
+//! Run: `cargo bench -p tickwire-benches --bench tick` (or `-- crowd` for that one alone).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -12,10 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use glam::Vec3;
 use tickwire_benches::Rng;
 use tickwire_server::sim::{Control, InputMsg, Outbound};
+use tickwire_server::world::World;
 use tickwire_server::{Arena, ArenaRules, Game, Metrics, ServerConfig, Simulation};
-use tickwire_shared::{ClientId, InputFrame, InputSeq, Tick};
+use tickwire_shared::{ClientId, InputFrame, InputSeq, Tick, WorldBounds};
 
 struct Setup {
     sim: Simulation<Arena>,
@@ -25,8 +29,28 @@ struct Setup {
     dirs: Vec<(i8, i8)>,
 }
 
-fn setup(clients: usize, npcs: usize) -> Setup {
-    let cfg = ServerConfig::defaults();
+/// The default arena (`ServerConfig::defaults()`).
+fn arena() -> ServerConfig {
+    ServerConfig::defaults()
+}
+
+/// The crowded room: a 1,000 × 1,000 world without obstacles (as `assets/worlds/crowd.toml`
+/// would declare it) and a view radius of 2,000, so that everyone sees everyone.
+fn crowd() -> ServerConfig {
+    let mut cfg = ServerConfig::defaults();
+    cfg.world = World {
+        name: "crowd".into(),
+        bounds: WorldBounds {
+            min: Vec3::new(-500.0, -500.0, 0.0),
+            max: Vec3::new(500.0, 500.0, 0.0),
+        },
+        obstacles: Vec::new(),
+    };
+    cfg.sim.view_radius = 2000.0;
+    cfg
+}
+
+fn setup(cfg: &ServerConfig, clients: usize, npcs: usize) -> Setup {
     let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), npcs, 7);
     let mut sim = Simulation::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
     let outs: Vec<Arc<Outbound>> = (0..clients)
@@ -85,39 +109,83 @@ fn step(s: &mut Setup) -> u64 {
     bytes
 }
 
+/// A plain timing pass for the per-client figure printed next to criterion's: warm up, then
+/// the median of 7 batches of 30 ticks (this machine is noisy).
+fn print_per_client(label: &str, s: &mut Setup) {
+    let clients = s.outs.len();
+    for _ in 0..30 {
+        step(s);
+    }
+    let mut batches = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..7 {
+        let t = Instant::now();
+        for _ in 0..30 {
+            bytes += step(s);
+        }
+        batches.push(t.elapsed() / 30);
+    }
+    batches.sort();
+    let per_tick = batches[batches.len() / 2];
+    println!(
+        "{label}: {clients} clients, {} entities: median {:.2} ms/tick, {:.2} µs per client, \
+         {:.0} snapshot bytes per client per tick",
+        s.sim.game().entities().len(),
+        per_tick.as_secs_f64() * 1e3,
+        per_tick.as_secs_f64() * 1e6 / clients as f64,
+        bytes as f64 / (7.0 * 30.0 * clients as f64)
+    );
+}
+
+/// One bench: what it is called, the room it runs and how many join it.
+struct Case {
+    /// Printed before the per-client figure, and (unless "tick") before criterion's name.
+    label: &'static str,
+    cfg: fn() -> ServerConfig,
+    clients: usize,
+    npcs: usize,
+}
+
 fn tick(c: &mut Criterion) {
     let mut g = c.benchmark_group("tick");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
-    for (clients, npcs) in [(1000, 1000), (5000, 1000)] {
-        let mut s = setup(clients, npcs);
-        // A plain timing pass for the per-client figure printed next to criterion's: warm up,
-        // then the median of 7 batches of 30 ticks (this machine is noisy).
-        for _ in 0..30 {
-            step(&mut s);
-        }
-        let mut batches = Vec::new();
-        let mut bytes = 0;
-        for _ in 0..7 {
-            let t = Instant::now();
-            for _ in 0..30 {
-                bytes += step(&mut s);
-            }
-            batches.push(t.elapsed() / 30);
-        }
-        batches.sort();
-        let per_tick = batches[batches.len() / 2];
-        println!(
-            "tick: {clients} clients, {} entities: median {:.2} ms/tick, {:.2} µs per client, \
-             {:.0} snapshot bytes per client per tick",
-            s.sim.game().entities().len(),
-            per_tick.as_secs_f64() * 1e3,
-            per_tick.as_secs_f64() * 1e6 / clients as f64,
-            bytes as f64 / (7.0 * 30.0 * clients as f64)
-        );
-        g.bench_function(
-            format!("{clients}_clients_{}_entities", clients + npcs),
-            |b| b.iter(|| step(&mut s)),
-        );
+    let cases = [
+        Case {
+            label: "tick",
+            cfg: arena,
+            clients: 1000,
+            npcs: 1000,
+        },
+        Case {
+            label: "tick",
+            cfg: arena,
+            clients: 5000,
+            npcs: 1000,
+        },
+        Case {
+            label: "crowd",
+            cfg: crowd,
+            clients: 1000,
+            npcs: 0,
+        },
+    ];
+    for case in cases {
+        let entities = case.clients + case.npcs;
+        let name = match case.label {
+            "tick" => format!("{}_clients_{entities}_entities", case.clients),
+            label => format!("{label}_{}_clients_{entities}_entities", case.clients),
+        };
+        // Built on the first call, which criterion makes only if the name passes the filter,
+        // so `-- crowd` does not pay for the 5,000-client setup.
+        let mut s: Option<Setup> = None;
+        g.bench_function(name, |b| {
+            let s = s.get_or_insert_with(|| {
+                let mut s = setup(&(case.cfg)(), case.clients, case.npcs);
+                print_per_client(case.label, &mut s);
+                s
+            });
+            b.iter(|| step(s))
+        });
     }
     g.finish();
 }
