@@ -20,7 +20,21 @@ pub struct Grid {
     items: Vec<u32>,
     cell_of: Vec<u32>,
     fill: Vec<u32>,
+    /// Per cell, the bounding box of its items' positions (empty cells: +inf..-inf; a cell
+    /// with a non-finite position: NaN, which no coverage test passes). Kept only for grids
+    /// of at most [`MAX_COVER_CELLS`] cells.
+    lo: Vec<Vec2>,
+    hi: Vec<Vec2>,
 }
+
+/// Grids with more cells keep no per-cell boxes, and [`Grid::covered`] always says no.
+const MAX_COVER_CELLS: usize = 1 << 16;
+/// Most cells a covered query may span; a view that large is shared by few clients anyway.
+const MAX_COVER_SPAN: usize = 16;
+
+/// A rectangle of cells (`x0, y0, x1, y1`, inclusive) whose items are all within a query's
+/// radius: every client whose query covers the same rectangle sees the same entities.
+pub type CellRect = [u16; 4];
 
 impl Grid {
     /// A grid covering `min..max` with square cells of about `cell` units.
@@ -40,6 +54,8 @@ impl Grid {
             items: Vec::new(),
             cell_of: Vec::new(),
             fill: Vec::new(),
+            lo: Vec::new(),
+            hi: Vec::new(),
         }
     }
 
@@ -68,11 +84,88 @@ impl Grid {
         }
         self.items.clear();
         self.items.resize(n, 0);
+        let cells = self.nx * self.ny;
+        if cells <= MAX_COVER_CELLS {
+            self.lo.clear();
+            self.lo.resize(cells, Vec2::INFINITY);
+            self.hi.clear();
+            self.hi.resize(cells, Vec2::NEG_INFINITY);
+        }
         // Fill back to front so each cell's items end up in ascending index order.
         self.fill.clone_from(&self.starts);
         for (i, &c) in self.cell_of.iter().enumerate().rev() {
             self.fill[c as usize + 1] -= 1;
             self.items[self.fill[c as usize + 1] as usize] = i as u32;
+        }
+    }
+
+    /// As [`Grid::rebuild`], also keeping each cell's bounding box for [`Grid::covered`].
+    pub fn rebuild_with_boxes(&mut self, positions: &[Vec2]) {
+        self.rebuild(positions.iter().copied());
+        if self.lo.len() != self.nx * self.ny {
+            return;
+        }
+        for (p, &c) in positions.iter().zip(&self.cell_of) {
+            let c = c as usize;
+            if p.is_finite() {
+                self.lo[c] = self.lo[c].min(*p);
+                self.hi[c] = self.hi[c].max(*p);
+            } else {
+                self.lo[c] = Vec2::NAN;
+                self.hi[c] = Vec2::NAN;
+            }
+        }
+    }
+
+    /// The cells a [`Grid::query`] around `center` would scan, if every item in them is
+    /// within `radius` (so the query's result is exactly those cells' items), found without
+    /// looking at any item. Needs [`Grid::rebuild_with_boxes`]. Exact: an item's computed
+    /// distance never exceeds that of its cell box's farthest corner (rounding is monotonic).
+    pub fn covered(&self, center: Vec2, radius: f32) -> Option<CellRect> {
+        if self.lo.len() != self.nx * self.ny {
+            return None;
+        }
+        let r2 = radius * radius;
+        let (x0, y0) = self.cell_xy(center - Vec2::splat(radius));
+        let (x1, y1) = self.cell_xy(center + Vec2::splat(radius));
+        if (x1 - x0 + 1) * (y1 - y0 + 1) > MAX_COVER_SPAN {
+            return None;
+        }
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                let c = y * self.nx + x;
+                if self.starts[c] == self.starts[c + 1] {
+                    continue;
+                }
+                let (lo, hi) = (self.lo[c] - center, self.hi[c] - center);
+                let far = Vec2::new(
+                    (lo.x * lo.x).max(hi.x * hi.x),
+                    (lo.y * lo.y).max(hi.y * hi.y),
+                );
+                // A NaN box (a non-finite position) is never covered.
+                let d2 = far.x + far.y;
+                if d2.is_nan() || d2 > r2 {
+                    return None;
+                }
+            }
+        }
+        // Cells per axis are at most MAX_CELLS_PER_AXIS (1024), so they fit a u16.
+        Some([x0 as u16, y0 as u16, x1 as u16, y1 as u16])
+    }
+
+    /// Appends the items of the cells of `rect` to `out`, in increasing order.
+    pub fn cells(&self, rect: CellRect, out: &mut Vec<u32>) {
+        let [x0, y0, x1, y1] = rect.map(usize::from);
+        for y in y0..=y1 {
+            let row = y * self.nx;
+            let (a, b) = (
+                self.starts[row + x0] as usize,
+                self.starts[row + x1 + 1] as usize,
+            );
+            out.extend_from_slice(&self.items[a..b]);
+        }
+        if y1 > y0 || x1 > x0 {
+            out.sort_unstable();
         }
     }
 
@@ -120,7 +213,26 @@ mod tests {
             let want: Vec<u32> = (0..positions.len() as u32)
                 .filter(|&i| positions[i as usize].distance_squared(c) <= radius * radius)
                 .collect();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(&got, &want);
+            // A covered query is exactly its cells' items, in order.
+            g.rebuild_with_boxes(&positions);
+            if let Some(rect) = g.covered(c, radius) {
+                let mut cells = Vec::new();
+                g.cells(rect, &mut cells);
+                prop_assert_eq!(cells, want);
+            }
+        }
+
+        #[test]
+        fn everyone_in_a_small_world_is_covered(
+            pts in proptest::collection::vec((-50.0f32..50.0, -50.0f32..50.0), 1..100),
+            me in 0usize..100,
+        ) {
+            let positions: Vec<Vec2> = pts.iter().map(|&(x, y)| Vec2::new(x, y)).collect();
+            let mut g = Grid::new(Vec2::splat(-50.0), Vec2::splat(50.0), 200.0);
+            g.rebuild_with_boxes(&positions);
+            let rect = g.covered(positions[me % positions.len()], 200.0);
+            prop_assert_eq!(rect, Some([0, 0, 0, 0]));
         }
     }
 }

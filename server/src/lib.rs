@@ -15,6 +15,7 @@ pub mod grid;
 pub mod http;
 pub mod metrics;
 pub mod quic;
+pub mod replication;
 pub mod rng;
 pub mod scheduler;
 pub(crate) mod session;

@@ -33,6 +33,7 @@ use tungstenite::Bytes;
 use crate::Shared;
 use crate::close;
 use crate::metrics::Metrics;
+use crate::replication::SnapshotFrame;
 use crate::session::{self, Channel, End, Inbound, SessionSlot, Transport};
 
 /// The ALPN protocol id; a connection without it is refused.
@@ -517,7 +518,9 @@ impl Transport for QuicTransport {
         }
     }
 
-    async fn send_snapshot(&mut self, frame: Vec<u8>) -> Result<u64, End> {
+    async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End> {
+        // A datagram is one buffer: the one copy of the shared body.
+        let frame = frame.to_vec();
         let fits = self
             .conn
             .max_datagram_size()

@@ -19,6 +19,7 @@ use tracing::debug;
 use crate::Shared;
 use crate::close;
 use crate::metrics::DisconnectReason;
+use crate::replication::SnapshotFrame;
 use crate::sim::{Control, InputMsg, Outbound};
 
 /// How a session ended.
@@ -127,8 +128,9 @@ pub(crate) trait Transport {
     /// Sends one envelope reliably and in order (`Welcome`, `Pong`). Returns the bytes written.
     async fn send_reliable(&mut self, frame: &[u8]) -> Result<u64, End>;
 
-    /// Sends one snapshot envelope by whatever path suits it. Returns the bytes written.
-    async fn send_snapshot(&mut self, frame: Vec<u8>) -> Result<u64, End>;
+    /// Sends one snapshot envelope (this client's header, then the shared body) by whatever
+    /// path suits it. Returns the bytes written.
+    async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End>;
 
     /// Best effort, bounded in time: `disconnect` (the encoded `Disconnect` envelope, when it
     /// could be encoded) reliably, then the transport's own close with `code` and `reason`.

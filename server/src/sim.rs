@@ -14,21 +14,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use glam::Vec2;
-use rayon::prelude::*;
 use tickwire_shared::baseline::AckOutcome;
-use tickwire_shared::{
-    BaselineTracker, ClientId, EntityId, InputFrame, InputSeq, PROTOCOL_VERSION, QuantizedState,
-    Quantizer, Tick, ViewEntry, Welcome, combine_hashes, entity_hash,
-};
+use tickwire_shared::{ClientId, EntityId, InputFrame, PROTOCOL_VERSION, Quantizer, Tick, Welcome};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::close;
 use crate::config::SimConfig;
 use crate::game::Game;
-use crate::grid::Grid;
 use crate::metrics::Metrics;
+use crate::replication::{Replicator, SnapshotFrame, Viewer};
 use crate::scheduler::{Poll, TickScheduler};
 
 /// What a connection task asks of the simulation; never dropped (unbounded, but bounded in
@@ -70,8 +65,8 @@ pub struct InputMsg {
 pub struct OutboundState {
     /// The handshake answer (once).
     pub welcome: Option<Welcome>,
-    /// The newest snapshot frame not yet taken.
-    pub snapshot: Option<Vec<u8>>,
+    /// The newest snapshot not yet taken.
+    pub snapshot: Option<SnapshotFrame>,
     /// The simulation wants the connection closed with this code and reason.
     pub close: Option<(u16, &'static str)>,
 }
@@ -94,6 +89,16 @@ impl Outbound {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
         self.notify.notify_one();
     }
+
+    /// Replaces any unsent snapshot with `snap` (latest wins: deltas are against
+    /// acknowledged baselines, so a skipped snapshot costs nothing but its tick).
+    pub(crate) fn put_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) {
+        self.put(|s| {
+            if s.snapshot.replace(snap).is_some() {
+                metrics.snapshots_superseded.fetch_add(1, Relaxed);
+            }
+        });
+    }
 }
 
 /// Handles the connection tasks share with the simulation.
@@ -109,15 +114,17 @@ pub struct SimHandle {
 
 struct Client {
     id: ClientId,
-    entity: EntityId,
     token: u64,
-    out: Arc<Outbound>,
-    tracker: BaselineTracker,
-    last_input: InputSeq,
     /// Tick of the newest accepted ack (or of the join).
     acked_at: u32,
-    view: Vec<ViewEntry>,
-    near: Vec<u32>,
+    /// Replication state, and the entity, slot and last input it needs.
+    v: Viewer,
+}
+
+impl AsMut<Viewer> for Client {
+    fn as_mut(&mut self) -> &mut Viewer {
+        &mut self.v
+    }
 }
 
 struct Detached {
@@ -136,11 +143,7 @@ pub struct Simulation<G: Game> {
     clients: Vec<Client>,
     index: HashMap<ClientId, usize>,
     detached: Vec<Detached>,
-    grid: Grid,
-    positions: Vec<Vec2>,
-    quantized: Vec<QuantizedState>,
-    hashes: Vec<u32>,
-    ids: Vec<EntityId>,
+    replicator: Replicator,
     hasher: RandomState,
     tick: u32,
 }
@@ -159,11 +162,7 @@ impl<G: Game> Simulation<G> {
     pub fn new(game: G, cfg: SimConfig, metrics: Arc<Metrics>) -> Result<Self, crate::ServerError> {
         let bounds = game.bounds();
         let quantizer = Quantizer::new(bounds).map_err(crate::ServerError::World)?;
-        let grid = Grid::new(
-            bounds.min.truncate(),
-            bounds.max.truncate(),
-            cfg.view_radius,
-        );
+        let replicator = Replicator::new(quantizer, cfg.view_radius, cfg.baseline_ring);
         Ok(Self {
             game,
             cfg,
@@ -172,11 +171,7 @@ impl<G: Game> Simulation<G> {
             clients: Vec::new(),
             index: HashMap::new(),
             detached: Vec::new(),
-            grid,
-            positions: Vec::new(),
-            quantized: Vec::new(),
-            hashes: Vec::new(),
-            ids: Vec::new(),
+            replicator,
             hasher: RandomState::new(),
             tick: 0,
         })
@@ -230,14 +225,9 @@ impl<G: Game> Simulation<G> {
                 self.index.insert(client, self.clients.len());
                 self.clients.push(Client {
                     id: client,
-                    entity,
                     token,
-                    out,
-                    tracker: BaselineTracker::new(self.quantizer, self.cfg.baseline_ring),
-                    last_input: InputSeq(0),
                     acked_at: self.tick,
-                    view: Vec::new(),
-                    near: Vec::new(),
+                    v: Viewer::new(entity, out, self.cfg.baseline_ring),
                 });
                 self.metrics
                     .connected_clients
@@ -248,7 +238,7 @@ impl<G: Game> Simulation<G> {
                     return;
                 };
                 if graceful || self.cfg.resume_grace_ticks == 0 {
-                    self.game.despawn_player(c.entity);
+                    self.game.despawn_player(c.v.entity);
                 } else {
                     // Bounded: a client that reconnects over and over must not pile up ghost
                     // players. The oldest waiting player goes first.
@@ -258,7 +248,7 @@ impl<G: Game> Simulation<G> {
                     }
                     self.detached.push(Detached {
                         token: c.token,
-                        entity: c.entity,
+                        entity: c.v.entity,
                         expires: self.tick.saturating_add(self.cfg.resume_grace_ticks),
                     });
                 }
@@ -275,9 +265,9 @@ impl<G: Game> Simulation<G> {
         }
         let old = self.clients.iter().find(|c| c.token == token)?.id;
         let c = self.remove_client(old)?;
-        c.out
+        c.v.out
             .put(|s| s.close = Some((close::REPLACED, "session resumed elsewhere")));
-        Some(c.entity)
+        Some(c.v.entity)
     }
 
     fn remove_client(&mut self, client: ClientId) -> Option<Client> {
@@ -298,14 +288,14 @@ impl<G: Game> Simulation<G> {
             return;
         };
         let c = &mut self.clients[i];
-        if m.ack.0 != 0 && c.tracker.on_ack(m.ack) == AckOutcome::Accepted {
+        if m.ack.0 != 0 && c.v.ring.on_ack(m.ack) == AckOutcome::Accepted {
             c.acked_at = self.tick;
         }
         m.frames.sort_unstable_by_key(|f| f.seq);
         for f in &m.frames {
-            if f.seq > c.last_input {
-                c.last_input = f.seq;
-                self.game.apply_input(c.entity, f);
+            if f.seq > c.v.last_input {
+                c.v.last_input = f.seq;
+                self.game.apply_input(c.v.entity, f);
             }
         }
     }
@@ -343,10 +333,10 @@ impl<G: Game> Simulation<G> {
             let c = &self.clients[i];
             if now.saturating_sub(c.acked_at) > timeout {
                 let id = c.id;
-                c.out
+                c.v.out
                     .put(|s| s.close = Some((close::ACK_TIMEOUT, "no acknowledgement in time")));
                 if let Some(c) = self.remove_client(id) {
-                    self.game.despawn_player(c.entity);
+                    self.game.despawn_player(c.v.entity);
                 }
                 debug!(client = %id, "ack timeout");
                 timed_out += 1;
@@ -364,69 +354,14 @@ impl<G: Game> Simulation<G> {
     }
 
     fn replicate(&mut self) -> u64 {
-        let entities = self.game.entities();
-        self.positions.clear();
-        self.quantized.clear();
-        self.hashes.clear();
-        self.ids.clear();
-        for e in entities {
-            let q = self.quantizer.quantize(&e.state);
-            self.positions.push(e.state.pos.truncate());
-            self.hashes.push(entity_hash(e.id, &q));
-            self.quantized.push(q);
-            self.ids.push(e.id);
-        }
-        self.grid.rebuild(self.positions.iter().copied());
-
         let tick = Tick(self.tick);
-        let (grid, positions, quantized, hashes, ids) = (
-            &self.grid,
-            &self.positions,
-            &self.quantized,
-            &self.hashes,
-            &self.ids,
-        );
-        let radius = self.cfg.view_radius;
-        let metrics = &self.metrics;
-        self.clients
-            .par_iter_mut()
-            .map(|c| {
-                c.near.clear();
-                if let Ok(me) = ids.binary_search(&c.entity) {
-                    grid.query(positions[me], radius, positions, &mut c.near);
-                }
-                // Entity indices are in id order, so sorting indices sorts the view by id.
-                c.near.sort_unstable();
-                c.view.clear();
-                c.view.extend(
-                    c.near
-                        .iter()
-                        .map(|&i| (ids[i as usize], quantized[i as usize])),
-                );
-                // Each entity was hashed once this tick; a client's checksum combines 4 bytes
-                // per visible entity instead of hashing 30.
-                let checksum = combine_hashes(c.near.iter().map(|&i| hashes[i as usize]));
-                let mut frame = Vec::new();
-                match c
-                    .tracker
-                    .encode_frame(tick, c.last_input, &c.view, checksum, &mut frame)
-                {
-                    Ok(true) => {
-                        metrics.full_snapshots.fetch_add(1, Relaxed);
-                    }
-                    Ok(false) => {}
-                    // Only a body over wincode's size limit could fail; skip this tick.
-                    Err(_) => return 0,
-                }
-                let len = frame.len() as u64;
-                c.out.put(|s| {
-                    if s.snapshot.replace(frame).is_some() {
-                        metrics.snapshots_superseded.fetch_add(1, Relaxed);
-                    }
-                });
-                len
-            })
-            .sum()
+        self.replicator.replicate(
+            tick,
+            self.game.entities(),
+            self.cfg.view_radius,
+            &mut self.clients,
+            &self.metrics,
+        )
     }
 }
 
@@ -520,7 +455,7 @@ mod tests {
     use super::*;
     use crate::game::Replicated;
     use glam::Vec3;
-    use tickwire_shared::{EntityState, ServerMessage, WorldBounds};
+    use tickwire_shared::{EntityState, InputSeq, ServerMessage, WorldBounds};
 
     /// A game that records the inputs it is given.
     #[derive(Default)]
@@ -582,8 +517,9 @@ mod tests {
         (s, out)
     }
 
-    fn snapshot(frame: &[u8]) -> tickwire_shared::SnapshotMessage {
-        let Ok(ServerMessage::Snapshot(m)) = tickwire_shared::codec::decode_server(frame) else {
+    fn snapshot(frame: &SnapshotFrame) -> tickwire_shared::SnapshotMessage {
+        let frame = frame.to_vec();
+        let Ok(ServerMessage::Snapshot(m)) = tickwire_shared::codec::decode_server(&frame) else {
             panic!("not a snapshot");
         };
         m

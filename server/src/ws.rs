@@ -22,6 +22,7 @@ use tungstenite::{Bytes, Error as WsError, Message};
 use crate::Shared;
 use crate::close;
 use crate::metrics::DisconnectReason;
+use crate::replication::SnapshotFrame;
 use crate::session::{self, Channel, End, Inbound, Transport};
 
 /// Largest WebSocket message accepted from a client; anything larger closes with 1009.
@@ -98,8 +99,9 @@ impl Transport for WsTransport {
         self.send_frame(Bytes::copy_from_slice(frame)).await
     }
 
-    async fn send_snapshot(&mut self, frame: Vec<u8>) -> Result<u64, End> {
-        self.send_frame(frame.into()).await
+    async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End> {
+        // tungstenite wants the payload in one buffer: the one copy of the shared body.
+        self.send_frame(frame.to_vec().into()).await
     }
 
     /// `Disconnect`, a close frame, then half-close and drain so the peer reads them instead

@@ -108,7 +108,7 @@ fn lossy_links_never_desync_and_recover() {
             let Some(frame) = p.out.take().snapshot else {
                 continue;
             };
-            let Ok(ServerMessage::Snapshot(m)) = decode_server(&frame) else {
+            let Ok(ServerMessage::Snapshot(m)) = decode_server(&frame.to_vec()) else {
                 panic!("the server sent something that is not a snapshot");
             };
             if rng.unit() < 0.1 {

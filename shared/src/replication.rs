@@ -95,8 +95,8 @@ impl WorldFrame {
 }
 
 /// The room's ring of the last `capacity` [`WorldFrame`]s. With one snapshot per client per
-/// snapshot tick, a capacity equal to the clients' ring keeps every baseline a client can
-/// name. Frames reuse their buffers.
+/// snapshot tick, a capacity of the clients' ring plus one (the frame being sent) keeps every
+/// baseline a client can name. Frames reuse their buffers.
 #[derive(Debug)]
 pub struct WorldHistory {
     frames: VecDeque<WorldFrame>,

@@ -1,0 +1,704 @@
+//! Replication for one room: encode once, send to many.
+//!
+//! Per snapshot tick: quantize and hash every entity once into the room's
+//! [`WorldHistory`]; find each client's view (a grid query, or, when the query's cells lie
+//! wholly inside the view radius, a [`CellRect`] that every client covering the same cells
+//! shares); encode each entity's change against each baseline tick in use, and each entity's
+//! full state, once ([`DeltaCache`], [`FullCache`]); write one body per distinct (baseline
+//! tick, baseline set, current set), and for each client only its header. The body goes to the
+//! connection as a shared [`Bytes`]; the connection copies it once, into the frame the socket
+//! write needs.
+//!
+//! Work is spread with rayon only above [`PARALLEL_MIN_CLIENTS`]: below it, a single thread
+//! beats the scheduling (measured with the tick bench, see README).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use glam::Vec2;
+use rayon::prelude::*;
+use tickwire_shared::bits::BitWriter;
+use tickwire_shared::codec::{MAX_SNAPSHOT_HEADER_BYTES, encode_snapshot_header};
+use tickwire_shared::replication::{
+    ClientRing, DeltaCache, FullCache, SharedEncoder, ViewIds, WorldFrame, WorldHistory,
+};
+use tickwire_shared::{EntityId, InputSeq, Quantizer, Tick};
+
+use crate::game::Replicated;
+use crate::grid::{CellRect, Grid};
+use crate::metrics::Metrics;
+use crate::sim::Outbound;
+
+/// Fewest clients for which the per-client passes run on rayon's pool.
+pub const PARALLEL_MIN_CLIENTS: usize = 256;
+/// Clients per rayon task: enough work per task that stealing pays for itself.
+const CLIENTS_PER_TASK: usize = 64;
+
+/// One snapshot as the connection sends it: this client's header, then a body that clients
+/// with the same baseline and view share.
+#[derive(Debug, Clone)]
+pub struct SnapshotFrame {
+    header: [u8; MAX_SNAPSHOT_HEADER_BYTES],
+    header_len: u8,
+    body: Bytes,
+}
+
+impl SnapshotFrame {
+    /// The envelope up to the body.
+    pub fn header(&self) -> &[u8] {
+        &self.header[..usize::from(self.header_len)]
+    }
+
+    /// The body, shared.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        usize::from(self.header_len) + self.body.len()
+    }
+
+    /// Whether the frame is empty (never, for a real snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the whole envelope to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len());
+        out.extend_from_slice(self.header());
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The whole envelope in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        v
+    }
+}
+
+/// Where a client's current view lives this tick.
+#[derive(Debug, Clone, Copy, Default)]
+enum Cur {
+    /// Its own set, indices in [`Viewer::near`].
+    #[default]
+    Own,
+    /// Shared view `n` of [`Replicator::shared`].
+    Shared(u32),
+}
+
+/// A client's replication state (the simulation owns it beside membership).
+#[derive(Debug)]
+pub struct Viewer {
+    /// The player entity the view is centred on.
+    pub entity: EntityId,
+    /// Where snapshots go.
+    pub out: std::sync::Arc<Outbound>,
+    /// The newest input applied, echoed in each snapshot.
+    pub last_input: InputSeq,
+    /// Sent ticks with their view sets, and the acknowledged baseline.
+    pub ring: ClientRing,
+    near: Vec<u32>,
+    cur: Cur,
+    cur_ids: Option<ViewIds>,
+    checksum: u32,
+    rect: Option<CellRect>,
+    group: u32,
+    enc: SharedEncoder,
+    writer: BitWriter,
+    header: Vec<u8>,
+}
+
+impl Viewer {
+    /// A new client's state, remembering `ring` sent snapshots.
+    pub fn new(entity: EntityId, out: std::sync::Arc<Outbound>, ring: usize) -> Self {
+        Self {
+            entity,
+            out,
+            last_input: InputSeq(0),
+            ring: ClientRing::new(ring),
+            near: Vec::new(),
+            cur: Cur::Own,
+            cur_ids: None,
+            checksum: 0,
+            rect: None,
+            group: u32::MAX,
+            enc: SharedEncoder::new(),
+            writer: BitWriter::new(),
+            header: Vec::with_capacity(MAX_SNAPSHOT_HEADER_BYTES),
+        }
+    }
+}
+
+impl AsMut<Viewer> for Viewer {
+    fn as_mut(&mut self) -> &mut Viewer {
+        self
+    }
+}
+
+/// A view that several clients share this tick.
+#[derive(Debug, Default)]
+struct SharedView {
+    rect: CellRect,
+    indices: Vec<u32>,
+    ids: Option<ViewIds>,
+    checksum: u32,
+}
+
+/// Clients with one baseline tick, baseline set and shared current set: one body.
+#[derive(Debug, Default)]
+struct Group {
+    base: Option<(Tick, ViewIds)>,
+    view: u32,
+    delta: u32,
+    enc: SharedEncoder,
+    writer: BitWriter,
+    body: Bytes,
+}
+
+/// A room's replication state and per-tick scratch; every buffer is reused across ticks.
+#[derive(Debug)]
+pub struct Replicator {
+    quantizer: Quantizer,
+    history: WorldHistory,
+    grid: Grid,
+    positions: Vec<Vec2>,
+    t: Tables,
+}
+
+/// This tick's caches, shared views and groups.
+#[derive(Debug, Default)]
+struct Tables {
+    full: FullCache,
+    deltas: Vec<DeltaCache>,
+    /// Baseline ticks with a cache this tick, by slot in `deltas`.
+    delta_ticks: Vec<Tick>,
+    shared: Vec<SharedView>,
+    shared_used: usize,
+    /// Last tick's shared sets, to reuse when unchanged (scratch).
+    prev_ids: Vec<(CellRect, ViewIds)>,
+    rect_slot: HashMap<CellRect, u32>,
+    groups: Vec<Group>,
+    groups_used: usize,
+    group_of: HashMap<(u32, usize, u32), u32>,
+}
+
+impl Replicator {
+    /// A replicator for a world of `bounds`' quantizer, with a grid of `view_radius` cells and
+    /// a history of `ring` snapshots (the clients' ring).
+    pub fn new(quantizer: Quantizer, view_radius: f32, ring: usize) -> Self {
+        let b = quantizer.bounds();
+        Self {
+            quantizer,
+            // The current frame, plus one for each snapshot a client's ring can name.
+            history: WorldHistory::new(ring + 1),
+            grid: Grid::new(b.min.truncate(), b.max.truncate(), view_radius),
+            positions: Vec::new(),
+            t: Tables::default(),
+        }
+    }
+
+    /// The grid as of the last snapshot tick.
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// Replicates `entities` (sorted by id) as the snapshot of `tick` to every viewer within
+    /// `radius` of its entity. Returns the bytes produced.
+    pub fn replicate<C: AsMut<Viewer> + Send>(
+        &mut self,
+        tick: Tick,
+        entities: &[Replicated],
+        radius: f32,
+        viewers: &mut [C],
+        metrics: &Metrics,
+    ) -> u64 {
+        let parallel = viewers.len() >= PARALLEL_MIN_CLIENTS;
+        let frame = self.history.begin(tick);
+        self.positions.clear();
+        for e in entities {
+            frame.push(e.id, self.quantizer.quantize(&e.state));
+            self.positions.push(e.state.pos.truncate());
+        }
+        self.grid.rebuild_with_boxes(&self.positions);
+        let Some(frame) = self.history.latest() else {
+            return 0;
+        };
+
+        // Views: a covered rectangle, or the client's own set.
+        let (grid, positions) = (&self.grid, &self.positions);
+        each(viewers, parallel, |v| {
+            find_view(v.as_mut(), frame, grid, positions, radius)
+        });
+        let t = &mut self.t;
+        t.share_views(viewers, grid, frame);
+
+        // Groups, and the baseline ticks that need a delta cache.
+        t.group_views(tick, viewers);
+        t.full.build(&self.quantizer, frame);
+        let (q, history) = (&self.quantizer, &self.history);
+        let work = t.deltas[..t.delta_ticks.len()]
+            .iter_mut()
+            .zip(&t.delta_ticks);
+        if parallel && t.delta_ticks.len() > 1 {
+            work.par_bridge()
+                .for_each(|(d, &t)| build_delta(d, q, history, t, frame));
+        } else {
+            work.for_each(|(d, &t)| build_delta(d, q, history, t, frame));
+        }
+
+        // Shared bodies once each, then every client's header (and own bodies).
+        let (full, deltas, shared) = (&t.full, &t.deltas, &t.shared);
+        let groups = &mut t.groups[..t.groups_used];
+        let encode_group = |g: &mut Group| {
+            let view = &shared[g.view as usize];
+            let base = g
+                .base
+                .as_ref()
+                .map(|(_, ids)| (ids.as_slice(), &deltas[g.delta as usize]));
+            g.writer.clear();
+            g.enc
+                .encode(base, frame, &view.indices, full, &mut g.writer);
+            g.body = Bytes::copy_from_slice(g.writer.finish_view());
+        };
+        if parallel && groups.len() > 1 {
+            groups.par_iter_mut().for_each(encode_group);
+        } else {
+            groups.iter_mut().for_each(encode_group);
+        }
+        let groups = &t.groups[..t.groups_used];
+        let delta_ticks = &t.delta_ticks;
+        let send = |v: &mut C| -> u64 {
+            send_snapshot(
+                v.as_mut(),
+                tick,
+                frame,
+                full,
+                deltas,
+                delta_ticks,
+                groups,
+                metrics,
+            )
+        };
+        if parallel {
+            viewers
+                .par_iter_mut()
+                .with_min_len(CLIENTS_PER_TASK)
+                .map(send)
+                .sum()
+        } else {
+            viewers.iter_mut().map(send).sum()
+        }
+    }
+}
+
+impl Tables {
+    /// Gives every client with a covered rectangle the shared view of that rectangle, built
+    /// once per tick (its id set is last tick's again when unchanged).
+    fn share_views<C: AsMut<Viewer>>(
+        &mut self,
+        viewers: &mut [C],
+        grid: &Grid,
+        frame: &WorldFrame,
+    ) {
+        let mut prev_ids = std::mem::take(&mut self.prev_ids);
+        prev_ids.clear();
+        for s in &mut self.shared[..self.shared_used] {
+            if let Some(ids) = s.ids.take() {
+                prev_ids.push((s.rect, ids));
+            }
+        }
+        self.shared_used = 0;
+        self.rect_slot.clear();
+        let mut last: Option<(CellRect, u32)> = None;
+        for v in viewers.iter_mut() {
+            let v = v.as_mut();
+            let Some(rect) = v.rect else {
+                continue;
+            };
+            let slot = match last {
+                Some((r, s)) if r == rect => s,
+                _ => {
+                    let s = match self.rect_slot.get(&rect) {
+                        Some(&s) => s,
+                        None => {
+                            let s = self.new_shared(rect, grid, frame, &mut prev_ids);
+                            self.rect_slot.insert(rect, s);
+                            s
+                        }
+                    };
+                    last = Some((rect, s));
+                    s
+                }
+            };
+            let view = &self.shared[slot as usize];
+            v.cur = Cur::Shared(slot);
+            v.cur_ids = view.ids.clone();
+            v.checksum = view.checksum;
+        }
+        prev_ids.clear();
+        self.prev_ids = prev_ids;
+    }
+
+    fn new_shared(
+        &mut self,
+        rect: CellRect,
+        grid: &Grid,
+        frame: &WorldFrame,
+        prev_ids: &mut Vec<(CellRect, ViewIds)>,
+    ) -> u32 {
+        if self.shared_used == self.shared.len() {
+            self.shared.push(SharedView::default());
+        }
+        let slot = self.shared_used;
+        self.shared_used += 1;
+        let s = &mut self.shared[slot];
+        s.rect = rect;
+        s.indices.clear();
+        grid.cells(rect, &mut s.indices);
+        s.checksum = frame.checksum(&s.indices);
+        let ids = frame.ids();
+        let same = |p: &ViewIds| {
+            p.len() == s.indices.len()
+                && p.iter()
+                    .zip(&s.indices)
+                    .all(|(a, &i)| *a == ids[i as usize])
+        };
+        s.ids = Some(
+            match prev_ids.iter().position(|(r, p)| *r == rect && same(p)) {
+                Some(i) => prev_ids.swap_remove(i).1,
+                None => std::sync::Arc::new(s.indices.iter().map(|&i| ids[i as usize]).collect()),
+            },
+        );
+        slot as u32
+    }
+
+    /// Assigns shared-view clients to groups (one body each) and lists the baseline ticks
+    /// that need a delta cache.
+    fn group_views<C: AsMut<Viewer>>(&mut self, tick: Tick, viewers: &mut [C]) {
+        self.delta_ticks.clear();
+        self.groups_used = 0;
+        self.group_of.clear();
+        for v in viewers.iter_mut() {
+            let v = v.as_mut();
+            let base = v.ring.baseline(tick).map(|(t, ids)| (t, ids.clone()));
+            let delta = match &base {
+                Some((t, _)) => match self.delta_ticks.iter().position(|d| d == t) {
+                    Some(i) => i as u32,
+                    None => {
+                        self.delta_ticks.push(*t);
+                        if self.deltas.len() < self.delta_ticks.len() {
+                            self.deltas.push(DeltaCache::new());
+                        }
+                        (self.delta_ticks.len() - 1) as u32
+                    }
+                },
+                None => u32::MAX,
+            };
+            let Cur::Shared(view) = v.cur else {
+                v.group = delta;
+                continue;
+            };
+            let key = (
+                base.as_ref().map_or(0, |(t, _)| t.0),
+                base.as_ref()
+                    .map_or(0, |(_, ids)| std::sync::Arc::as_ptr(ids) as usize),
+                view,
+            );
+            let used = self.groups_used as u32;
+            let g = *self.group_of.entry(key).or_insert(used);
+            if g == used {
+                if self.groups.len() == self.groups_used {
+                    self.groups.push(Group::default());
+                }
+                let group = &mut self.groups[self.groups_used];
+                group.base = base;
+                group.view = view;
+                group.delta = delta;
+                self.groups_used += 1;
+            }
+            v.group = g;
+        }
+    }
+}
+
+/// Runs `f` on every viewer, on rayon's pool when `parallel`.
+fn each<C: Send>(viewers: &mut [C], parallel: bool, f: impl Fn(&mut C) + Sync + Send) {
+    if parallel {
+        viewers
+            .par_iter_mut()
+            .with_min_len(CLIENTS_PER_TASK)
+            .for_each(f);
+    } else {
+        viewers.iter_mut().for_each(f);
+    }
+}
+
+fn find_view(v: &mut Viewer, frame: &WorldFrame, grid: &Grid, positions: &[Vec2], radius: f32) {
+    v.near.clear();
+    v.rect = None;
+    v.cur = Cur::Own;
+    if let Ok(me) = frame.ids().binary_search(&v.entity) {
+        let center = positions[me];
+        if let Some(rect) = grid.covered(center, radius) {
+            v.rect = Some(rect);
+            return;
+        }
+        grid.query(center, radius, positions, &mut v.near);
+        // Entity indices are in id order, so sorting indices sorts the view by id.
+        v.near.sort_unstable();
+    }
+    v.cur_ids = Some(v.ring.own_view(frame, &v.near));
+    v.checksum = frame.checksum(&v.near);
+}
+
+fn build_delta(d: &mut DeltaCache, q: &Quantizer, h: &WorldHistory, base: Tick, cur: &WorldFrame) {
+    // Every baseline a client names is in the history (both rings have the same length and
+    // move once per snapshot tick).
+    if let Some(b) = h.get(base) {
+        d.build(q, b, cur);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_snapshot(
+    v: &mut Viewer,
+    tick: Tick,
+    frame: &WorldFrame,
+    full: &FullCache,
+    deltas: &[DeltaCache],
+    delta_ticks: &[Tick],
+    groups: &[Group],
+    metrics: &Metrics,
+) -> u64 {
+    let Some(ids) = v.cur_ids.take() else {
+        return 0;
+    };
+    let base_tick = match v.cur {
+        Cur::Shared(_) => groups[v.group as usize].base.as_ref().map(|(t, _)| *t),
+        Cur::Own => delta_ticks.get(v.group as usize).copied(),
+    };
+    let body = match v.cur {
+        Cur::Shared(_) => groups[v.group as usize].body.clone(),
+        Cur::Own => {
+            let base = v
+                .ring
+                .baseline(tick)
+                .map(|(_, ids)| (ids.as_slice(), &deltas[v.group as usize]));
+            v.writer.clear();
+            v.enc.encode(base, frame, &v.near, full, &mut v.writer);
+            Bytes::copy_from_slice(v.writer.finish_view())
+        }
+    };
+    let age = base_tick.map_or(0, |b| tick.0 - b.0);
+    v.header.clear();
+    if encode_snapshot_header(
+        tick,
+        age,
+        v.last_input,
+        v.checksum,
+        body.len(),
+        &mut v.header,
+    )
+    .is_err()
+    {
+        // Only a body over the frame limit could fail; skip this tick.
+        return 0;
+    }
+    if age == 0 {
+        metrics.full_snapshots.fetch_add(1, Relaxed);
+    }
+    let mut snap = SnapshotFrame {
+        header: [0; MAX_SNAPSHOT_HEADER_BYTES],
+        header_len: v.header.len() as u8,
+        body,
+    };
+    snap.header[..v.header.len()].copy_from_slice(&v.header);
+    let len = snap.len() as u64;
+    v.out.put_snapshot(snap, metrics);
+    v.ring.push(tick, ids);
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::Outbound;
+    use glam::Vec3;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+    use tickwire_shared::baseline::AckOutcome;
+    use tickwire_shared::{BaselineTracker, EntityState, ViewEntry, WorldBounds};
+
+    /// One step of a random world history: entity moves, spawns and despawns, and per client
+    /// whether it acknowledges the newest snapshot, an old one, or nothing.
+    #[derive(Debug, Clone)]
+    struct Step {
+        moves: Vec<(u8, i8, i8, bool)>,
+        spawn: u8,
+        despawn: Vec<u8>,
+        acks: Vec<u8>,
+        join: bool,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            proptest::collection::vec((any::<u8>(), -40i8..40, -40i8..40, any::<bool>()), 0..12),
+            0u8..3,
+            proptest::collection::vec(any::<u8>(), 0..2),
+            proptest::collection::vec(0u8..8, 8),
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(moves, spawn, despawn, acks, join)| Step {
+                moves,
+                spawn,
+                despawn,
+                acks,
+                join,
+            })
+    }
+
+    struct Ref {
+        tracker: BaselineTracker,
+        out: Arc<Outbound>,
+    }
+
+    fn check(radius: f32, ring: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
+        let bounds = WorldBounds {
+            min: Vec3::new(-100.0, -100.0, 0.0),
+            max: Vec3::new(100.0, 100.0, 0.0),
+        };
+        let q = Quantizer::new(bounds).unwrap();
+        let metrics = Metrics::default();
+        let mut rep = Replicator::new(q, radius, ring);
+        let mut ents: Vec<Replicated> = Vec::new();
+        let mut next_id = 0u32;
+        let mut spawn = |ents: &mut Vec<Replicated>, x: f32, y: f32| {
+            ents.push(Replicated {
+                id: EntityId(next_id),
+                state: EntityState {
+                    kind: 1,
+                    pos: Vec3::new(x, y, 0.0),
+                    health: 100,
+                    ..Default::default()
+                },
+            });
+            next_id += 1;
+        };
+        for i in 0..12 {
+            spawn(
+                &mut ents,
+                (i * 17 % 200) as f32 - 100.0,
+                (i * 29 % 200) as f32 - 100.0,
+            );
+        }
+        let mut viewers: Vec<Viewer> = Vec::new();
+        let mut refs: Vec<Ref> = Vec::new();
+        let join = |viewers: &mut Vec<Viewer>, refs: &mut Vec<Ref>, e: EntityId| {
+            let out = Arc::new(Outbound::default());
+            viewers.push(Viewer::new(e, out.clone(), ring));
+            refs.push(Ref {
+                tracker: BaselineTracker::new(q, ring),
+                out,
+            });
+        };
+        for i in 0..4 {
+            join(&mut viewers, &mut refs, EntityId(i));
+        }
+        let mut sent: Vec<Vec<Tick>> = vec![Vec::new(); 64];
+        for (t, st) in steps.iter().enumerate() {
+            let tick = Tick(t as u32 + 1);
+            for &(who, dx, dy, turn) in &st.moves {
+                if ents.is_empty() {
+                    break;
+                }
+                let n = ents.len();
+                let e = &mut ents[usize::from(who) % n];
+                e.state.pos += Vec3::new(f32::from(dx), f32::from(dy), 0.0);
+                e.state.pos = e.state.pos.clamp(bounds.min, bounds.max);
+                if turn {
+                    e.state.yaw += 0.5;
+                    e.state.vel.x = f32::from(dx);
+                }
+            }
+            for &d in &st.despawn {
+                // Entities 0..4 are the first clients' players; keep them.
+                if ents.len() > 4 {
+                    let i = 4 + usize::from(d) % (ents.len() - 4);
+                    ents.remove(i);
+                }
+            }
+            for k in 0..st.spawn {
+                spawn(
+                    &mut ents,
+                    f32::from(k) * 30.0 - 50.0,
+                    40.0 - f32::from(k) * 7.0,
+                );
+            }
+            if st.join && viewers.len() < 8 {
+                let e = ents[ents.len() - 1].id;
+                join(&mut viewers, &mut refs, e);
+            }
+            // Acks: 0-3 the newest sent tick minus that many, 4 a tick long gone, else none.
+            for (i, (v, r)) in viewers.iter_mut().zip(&mut refs).enumerate() {
+                let a = st.acks[i % st.acks.len()];
+                let s = &sent[i];
+                let t = match a {
+                    0..=3 => s.len().checked_sub(1 + usize::from(a)).map(|k| s[k]),
+                    4 => s.first().copied(),
+                    _ => None,
+                };
+                if let Some(t) = t {
+                    let (x, y) = (v.ring.on_ack(t), r.tracker.on_ack(t));
+                    prop_assert_eq!(x, y);
+                    let _ = AckOutcome::Accepted;
+                }
+            }
+            rep.replicate(tick, &ents, radius, &mut viewers, &metrics);
+            for (i, (v, r)) in viewers.iter().zip(&mut refs).enumerate() {
+                let me = ents.iter().position(|e| e.id == v.entity);
+                let view: Vec<ViewEntry> = match me {
+                    Some(m) => {
+                        let c = ents[m].state.pos.truncate();
+                        ents.iter()
+                            .filter(|e| {
+                                e.state.pos.truncate().distance_squared(c) <= radius * radius
+                            })
+                            .map(|e| (e.id, q.quantize(&e.state)))
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                let mut want = Vec::new();
+                r.tracker
+                    .encode_frame(
+                        tick,
+                        v.last_input,
+                        &view,
+                        tickwire_shared::view_checksum(&view),
+                        &mut want,
+                    )
+                    .unwrap();
+                let got = r.out.take().snapshot.expect("a snapshot for every client");
+                prop_assert_eq!(got.to_vec(), want, "client {} tick {}", i, tick.0);
+                sent[i].push(tick);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn shared_path_writes_the_reference_bytes(
+            radius in prop_oneof![Just(500.0f32), 10.0f32..120.0],
+            ring in 2usize..6,
+            steps in proptest::collection::vec(step(), 1..40),
+        ) {
+            check(radius, ring, steps)?;
+        }
+    }
+}
