@@ -5,13 +5,26 @@
 //! `--transport quic` runs the bots over QUIC (the server gets `--quic 127.0.0.1:0`, and the
 //! bots pin the certificate fingerprint it logs); the default is WebSocket (`--no-quic`).
 //!
+//! `--scenario` picks the room (flags given explicitly override its defaults; a server flag
+//! passed with `--server-arg` replaces the scenario's own):
+//! - `arena` (default): the built-in 2,000 × 2,000 arena with obstacles, 200 NPCs, the
+//!   server's default view radius (150), tick 30 Hz, inputs at the tick rate.
+//! - `crowd`: the crowded room, `assets/worlds/crowd.toml` (1,000 × 1,000, open), the server
+//!   started with `--view-radius 2000` so everyone sees everyone, 0 NPCs, tick 30 Hz, inputs
+//!   at 20 Hz.
+//!
+//! `--verify FRACTION` (default 1.0) makes only that fraction of the bots decode and verify
+//! snapshots; the rest decode envelopes and acknowledge, leaving the server more of the CPU
+//! (see `tickwire_bot_client::load`).
+//!
 //! Build the server and the harness separately (one `--bin` flag would skip the server):
 //! `cargo build --release -p tickwire-server && \
 //!  cargo build --release -p tickwire-benches --bin loadtest && \
 //!  ./target/release/loadtest --bots 2000 --tick-rate 30 --duration 30 --transport quic`
+//! or `./target/release/loadtest --scenario crowd --bots 200 --duration 10 --verify 0.1`.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,30 +32,135 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use tickwire_bot_client::quic::parse_sha256;
-use tickwire_bot_client::{LoadConfig, TransportKind, run};
+use tickwire_bot_client::{FractionError, LoadConfig, TransportKind, parse_verify_fraction, run};
 use tickwire_shared::rlimit;
 
-/// Load-test a freshly started release server with verifying bots.
+/// The crowded room's world file, built into the harness so it runs from any directory.
+const CROWD_TOML: &str = include_str!("../../../assets/worlds/crowd.toml");
+
+/// A named room to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// The built-in arena: 200 NPCs, view radius 150, inputs at the tick rate.
+    Arena,
+    /// The crowded room: 1,000 x 1,000 open world, view radius 2000 (everyone sees everyone),
+    /// 0 NPCs, inputs at 20 Hz.
+    Crowd,
+}
+
+/// What a scenario sets unless a flag says otherwise.
+#[derive(Debug, Clone, PartialEq)]
+struct Defaults {
+    tick_rate: u32,
+    npcs: u32,
+    /// `None`: the tick rate.
+    input_hz: Option<f64>,
+    /// World file contents (`None`: the server's built-in arena).
+    world: Option<&'static str>,
+    /// Server `--view-radius` (`None`: the server's default).
+    view_radius: Option<f32>,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Arena => "arena",
+            Scenario::Crowd => "crowd",
+        }
+    }
+
+    fn defaults(self) -> Defaults {
+        match self {
+            Scenario::Arena => Defaults {
+                tick_rate: 30,
+                npcs: 200,
+                input_hz: None,
+                world: None,
+                view_radius: None,
+            },
+            Scenario::Crowd => Defaults {
+                tick_rate: 30,
+                npcs: 0,
+                input_hz: Some(20.0),
+                world: Some(CROWD_TOML),
+                view_radius: Some(2000.0),
+            },
+        }
+    }
+}
+
+/// Whether the user's `--server-arg`s already set `flag` (as `--flag V` or `--flag=V`).
+fn sets_flag(server_args: &[String], flag: &str) -> bool {
+    server_args.iter().any(|a| {
+        a == flag
+            || a.strip_prefix(flag)
+                .is_some_and(|rest| rest.starts_with('='))
+    })
+}
+
+/// The scenario's server flags that the user's `--server-arg`s do not set themselves.
+fn scenario_server_args(d: &Defaults, world: Option<&Path>, user: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(path) = world
+        && !sets_flag(user, "--world")
+    {
+        out.extend(["--world".to_owned(), path.display().to_string()]);
+    }
+    if let Some(r) = d.view_radius
+        && !sets_flag(user, "--view-radius")
+    {
+        out.extend(["--view-radius".to_owned(), r.to_string()]);
+    }
+    out
+}
+
+/// A file this process wrote, removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn parse_fraction(text: &str) -> Result<f64, FractionError> {
+    parse_verify_fraction(text)
+}
+
+/// Load-test a freshly started release server with bots (all verifying unless --verify says
+/// otherwise), in a named scenario.
 #[derive(Debug, Parser)]
 struct Args {
+    /// The room: `arena` (built-in world, 200 NPCs, view radius 150, inputs at the tick rate)
+    /// or `crowd` (assets/worlds/crowd.toml: 1,000 x 1,000 open world, --view-radius 2000 so
+    /// everyone sees everyone, 0 NPCs, inputs at 20 Hz). Explicit flags override it.
+    #[arg(long, value_enum, default_value_t = Scenario::Arena)]
+    scenario: Scenario,
     /// Bots.
     #[arg(long, default_value_t = 2000)]
     bots: usize,
-    /// Server tick rate.
-    #[arg(long, default_value_t = 30)]
-    tick_rate: u32,
+    /// Server tick rate [default: the scenario's, 30].
+    #[arg(long)]
+    tick_rate: Option<u32>,
     /// Seconds of load (bots ramp up inside this window).
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
     /// Bots started per second.
     #[arg(long, default_value_t = 1000.0)]
     ramp: f64,
-    /// Inputs per bot per second (default: the tick rate).
+    /// Inputs per bot per second [default: the scenario's: the tick rate for arena, 20 for
+    /// crowd].
     #[arg(long)]
     input_hz: Option<f64>,
-    /// NPCs on the server.
-    #[arg(long, default_value_t = 200)]
-    npcs: u32,
+    /// NPCs on the server [default: the scenario's: 200 for arena, 0 for crowd].
+    #[arg(long)]
+    npcs: Option<u32>,
+    /// Fraction of the bots (0.0-1.0) that decode and verify every snapshot (round(bots x
+    /// FRACTION), at least 1 when FRACTION > 0); the others decode envelopes, trust snapshot
+    /// headers and acknowledge.
+    #[arg(long = "verify", value_name = "FRACTION", default_value_t = 1.0,
+          value_parser = parse_fraction)]
+    verify: f64,
     /// Extra server flags, e.g. --server-arg=--view-radius --server-arg=100.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
@@ -113,6 +231,19 @@ fn transport_name(t: TransportKind) -> &'static str {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let scenario = args.scenario.defaults();
+    let tick_rate = args.tick_rate.unwrap_or(scenario.tick_rate);
+    let npcs = args.npcs.unwrap_or(scenario.npcs);
+    let input_hz = args
+        .input_hz
+        .or(scenario.input_hz)
+        .unwrap_or(f64::from(tick_rate));
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    if !(input_hz.is_finite() && input_hz > 0.0 && args.ramp > 0.0) {
+        bail!("--input-hz and --ramp must be positive");
+    }
     let want = args.bots as u64 + 256;
     let lim = rlimit::raise_nofile(want)?;
     if lim.soft < want {
@@ -131,6 +262,26 @@ fn main() -> anyhow::Result<()> {
             server_bin.display()
         );
     }
+    // The scenario's world file, written beside the other temporary files for the server to
+    // read at start (unless the user gave --server-arg=--world).
+    let world_file = match scenario.world {
+        Some(text) if !sets_flag(&args.server_args, "--world") => {
+            let path = std::env::temp_dir().join(format!(
+                "tickwire-loadtest-{}-{}.toml",
+                std::process::id(),
+                args.scenario.name()
+            ));
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Some(TempFile(path))
+        }
+        _ => None,
+    };
+    let scenario_args = scenario_server_args(
+        &scenario,
+        world_file.as_ref().map(|f| f.0.as_path()),
+        &args.server_args,
+    );
     let quic_args: &[&str] = match args.transport {
         TransportKind::Ws => &["--no-quic"],
         TransportKind::Quic => &["--quic", "127.0.0.1:0"],
@@ -138,9 +289,10 @@ fn main() -> anyhow::Result<()> {
     let mut child = Command::new(&server_bin)
         .args(["--listen", "127.0.0.1:0"])
         .args(quic_args)
-        .args(["--tick-rate", &args.tick_rate.to_string()])
-        .args(["--npcs", &args.npcs.to_string()])
+        .args(["--tick-rate", &tick_rate.to_string()])
+        .args(["--npcs", &npcs.to_string()])
         .args(["--max-clients", &(args.bots + 100).to_string()])
+        .args(&scenario_args)
         .args(&args.server_args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -203,8 +355,9 @@ fn main() -> anyhow::Result<()> {
         bots: args.bots,
         duration: Duration::from_secs_f64(args.duration),
         ramp_per_s: args.ramp,
-        input_hz: args.input_hz.unwrap_or(f64::from(args.tick_rate)),
+        input_hz,
         bind_ips: args.bind_ip.clone(),
+        verify_fraction: args.verify,
         ..LoadConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -223,10 +376,11 @@ fn main() -> anyhow::Result<()> {
     let bots_cpu_s = (cpu_ticks(std::process::id())? - bots_cpu0) as f64 / 100.0;
     peak_rss = peak_rss.max(rss_kb(pid).unwrap_or(0));
     drop(server);
+    drop(world_file);
 
     // /proc reports CPU time in USER_HZ, which Linux fixes at 100 on every architecture.
     let server_cpu_s = (cpu1 - cpu0) as f64 / 100.0;
-    // Client-snapshots the bots verified (what the CPU bought).
+    // Client-snapshots the bots received (what the CPU bought), verified or not.
     let snapshots = (report.full_snapshots + report.delta_snapshots) as f64;
     let cpu_us_per_snap = server_cpu_s * 1e6 / snapshots.max(1.0);
     let p99s = tick_p99_us
@@ -237,26 +391,37 @@ fn main() -> anyhow::Result<()> {
     let overruns = *overruns.lock().unwrap_or_else(PoisonError::into_inner);
 
     println!(
-        "loadtest transport={} bots={} tick_rate={} delivery={:.4} desyncs={} server_cpu_us_per_client_snapshot={:.2} \
-         server_rss_mb={:.1} bytes_per_client_s={:.0} input_latency_p99_ms={:.2} tick_p99_ms={:.2}",
+        "loadtest scenario={} transport={} bots={} verifying={} tick_rate={} input_hz={} npcs={} delivery={:.4} \
+         desyncs={} server_cpu_us_per_client_snapshot={:.2} server_rss_mb={:.1} bytes_per_client_s={:.0} \
+         input_latency_p99_ms={:.2} tick_p99_ms={:.2} server_cpu_s={:.1} bots_cpu_s={:.1}",
+        args.scenario.name(),
         transport_name(args.transport),
         args.bots,
-        args.tick_rate,
+        report.verifying_bots,
+        tick_rate,
+        input_hz,
+        npcs,
         report.delivery_ratio,
         report.desyncs,
         cpu_us_per_snap,
         peak_rss as f64 / 1024.0,
         report.bytes_in_per_bot_s,
         report.input_latency_ms_p99,
-        tick_p99_ms
+        tick_p99_ms,
+        server_cpu_s,
+        bots_cpu_s
     );
     let json = format!(
-        "{{\"loadtest\":{{\"transport\":\"{}\",\"bots\":{},\"tick_rate\":{},\"server_cpu_s\":{:.3},\"wall_s\":{:.3},\
+        "{{\"loadtest\":{{\"scenario\":\"{}\",\"transport\":\"{}\",\"bots\":{},\"tick_rate\":{},\"input_hz\":{},\
+         \"npcs\":{},\"server_cpu_s\":{:.3},\"wall_s\":{:.3},\
          \"bots_cpu_s\":{:.3},\"server_cpu_us_per_client_snapshot\":{:.3},\"server_rss_mb\":{:.1},\"tick_p99_ms\":{:.3},\
          \"tick_overruns\":{}}},\"report\":{}}}",
+        args.scenario.name(),
         transport_name(args.transport),
         args.bots,
-        args.tick_rate,
+        tick_rate,
+        input_hz,
+        npcs,
         server_cpu_s,
         wall.as_secs_f64(),
         bots_cpu_s,
@@ -274,4 +439,62 @@ fn main() -> anyhow::Result<()> {
         bail!("desyncs or decode errors");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickwire_server::world::World;
+
+    #[test]
+    fn the_crowd_world_is_an_open_1000_square() {
+        let w = World::parse(CROWD_TOML).unwrap();
+        assert_eq!(w.name, "crowd");
+        let size = w.bounds.max - w.bounds.min;
+        assert_eq!((size.x, size.y), (1000.0, 1000.0));
+        assert!(w.obstacles.is_empty());
+        // Everyone sees everyone: the view radius covers the diagonal.
+        let r = Scenario::Crowd.defaults().view_radius.unwrap();
+        assert!(r > size.x.hypot(size.y));
+    }
+
+    #[test]
+    fn user_server_args_replace_the_scenario_s() {
+        let d = Scenario::Crowd.defaults();
+        let world = Path::new("/tmp/w.toml");
+        assert_eq!(
+            scenario_server_args(&d, Some(world), &[]),
+            ["--world", "/tmp/w.toml", "--view-radius", "2000"]
+        );
+        let user = ["--view-radius".to_owned(), "300".to_owned()];
+        assert_eq!(
+            scenario_server_args(&d, Some(world), &user),
+            ["--world", "/tmp/w.toml"]
+        );
+        let user = ["--view-radius=300".to_owned(), "--world=x.toml".to_owned()];
+        assert!(scenario_server_args(&d, None, &user).is_empty());
+        // --view-radius-ish flags that are not it do not count.
+        assert!(!sets_flag(&["--view-radiusx".to_owned()], "--view-radius"));
+        assert!(scenario_server_args(&Scenario::Arena.defaults(), None, &[]).is_empty());
+    }
+
+    #[test]
+    fn explicit_flags_override_the_scenario() {
+        let a =
+            Args::try_parse_from(["loadtest", "--scenario", "crowd", "--input-hz", "60"]).unwrap();
+        assert_eq!(a.scenario, Scenario::Crowd);
+        assert_eq!(a.input_hz, Some(60.0));
+        assert_eq!(a.npcs, None);
+        assert_eq!(a.verify, 1.0);
+        let a = Args::try_parse_from(["loadtest"]).unwrap();
+        assert_eq!(a.scenario, Scenario::Arena);
+        assert!(Args::try_parse_from(["loadtest", "--verify", "1.5"]).is_err());
+        assert!(Args::try_parse_from(["loadtest", "--verify", "-0.5"]).is_err());
+        assert_eq!(
+            Args::try_parse_from(["loadtest", "--verify", "0.1"])
+                .unwrap()
+                .verify,
+            0.1
+        );
+    }
 }
