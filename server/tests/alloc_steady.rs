@@ -1,0 +1,113 @@
+//! The crowded room's steady-state tick allocates nothing per client: a counting global
+//! allocator (all threads, so rayon's workers count too) around `Simulation::tick` with 100 and
+//! with 1,000 clients who all see each other and all acknowledge the newest snapshot. What a
+//! tick allocates is per room (the shared body of each group of clients), so both counts stay
+//! at the same small number however many clients there are.
+#![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use glam::Vec3;
+use tickwire_server::sim::{Control, InputMsg, Outbound};
+use tickwire_server::world::World;
+use tickwire_server::{Arena, ArenaRules, Metrics, ServerConfig, Simulation};
+use tickwire_shared::{ClientId, InputFrame, InputSeq, WorldBounds};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// The crowded room of `assets/worlds/crowd.toml`: 1,000 × 1,000, no obstacles, no NPCs, a
+/// view radius that covers the whole world.
+fn crowd() -> ServerConfig {
+    let mut cfg = ServerConfig::defaults();
+    cfg.world = World {
+        name: "crowd".into(),
+        bounds: WorldBounds {
+            min: Vec3::new(-500.0, -500.0, 0.0),
+            max: Vec3::new(500.0, 500.0, 0.0),
+        },
+        obstacles: Vec::new(),
+    };
+    cfg.sim.view_radius = 2000.0;
+    cfg
+}
+
+/// Allocations per tick, the fewest over `ticks` measured ticks after a warm-up.
+fn allocs_per_tick(clients: u32) -> u64 {
+    let cfg = crowd();
+    let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), 0, 7);
+    let mut sim = Simulation::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
+    let outs: Vec<Arc<Outbound>> = (1..=clients)
+        .map(|i| {
+            let out = Arc::new(Outbound::default());
+            sim.control(Control::Join {
+                client: ClientId(i),
+                resume: None,
+                out: out.clone(),
+            });
+            out
+        })
+        .collect();
+    let mut fewest = u64::MAX;
+    for t in 0..60u32 {
+        // Everyone walks (each tick a new input) and acknowledges the newest snapshot.
+        let ack = sim.current_tick();
+        for i in 1..=clients {
+            let frame = InputFrame {
+                seq: InputSeq(t + 1),
+                move_x: if (i + t / 10) % 2 == 0 { 100 } else { -100 },
+                move_y: if (i / 2 + t / 7) % 2 == 0 { 100 } else { -100 },
+                ..Default::default()
+            };
+            sim.input(InputMsg {
+                client: ClientId(i),
+                ack,
+                frames: vec![frame],
+            });
+        }
+        let before = ALLOCS.load(Relaxed);
+        let bytes = sim.tick();
+        let after = ALLOCS.load(Relaxed);
+        assert!(bytes > 0);
+        for o in &outs {
+            assert!(o.take().snapshot.is_some(), "every client got a snapshot");
+        }
+        if t >= 20 {
+            fewest = fewest.min(after - before);
+        }
+    }
+    fewest
+}
+
+#[test]
+fn crowded_tick_allocates_nothing_per_client() {
+    let small = allocs_per_tick(100);
+    let large = allocs_per_tick(1000);
+    eprintln!("allocations per tick: {small} with 100 clients, {large} with 1,000");
+    // The shared body of the one group (everyone has the same baseline and view); nothing
+    // for each of the 1,000 clients.
+    assert!(small <= 4, "{small} allocations per tick with 100 clients");
+    assert_eq!(small, large, "allocations grew with the number of clients");
+}
