@@ -208,6 +208,12 @@ impl<G: Game> Simulation<G> {
                 let resumed = resume.and_then(|t| self.take_over(t));
                 let entity = resumed.unwrap_or_else(|| self.game.spawn_player(client));
                 let token = self.new_token(client);
+                debug!(%client, %entity, resumed = resumed.is_some(), "joined");
+                self.index.insert(client, self.clients.len());
+                self.metrics
+                    .connected_clients
+                    .store(self.clients.len() as u64 + 1, Relaxed);
+                // Welcome last: whoever reads it then sees the client counted.
                 let b = self.quantizer.bounds();
                 out.put(|s| {
                     s.welcome = Some(Welcome {
@@ -221,17 +227,12 @@ impl<G: Game> Simulation<G> {
                         resume_token: token,
                     })
                 });
-                debug!(%client, %entity, resumed = resumed.is_some(), "joined");
-                self.index.insert(client, self.clients.len());
                 self.clients.push(Client {
                     id: client,
                     token,
                     acked_at: self.tick,
                     v: Viewer::new(entity, out, self.cfg.baseline_ring),
                 });
-                self.metrics
-                    .connected_clients
-                    .store(self.clients.len() as u64, Relaxed);
             }
             Control::Leave { client, graceful } => {
                 let Some(c) = self.remove_client(client) else {
