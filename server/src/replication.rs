@@ -15,13 +15,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use glam::Vec2;
 use rayon::prelude::*;
 use tickwire_shared::bits::BitWriter;
 use tickwire_shared::codec::{MAX_SNAPSHOT_HEADER_BYTES, encode_snapshot_header};
 use tickwire_shared::replication::{
-    ClientRing, DeltaCache, FullCache, SharedEncoder, ViewIds, WorldFrame, WorldHistory,
+    ClientRing, DeltaCache, FullCache, IdSet, SharedEncoder, ViewIds, WorldFrame, WorldHistory,
 };
 use tickwire_shared::{EntityId, InputSeq, Quantizer, Tick};
 
@@ -109,7 +109,21 @@ pub struct Viewer {
     group: u32,
     enc: SharedEncoder,
     writer: BitWriter,
+    body: BodyBuf,
     header: Vec<u8>,
+}
+
+/// Where bodies are frozen into [`Bytes`] without an allocation each time: the buffer is
+/// reclaimed once the connection has written (and dropped) the previous body.
+#[derive(Debug, Default)]
+struct BodyBuf(BytesMut);
+
+impl BodyBuf {
+    fn freeze(&mut self, bytes: &[u8]) -> Bytes {
+        self.0.reserve(bytes.len());
+        self.0.extend_from_slice(bytes);
+        self.0.split().freeze()
+    }
 }
 
 impl Viewer {
@@ -128,6 +142,7 @@ impl Viewer {
             group: u32::MAX,
             enc: SharedEncoder::new(),
             writer: BitWriter::new(),
+            body: BodyBuf::default(),
             header: Vec::with_capacity(MAX_SNAPSHOT_HEADER_BYTES),
         }
     }
@@ -156,6 +171,7 @@ struct Group {
     delta: u32,
     enc: SharedEncoder,
     writer: BitWriter,
+    buf: BodyBuf,
     body: Bytes,
 }
 
@@ -166,6 +182,7 @@ pub struct Replicator {
     history: WorldHistory,
     grid: Grid,
     positions: Vec<Vec2>,
+    parallel_min: usize,
     t: Tables,
 }
 
@@ -181,6 +198,7 @@ struct Tables {
     /// Last tick's shared sets, to reuse when unchanged (scratch).
     prev_ids: Vec<(CellRect, ViewIds)>,
     rect_slot: HashMap<CellRect, u32>,
+    scratch_set: IdSet,
     groups: Vec<Group>,
     groups_used: usize,
     group_of: HashMap<(u32, usize, u32), u32>,
@@ -197,8 +215,16 @@ impl Replicator {
             history: WorldHistory::new(ring + 1),
             grid: Grid::new(b.min.truncate(), b.max.truncate(), view_radius),
             positions: Vec::new(),
+            parallel_min: PARALLEL_MIN_CLIENTS,
             t: Tables::default(),
         }
+    }
+
+    /// Runs the per-client passes on rayon's pool from `clients` clients on (default
+    /// [`PARALLEL_MIN_CLIENTS`]); `usize::MAX` keeps them on the simulation thread. For
+    /// benches that weigh one against the other.
+    pub fn set_parallel_min_clients(&mut self, clients: usize) {
+        self.parallel_min = clients;
     }
 
     /// The grid as of the last snapshot tick.
@@ -216,7 +242,7 @@ impl Replicator {
         viewers: &mut [C],
         metrics: &Metrics,
     ) -> u64 {
-        let parallel = viewers.len() >= PARALLEL_MIN_CLIENTS;
+        let parallel = viewers.len() >= self.parallel_min;
         let frame = self.history.begin(tick);
         self.positions.clear();
         for e in entities {
@@ -258,11 +284,11 @@ impl Replicator {
             let base = g
                 .base
                 .as_ref()
-                .map(|(_, ids)| (ids.as_slice(), &deltas[g.delta as usize]));
+                .map(|(_, ids)| (&**ids, &deltas[g.delta as usize]));
             g.writer.clear();
             g.enc
                 .encode(base, frame, &view.indices, full, &mut g.writer);
-            g.body = Bytes::copy_from_slice(g.writer.finish_view());
+            g.body = g.buf.freeze(g.writer.finish_view());
         };
         if parallel && groups.len() > 1 {
             groups.par_iter_mut().for_each(encode_group);
@@ -361,16 +387,12 @@ impl Tables {
         grid.cells(rect, &mut s.indices);
         s.checksum = frame.checksum(&s.indices);
         let ids = frame.ids();
-        let same = |p: &ViewIds| {
-            p.len() == s.indices.len()
-                && p.iter()
-                    .zip(&s.indices)
-                    .all(|(a, &i)| *a == ids[i as usize])
-        };
+        let set = &mut self.scratch_set;
+        set.assign(s.indices.iter().map(|&i| ids[i as usize]));
         s.ids = Some(
-            match prev_ids.iter().position(|(r, p)| *r == rect && same(p)) {
+            match prev_ids.iter().position(|(r, p)| *r == rect && **p == *set) {
                 Some(i) => prev_ids.swap_remove(i).1,
-                None => std::sync::Arc::new(s.indices.iter().map(|&i| ids[i as usize]).collect()),
+                None => std::sync::Arc::new(set.clone()),
             },
         );
         slot as u32
@@ -487,10 +509,10 @@ fn send_snapshot(
             let base = v
                 .ring
                 .baseline(tick)
-                .map(|(_, ids)| (ids.as_slice(), &deltas[v.group as usize]));
+                .map(|(_, ids)| (&**ids, &deltas[v.group as usize]));
             v.writer.clear();
             v.enc.encode(base, frame, &v.near, full, &mut v.writer);
-            Bytes::copy_from_slice(v.writer.finish_view())
+            v.body.freeze(v.writer.finish_view())
         }
     };
     let age = base_tick.map_or(0, |b| tick.0 - b.0);

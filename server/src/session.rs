@@ -261,17 +261,27 @@ impl<T: Transport> Session<T> {
         if *shutdown.borrow() {
             return End::shutdown();
         }
+        // The futures that outlive one turn of the loop are made once: re-creating a watch
+        // wait, a timer and a Notify wait on every message or snapshot was a measurable share
+        // of a connection's CPU at 2,000 clients.
+        let out = self.out.clone();
+        let shutdown = shutdown.changed();
+        let hello = sleep_until(hello_deadline);
+        let notified = out.notify.notified();
+        tokio::pin!(shutdown, hello, notified);
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return End::shutdown(),
-                _ = sleep_until(hello_deadline), if !self.welcomed => {
+                biased;
+                _ = &mut shutdown => return End::shutdown(),
+                _ = &mut hello, if !self.welcomed => {
                     return End::close(
                         DisconnectReason::HandshakeTimeout,
                         close::POLICY_VIOLATION,
                         "no Hello in time",
                     );
                 }
-                _ = self.out.notify.notified() => {
+                _ = notified.as_mut() => {
+                    notified.set(out.notify.notified());
                     if let Some(end) = self.flush_outbound().await {
                         return end;
                     }

@@ -93,11 +93,19 @@ impl Outbound {
     /// Replaces any unsent snapshot with `snap` (latest wins: deltas are against
     /// acknowledged baselines, so a skipped snapshot costs nothing but its tick).
     pub(crate) fn put_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) {
-        self.put(|s| {
-            if s.snapshot.replace(snap).is_some() {
-                metrics.snapshots_superseded.fetch_add(1, Relaxed);
-            }
-        });
+        let replaced = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot
+            .replace(snap)
+            .is_some();
+        if replaced {
+            // The connection was woken for the one it has not taken yet; it takes this.
+            metrics.snapshots_superseded.fetch_add(1, Relaxed);
+        } else {
+            self.notify.notify_one();
+        }
     }
 }
 
@@ -185,6 +193,11 @@ impl<G: Game> Simulation<G> {
     /// The newest tick stepped (0 before the first).
     pub fn current_tick(&self) -> Tick {
         Tick(self.tick)
+    }
+
+    /// The room's replication (see [`Replicator::set_parallel_min_clients`]).
+    pub fn replicator_mut(&mut self) -> &mut Replicator {
+        &mut self.replicator
     }
 
     /// Clients in the simulation.

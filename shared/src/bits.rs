@@ -60,6 +60,12 @@ impl BitWriter {
     pub fn write_eg0(&mut self, value: u32) {
         let m = u64::from(value) + 1;
         let k = 63 - m.leading_zeros();
+        if k < 16 {
+            // The whole code in one write: k zeros, the one, then the low k bits of m.
+            let rest = (m & ((1 << k) - 1)) as u32;
+            self.write_bits((1 << k) | (rest << (k + 1)), 2 * k + 1);
+            return;
+        }
         for _ in 0..k {
             self.write_bits(0, 1);
         }
@@ -83,10 +89,17 @@ impl BitWriter {
         while pos < end {
             let take = (end - pos).min(32) as u32;
             let byte = pos / 8;
-            let mut word = [0u8; 8];
-            let avail = src.len().saturating_sub(byte).min(8);
-            word[..avail].copy_from_slice(&src[byte..byte + avail]);
-            let v = (u64::from_le_bytes(word) >> (pos % 8)) as u32;
+            let word = match src.get(byte..byte + 8) {
+                Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
+                None => {
+                    // The last few bytes of the source.
+                    let mut w = [0u8; 8];
+                    let avail = src.len().saturating_sub(byte).min(8);
+                    w[..avail].copy_from_slice(&src[byte..byte + avail]);
+                    u64::from_le_bytes(w)
+                }
+            };
+            let v = (word >> (pos % 8)) as u32;
             self.write_bits(v, take);
             pos += take as usize;
         }

@@ -140,9 +140,100 @@ impl WorldHistory {
     }
 }
 
-/// The ids of one view, increasing. Shared: clients with equal sets, and a client's
-/// consecutive ticks with an unchanged set, hold the same allocation.
-pub type ViewIds = Arc<Vec<EntityId>>;
+/// The ids of one view, increasing, packed: the first id and then each gap to the next
+/// (`id - previous - 1`) as LEB128 varints, about one byte per id in a dense view instead of
+/// four. A client's ring holds one set per sent snapshot, so this is most of its memory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IdSet {
+    len: u32,
+    bytes: Vec<u8>,
+}
+
+impl IdSet {
+    /// Ids in the set.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The ids, increasing.
+    pub fn iter(&self) -> IdIter<'_> {
+        IdIter {
+            bytes: &self.bytes,
+            prev: -1,
+            left: self.len,
+        }
+    }
+
+    /// Replaces the contents with `ids` (increasing), keeping the buffer.
+    pub fn assign(&mut self, ids: impl Iterator<Item = EntityId>) {
+        self.bytes.clear();
+        self.len = 0;
+        let mut prev: i64 = -1;
+        for id in ids {
+            debug_assert!(i64::from(id.0) > prev);
+            let mut gap = (i64::from(id.0) - prev - 1) as u32;
+            prev = i64::from(id.0);
+            while gap >= 0x80 {
+                self.bytes.push((gap as u8) | 0x80);
+                gap >>= 7;
+            }
+            self.bytes.push(gap as u8);
+            self.len += 1;
+        }
+    }
+
+    /// The set of `ids` (increasing).
+    pub fn from_ids(ids: impl Iterator<Item = EntityId>) -> Self {
+        let mut s = Self::default();
+        s.assign(ids);
+        s
+    }
+}
+
+/// Iterator over an [`IdSet`].
+#[derive(Debug, Clone)]
+pub struct IdIter<'a> {
+    bytes: &'a [u8],
+    prev: i64,
+    left: u32,
+}
+
+impl Iterator for IdIter<'_> {
+    type Item = EntityId;
+
+    fn next(&mut self) -> Option<EntityId> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut gap = 0u64;
+        let mut shift = 0;
+        while let Some((&b, rest)) = self.bytes.split_first() {
+            self.bytes = rest;
+            gap |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        // Only `IdSet::assign` writes the bytes, so the id fits a u32.
+        self.prev += 1 + gap as i64;
+        Some(EntityId(self.prev as u32))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+/// A view's id set, shared: clients with equal sets, and a client's consecutive ticks with an
+/// unchanged set, hold the same allocation.
+pub type ViewIds = Arc<IdSet>;
 
 /// A ring of what was sent to one client, newest last, and its acknowledged baseline; `V` is
 /// what is remembered per snapshot (a view's ids here, whole views in the reference
@@ -224,13 +315,18 @@ impl<V> SentRing<V> {
 }
 
 /// One client's replication state: the ticks it was sent with their view sets, its
-/// acknowledged baseline, and a spare buffer from an evicted set that no one else held.
-/// Memory is O(ring) pointers plus the view sets no other client or tick shares.
+/// acknowledged baseline, and spare sets evicted from the ring that no one else held.
+/// Memory is O(ring) pointers plus the packed view sets no other client or tick shares.
 #[derive(Debug)]
 pub struct ClientRing {
     sent: SentRing<ViewIds>,
-    spare: Vec<EntityId>,
+    /// Unshared sets taken out of the ring, reused (allocation and buffer) for new sets.
+    spare: Vec<ViewIds>,
+    scratch: IdSet,
 }
+
+/// Spare sets kept per client: one is enough for a set that changes every tick.
+const MAX_SPARE_SETS: usize = 2;
 
 impl ClientRing {
     /// A ring of `capacity` (at least 1) sent snapshots.
@@ -238,6 +334,7 @@ impl ClientRing {
         Self {
             sent: SentRing::new(capacity),
             spare: Vec::new(),
+            scratch: IdSet::default(),
         }
     }
 
@@ -257,32 +354,33 @@ impl ClientRing {
     }
 
     /// The set for a view of the entities at `indices` of `frame`: the newest sent set again
-    /// when the ids are the same (no allocation, and a body shared with the previous tick's
-    /// group), else a new set built in a recycled buffer.
+    /// when the ids are the same (and so a body shared with the previous tick's group), else
+    /// a new set in a recycled allocation.
     pub fn own_view(&mut self, frame: &WorldFrame, indices: &[u32]) -> ViewIds {
         let ids = frame.ids();
+        self.scratch
+            .assign(indices.iter().map(|&i| ids[i as usize]));
         if let Some((_, prev)) = self.sent.newest()
-            && prev.len() == indices.len()
-            && prev
-                .iter()
-                .zip(indices)
-                .all(|(a, &i)| *a == ids[i as usize])
+            && **prev == self.scratch
         {
             return prev.clone();
         }
-        let mut v = std::mem::take(&mut self.spare);
-        v.clear();
-        v.extend(indices.iter().map(|&i| ids[i as usize]));
-        Arc::new(v)
+        let mut set = self.spare.pop().unwrap_or_default();
+        match Arc::get_mut(&mut set) {
+            // Spares are unshared by construction; this is the path every time.
+            Some(s) => std::mem::swap(s, &mut self.scratch),
+            None => set = Arc::new(self.scratch.clone()),
+        }
+        set
     }
 
     /// Remembers `view` as sent with the snapshot of `tick`.
     pub fn push(&mut self, tick: Tick, view: ViewIds) {
         if let Some(old) = self.sent.push(tick, view)
-            && let Ok(buf) = Arc::try_unwrap(old)
-            && buf.capacity() > self.spare.capacity()
+            && Arc::strong_count(&old) == 1
+            && self.spare.len() < MAX_SPARE_SETS
         {
-            self.spare = buf;
+            self.spare.push(old);
         }
     }
 }
@@ -397,7 +495,7 @@ impl SharedEncoder {
     /// are those [`crate::snapshot::DeltaEncoder`] writes for the same views.
     pub fn encode(
         &mut self,
-        base: Option<(&[EntityId], &DeltaCache)>,
+        base: Option<(&IdSet, &DeltaCache)>,
         frame: &WorldFrame,
         cur: &[u32],
         full: &FullCache,
@@ -407,33 +505,38 @@ impl SharedEncoder {
         self.changed.clear();
         self.new.clear();
         let ids = frame.ids();
+        let empty = IdSet::default();
         let (base_ids, delta) = match base {
             Some((b, d)) => (b, Some(d)),
-            None => (&[][..], None),
+            None => (&empty, None),
         };
-        let (mut i, mut j) = (0, 0);
-        while i < base_ids.len() && j < cur.len() {
-            let (b, c) = (base_ids[i], cur[j] as usize);
+        let mut bi = base_ids.iter();
+        let (mut i, mut j) = (0u32, 0);
+        let mut b = bi.next();
+        while let (Some(bid), Some(&c)) = (b, cur.get(j)) {
+            let c = c as usize;
             let cid = ids[c];
-            if b == cid {
+            if bid == cid {
                 // A baseline set only holds entities of its frame, so `delta` exists here.
                 if let Some(d) = delta {
                     let r = d.runs[c];
                     if r.len > 0 {
-                        self.changed.push((i as u32, r));
+                        self.changed.push((i, r));
                     }
                 }
                 i += 1;
+                b = bi.next();
                 j += 1;
-            } else if b < cid {
-                self.removed.push(i as u32);
+            } else if bid < cid {
+                self.removed.push(i);
                 i += 1;
+                b = bi.next();
             } else {
                 self.new.push((cid, full.runs[c]));
                 j += 1;
             }
         }
-        self.removed.extend(i as u32..base_ids.len() as u32);
+        self.removed.extend(i..base_ids.len() as u32);
         self.new.extend(
             cur[j..]
                 .iter()
@@ -522,7 +625,7 @@ mod tests {
             (vec![], vec![0, 3]),
             (vec![1, 3], vec![]),
         ] {
-            let base_ids: Vec<EntityId> = bidx.iter().map(|&i| b.ids()[i as usize]).collect();
+            let base_ids = IdSet::from_ids(bidx.iter().map(|&i| b.ids()[i as usize]));
             let mut want = BitWriter::new();
             DeltaEncoder::new().encode(&q, &view(b, &bidx), &view(c, &cidx), &mut want);
             let mut got = BitWriter::new();
@@ -534,6 +637,17 @@ mod tests {
             enc.encode(None, c, &cidx, &full, &mut got);
             assert_eq!(got.finish(), want.finish());
         }
+    }
+
+    #[test]
+    fn id_sets_pack_gaps_and_roundtrip() {
+        let ids = [0u32, 1, 2, 130, 131, 20_000, 20_001, u32::MAX - 1, u32::MAX];
+        let s = IdSet::from_ids(ids.iter().map(|&i| EntityId(i)));
+        assert_eq!(s.len(), ids.len());
+        assert_eq!(s.iter().map(|e| e.0).collect::<Vec<_>>(), ids);
+        // 0,1,2: one byte each; 130: gap 127 one byte; 131; 20,000: gap 19,868, 3 bytes; …
+        assert_eq!(s.bytes[..5], [0, 0, 0, 127, 0]);
+        assert!(IdSet::default().iter().next().is_none());
     }
 
     #[test]
@@ -554,10 +668,10 @@ mod tests {
         assert_eq!(r.baseline(Tick(1)), None, "never against itself");
         drop((a, again));
         r.push(Tick(2), other);
-        r.push(Tick(3), Arc::new(vec![]));
-        // Tick 1 left the ring: its set (held by no one else) became the spare buffer.
+        r.push(Tick(3), Arc::new(IdSet::default()));
+        // Tick 1 left the ring: its set (held by no one else) became a spare.
         assert_eq!(r.acked(), None);
-        assert!(r.spare.capacity() >= 2);
+        assert_eq!(r.spare.len(), 1);
         assert!(h.get(Tick(1)).is_some() && h.get(Tick(9)).is_none());
     }
 }
