@@ -144,36 +144,43 @@ struct Case {
     cfg: fn() -> ServerConfig,
     clients: usize,
     npcs: usize,
+    /// Replication as the server runs it (`None`: rayon above its threshold), or forced onto
+    /// rayon's pool (`Some(true)`) or the simulation thread (`Some(false)`): the pairs show
+    /// which wins at each size.
+    parallel: Option<bool>,
 }
 
 fn tick(c: &mut Criterion) {
     let mut g = c.benchmark_group("tick");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
+    let case = |label, cfg, clients, npcs, parallel| Case {
+        label,
+        cfg,
+        clients,
+        npcs,
+        parallel,
+    };
     let cases = [
-        Case {
-            label: "tick",
-            cfg: arena,
-            clients: 1000,
-            npcs: 1000,
-        },
-        Case {
-            label: "tick",
-            cfg: arena,
-            clients: 5000,
-            npcs: 1000,
-        },
-        Case {
-            label: "crowd",
-            cfg: crowd,
-            clients: 1000,
-            npcs: 0,
-        },
+        case("tick", arena, 1000, 1000, None),
+        case("tick", arena, 5000, 1000, None),
+        case("crowd", crowd, 1000, 0, None),
+        // Rayon against one thread at the sizes above, and for a small room.
+        case("par", arena, 1000, 1000, Some(true)),
+        case("single", arena, 1000, 1000, Some(false)),
+        case("par", arena, 5000, 1000, Some(true)),
+        case("single", arena, 5000, 1000, Some(false)),
+        case("par", crowd, 1000, 0, Some(true)),
+        case("single", crowd, 1000, 0, Some(false)),
+        case("par", arena, 200, 200, Some(true)),
+        case("single", arena, 200, 200, Some(false)),
     ];
     for case in cases {
         let entities = case.clients + case.npcs;
+        let room = if case.npcs == 0 { "crowd_" } else { "" };
         let name = match case.label {
             "tick" => format!("{}_clients_{entities}_entities", case.clients),
-            label => format!("{label}_{}_clients_{entities}_entities", case.clients),
+            "crowd" => format!("crowd_{}_clients_{entities}_entities", case.clients),
+            label => format!("{label}_{room}{}_clients_{entities}_entities", case.clients),
         };
         // Built on the first call, which criterion makes only if the name passes the filter,
         // so `-- crowd` does not pay for the 5,000-client setup.
@@ -181,7 +188,12 @@ fn tick(c: &mut Criterion) {
         g.bench_function(name, |b| {
             let s = s.get_or_insert_with(|| {
                 let mut s = setup(&(case.cfg)(), case.clients, case.npcs);
-                print_per_client(case.label, &mut s);
+                match case.parallel {
+                    Some(true) => s.sim.replicator_mut().set_parallel_min_clients(0),
+                    Some(false) => s.sim.replicator_mut().set_parallel_min_clients(usize::MAX),
+                    None => {}
+                }
+                print_per_client(&format!("{} {room}", case.label), &mut s);
                 s
             });
             b.iter(|| step(s))

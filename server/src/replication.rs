@@ -9,8 +9,12 @@
 //! connection as a shared [`Bytes`]; the connection copies it once, into the frame the socket
 //! write needs.
 //!
-//! Work is spread with rayon only above [`PARALLEL_MIN_CLIENTS`]: below it, a single thread
-//! beats the scheduling (measured with the tick bench, see README).
+//! Work is spread with rayon only when at least [`PARALLEL_MIN_CLIENTS`] clients had views of
+//! their own last tick: a shared view costs a client well under a microsecond, and three
+//! fork-joins per tick cost more than they save until there is about a millisecond of
+//! per-client work (tick bench, 2 cores: 1,000 own views 1.53 ms on rayon against 1.96 ms on
+//! one thread, 5,000: 16.4 against 29.1 ms; but 200 own views 0.30 against 0.20 ms, and the
+//! 1,000-client crowd 0.55 against 0.36 ms).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -30,8 +34,9 @@ use crate::grid::{CellRect, Grid};
 use crate::metrics::Metrics;
 use crate::sim::Outbound;
 
-/// Fewest clients for which the per-client passes run on rayon's pool.
-pub const PARALLEL_MIN_CLIENTS: usize = 256;
+/// Fewest clients with views of their own (last tick) for which the per-client passes run
+/// on rayon's pool.
+pub const PARALLEL_MIN_CLIENTS: usize = 512;
 /// Clients per rayon task: enough work per task that stealing pays for itself.
 const CLIENTS_PER_TASK: usize = 64;
 
@@ -183,6 +188,8 @@ pub struct Replicator {
     grid: Grid,
     positions: Vec<Vec2>,
     parallel_min: usize,
+    /// Clients with views of their own last tick (the per-client work to spread).
+    own_views: usize,
     t: Tables,
 }
 
@@ -216,13 +223,14 @@ impl Replicator {
             grid: Grid::new(b.min.truncate(), b.max.truncate(), view_radius),
             positions: Vec::new(),
             parallel_min: PARALLEL_MIN_CLIENTS,
+            own_views: 0,
             t: Tables::default(),
         }
     }
 
-    /// Runs the per-client passes on rayon's pool from `clients` clients on (default
-    /// [`PARALLEL_MIN_CLIENTS`]); `usize::MAX` keeps them on the simulation thread. For
-    /// benches that weigh one against the other.
+    /// Runs the per-client passes on rayon's pool from `clients` clients with views of their
+    /// own on (default [`PARALLEL_MIN_CLIENTS`]); 0 always, `usize::MAX` never. For benches
+    /// that weigh one against the other.
     pub fn set_parallel_min_clients(&mut self, clients: usize) {
         self.parallel_min = clients;
     }
@@ -242,7 +250,7 @@ impl Replicator {
         viewers: &mut [C],
         metrics: &Metrics,
     ) -> u64 {
-        let parallel = viewers.len() >= self.parallel_min;
+        let parallel = self.parallel_min == 0 || self.own_views >= self.parallel_min;
         let frame = self.history.begin(tick);
         self.positions.clear();
         for e in entities {
@@ -260,7 +268,7 @@ impl Replicator {
             find_view(v.as_mut(), frame, grid, positions, radius)
         });
         let t = &mut self.t;
-        t.share_views(viewers, grid, frame);
+        self.own_views = t.share_views(viewers, grid, frame);
 
         // Groups, and the baseline ticks that need a delta cache.
         t.group_views(tick, viewers);
@@ -323,13 +331,14 @@ impl Replicator {
 
 impl Tables {
     /// Gives every client with a covered rectangle the shared view of that rectangle, built
-    /// once per tick (its id set is last tick's again when unchanged).
+    /// once per tick (its id set is last tick's again when unchanged). Returns how many
+    /// clients have views of their own.
     fn share_views<C: AsMut<Viewer>>(
         &mut self,
         viewers: &mut [C],
         grid: &Grid,
         frame: &WorldFrame,
-    ) {
+    ) -> usize {
         let mut prev_ids = std::mem::take(&mut self.prev_ids);
         prev_ids.clear();
         for s in &mut self.shared[..self.shared_used] {
@@ -340,9 +349,11 @@ impl Tables {
         self.shared_used = 0;
         self.rect_slot.clear();
         let mut last: Option<(CellRect, u32)> = None;
+        let mut own = 0;
         for v in viewers.iter_mut() {
             let v = v.as_mut();
             let Some(rect) = v.rect else {
+                own += 1;
                 continue;
             };
             let slot = match last {
@@ -367,6 +378,7 @@ impl Tables {
         }
         prev_ids.clear();
         self.prev_ids = prev_ids;
+        own
     }
 
     fn new_shared(
