@@ -193,7 +193,7 @@ fn tick(c: &mut Criterion) {
                     Some(false) => s.sim.replicator_mut().set_parallel_min_clients(usize::MAX),
                     None => {}
                 }
-                print_per_client(&format!("{} {room}", case.label), &mut s);
+                print_per_client(case.label, &mut s);
                 s
             });
             b.iter(|| step(s))

@@ -107,7 +107,8 @@ impl Grid {
         }
         for (p, &c) in positions.iter().zip(&self.cell_of) {
             let c = c as usize;
-            if p.is_finite() {
+            // A NaN box stays NaN: `Vec2::min` would pick the finite side over a NaN.
+            if p.is_finite() && !self.lo[c].is_nan() {
                 self.lo[c] = self.lo[c].min(*p);
                 self.hi[c] = self.hi[c].max(*p);
             } else {
@@ -123,6 +124,9 @@ impl Grid {
     /// distance never exceeds that of its cell box's farthest corner (rounding is monotonic).
     pub fn covered(&self, center: Vec2, radius: f32) -> Option<CellRect> {
         if self.lo.len() != self.nx * self.ny {
+            return None;
+        }
+        if !(radius >= 0.0 && center.is_finite()) {
             return None;
         }
         let r2 = radius * radius;
@@ -220,6 +224,28 @@ mod tests {
                 let mut cells = Vec::new();
                 g.cells(rect, &mut cells);
                 prop_assert_eq!(cells, want);
+            }
+        }
+
+        #[test]
+        fn non_finite_positions_are_never_covered(
+            pts in proptest::collection::vec((-50.0f32..50.0, -50.0f32..50.0), 1..20),
+            bad in 0usize..20,
+            which in 0usize..3,
+        ) {
+            let mut positions: Vec<Vec2> = pts.iter().map(|&(x, y)| Vec2::new(x, y)).collect();
+            let n = positions.len();
+            positions[bad % n] = [Vec2::NAN, Vec2::INFINITY, Vec2::NEG_INFINITY][which];
+            let mut g = Grid::new(Vec2::splat(-50.0), Vec2::splat(50.0), 10.0);
+            g.rebuild_with_boxes(&positions);
+            for &c in &positions {
+                if let Some(rect) = g.covered(c, 5.0) {
+                    let (mut cells, mut want) = (Vec::new(), Vec::new());
+                    g.cells(rect, &mut cells);
+                    g.query(c, 5.0, &positions, &mut want);
+                    want.sort_unstable();
+                    prop_assert_eq!(cells, want);
+                }
             }
         }
 

@@ -270,8 +270,8 @@ impl<T: Transport> Session<T> {
         let notified = out.notify.notified();
         tokio::pin!(shutdown, hello, notified);
         loop {
+            // Unbiased: a client whose writes are slow still gets its acks and inputs read.
             tokio::select! {
-                biased;
                 _ = &mut shutdown => return End::shutdown(),
                 _ = &mut hello, if !self.welcomed => {
                     return End::close(

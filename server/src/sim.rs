@@ -1,11 +1,11 @@
-//! The simulation thread: owns the game and every client's replication state, runs the fixed
-//! tick, and never blocks on a client.
+//! The simulation thread: owns the game, the clients' membership (joins, leaves, resume, ack
+//! timeouts) and their replication state, runs the fixed tick, and never blocks on a client.
 //!
 //! Each tick: drain the control channel (joins, leaves) and the input channel without
-//! blocking, apply input frames in sequence order exactly once, step the game, then replicate:
-//! quantize every entity once, bucket them in the grid, and for every client in parallel
-//! (rayon) gather the entities in view, delta-encode against that client's acknowledged
-//! baseline and drop the frame into the client's latest-wins [`Outbound`] slot.
+//! blocking, apply input frames in sequence order exactly once, step the game, then hand the
+//! entities to the room's [`Replicator`] (encode once, send to many: see
+//! [`crate::replication`]), which drops each client's snapshot into its latest-wins
+//! [`Outbound`] slot.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

@@ -2,7 +2,7 @@
 //! allocator (all threads, so rayon's workers count too) around `Simulation::tick` with 100 and
 //! with 1,000 clients who all see each other and all acknowledge the newest snapshot. What a
 //! tick allocates is per room (the shared body of each group of clients), so both counts stay
-//! at the same small number however many clients there are.
+//! at a handful however many clients there are.
 #![allow(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,7 +54,7 @@ fn crowd() -> ServerConfig {
     cfg
 }
 
-/// Allocations per tick, the fewest over `ticks` measured ticks after a warm-up.
+/// Allocations per tick, the most over 40 measured ticks after a warm-up.
 fn allocs_per_tick(clients: u32) -> u64 {
     let cfg = crowd();
     let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), 0, 7);
@@ -70,8 +70,10 @@ fn allocs_per_tick(clients: u32) -> u64 {
             out
         })
         .collect();
-    let mut fewest = u64::MAX;
-    for t in 0..60u32 {
+    let mut most = 0;
+    // Warm up past the history ring (33 frames at the default ring of 32), which grows to its
+    // size in the first ticks.
+    for t in 0..80u32 {
         // Everyone walks (each tick a new input) and acknowledges the newest snapshot.
         let ack = sim.current_tick();
         for i in 1..=clients {
@@ -94,11 +96,11 @@ fn allocs_per_tick(clients: u32) -> u64 {
         for o in &outs {
             assert!(o.take().snapshot.is_some(), "every client got a snapshot");
         }
-        if t >= 20 {
-            fewest = fewest.min(after - before);
+        if t >= 40 {
+            most = most.max(after - before);
         }
     }
-    fewest
+    most
 }
 
 #[test]
@@ -106,8 +108,12 @@ fn crowded_tick_allocates_nothing_per_client() {
     let small = allocs_per_tick(100);
     let large = allocs_per_tick(1000);
     eprintln!("allocations per tick: {small} with 100 clients, {large} with 1,000");
-    // The shared body of the one group (everyone has the same baseline and view); nothing
-    // for each of the 1,000 clients.
+    // The shared body of the one group (everyone has the same baseline and view) and the odd
+    // buffer growth: a handful per tick, however many clients. One allocation per client would
+    // be 100 and 1,000.
     assert!(small <= 4, "{small} allocations per tick with 100 clients");
-    assert_eq!(small, large, "allocations grew with the number of clients");
+    assert!(
+        large <= 4,
+        "{large} allocations per tick with 1,000 clients"
+    );
 }
