@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{
     Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, Incoming, ReadError,
@@ -27,8 +28,6 @@ use tickwire_shared::ClientId;
 use tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
-// quinn's datagrams are `bytes::Bytes`; tungstenite re-exports the same type.
-use tungstenite::Bytes;
 
 use crate::Shared;
 use crate::close;
@@ -349,6 +348,7 @@ pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId
         write_timeout: sh.cfg.write_timeout,
         metrics: sh.metrics.clone(),
         out: Vec::with_capacity(256),
+        frame: BytesMut::new(),
     };
     session::run(t, sh, client, deadline).await;
 }
@@ -435,6 +435,8 @@ struct QuicTransport {
     write_timeout: Duration,
     metrics: Arc<Metrics>,
     out: Vec<u8>,
+    /// Where snapshot datagrams are assembled.
+    frame: BytesMut,
 }
 
 impl QuicTransport {
@@ -519,17 +521,20 @@ impl Transport for QuicTransport {
     }
 
     async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End> {
-        // A datagram is one buffer: the one copy of the shared body.
-        let frame = frame.to_vec();
         let fits = self
             .conn
             .max_datagram_size()
             .is_some_and(|max| frame.len() <= max);
         if !fits {
-            return self.send_on_stream(&frame).await;
+            return self.send_on_stream(&frame.to_vec()).await;
         }
+        // A datagram is one buffer: the one copy of the shared body, into a buffer reclaimed
+        // once quinn has sent (or dropped) the previous one.
+        self.frame.reserve(frame.len());
+        self.frame.extend_from_slice(frame.header());
+        self.frame.extend_from_slice(frame.body());
+        let frame = self.frame.split().freeze();
         let len = frame.len() as u64;
-        let frame = Bytes::from(frame);
         // `send_datagram` never waits: under congestion quinn drops the oldest queued
         // datagram, which is what a latest-wins snapshot stream wants.
         match self.conn.send_datagram(frame.clone()) {
