@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use glam::Vec3;
 use tickwire_benches::Rng;
 use tickwire_server::sim::{Control, InputMsg, Outbound};
 use tickwire_server::world::World;
 use tickwire_server::{Arena, ArenaRules, Game, Metrics, ServerConfig, Simulation};
-use tickwire_shared::{ClientId, InputFrame, InputSeq, Tick, WorldBounds};
+use tickwire_shared::{ClientId, InputFrame, InputSeq, Tick};
 
 struct Setup {
     sim: Simulation<Arena>,
@@ -38,14 +37,7 @@ fn arena() -> ServerConfig {
 /// would declare it) and a view radius of 2,000, so that everyone sees everyone.
 fn crowd() -> ServerConfig {
     let mut cfg = ServerConfig::defaults();
-    cfg.world = World {
-        name: "crowd".into(),
-        bounds: WorldBounds {
-            min: Vec3::new(-500.0, -500.0, 0.0),
-            max: Vec3::new(500.0, 500.0, 0.0),
-        },
-        obstacles: Vec::new(),
-    };
+    cfg.world = World::crowd();
     cfg.sim.view_radius = 2000.0;
     cfg
 }

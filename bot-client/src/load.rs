@@ -432,27 +432,25 @@ impl Load {
 /// [`check_verify_fraction`]).
 pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
     let load = Load::new(cfg.clone());
-    if let Err(e) = check_verify_fraction(cfg.verify_fraction) {
-        tracing::error!(error = %e, "refusing to start the bots");
+    // No bot starts: every one counts as a connect failure.
+    let refuse = |load: &Load, progress: &mut dyn FnMut(&Report)| {
         load.shards[0]
             .c
             .connect_failures
             .fetch_add(cfg.bots as u64, Relaxed);
         let report = load.report();
         progress(&report);
-        return report;
+        report
+    };
+    if let Err(e) = check_verify_fraction(cfg.verify_fraction) {
+        tracing::error!(error = %e, "refusing to start the bots");
+        return refuse(&load, &mut progress);
     }
     let connector = match Connector::new(&cfg).await {
         Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "cannot set up the bots' connections");
-            load.shards[0]
-                .c
-                .connect_failures
-                .fetch_add(cfg.bots as u64, Relaxed);
-            let report = load.report();
-            progress(&report);
-            return report;
+            return refuse(&load, &mut progress);
         }
     };
     let workers = match Workers::start() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{
     Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, Incoming, ReadError,
@@ -348,7 +348,6 @@ pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId
         write_timeout: sh.cfg.write_timeout,
         metrics: sh.metrics.clone(),
         out: Vec::with_capacity(256),
-        frame: BytesMut::new(),
     };
     session::run(t, sh, client, deadline).await;
 }
@@ -435,8 +434,6 @@ struct QuicTransport {
     write_timeout: Duration,
     metrics: Arc<Metrics>,
     out: Vec<u8>,
-    /// Where snapshot datagrams are assembled.
-    frame: BytesMut,
 }
 
 impl QuicTransport {
@@ -528,12 +525,9 @@ impl Transport for QuicTransport {
         if !fits {
             return self.send_on_stream(&frame.to_vec()).await;
         }
-        // A datagram is one buffer: the one copy of the shared body, into a buffer reclaimed
-        // once quinn has sent (or dropped) the previous one.
-        self.frame.reserve(frame.len());
-        self.frame.extend_from_slice(frame.header());
-        self.frame.extend_from_slice(frame.body());
-        let frame = self.frame.split().freeze();
+        // A datagram is one buffer: the one copy of the shared body (see ws.rs for why not a
+        // reclaimed BytesMut).
+        let frame = Bytes::from(frame.to_vec());
         let len = frame.len() as u64;
         // `send_datagram` never waits: under congestion quinn drops the oldest queued
         // datagram, which is what a latest-wins snapshot stream wants.

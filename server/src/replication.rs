@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glam::Vec2;
 use rayon::prelude::*;
 use tickwire_shared::bits::BitWriter;
@@ -122,21 +122,7 @@ pub struct Viewer {
     rect: Option<CellRect>,
     enc: SharedEncoder,
     writer: BitWriter,
-    body: BodyBuf,
     header: Vec<u8>,
-}
-
-/// Where bodies are frozen into [`Bytes`] without an allocation each time: the buffer is
-/// reclaimed once the connection has written (and dropped) the previous body.
-#[derive(Debug, Default)]
-struct BodyBuf(BytesMut);
-
-impl BodyBuf {
-    fn freeze(&mut self, bytes: &[u8]) -> Bytes {
-        self.0.reserve(bytes.len());
-        self.0.extend_from_slice(bytes);
-        self.0.split().freeze()
-    }
 }
 
 impl Viewer {
@@ -154,7 +140,6 @@ impl Viewer {
             rect: None,
             enc: SharedEncoder::new(),
             writer: BitWriter::new(),
-            body: BodyBuf::default(),
             header: Vec::with_capacity(MAX_SNAPSHOT_HEADER_BYTES),
         }
     }
@@ -183,7 +168,6 @@ struct Group {
     delta: u32,
     enc: SharedEncoder,
     writer: BitWriter,
-    buf: BodyBuf,
     body: Bytes,
 }
 
@@ -303,7 +287,7 @@ impl Replicator {
             g.writer.clear();
             g.enc
                 .encode(base, frame, &view.indices, full, &mut g.writer);
-            g.body = g.buf.freeze(g.writer.finish_view());
+            g.body = Bytes::copy_from_slice(g.writer.finish_view());
         };
         if parallel && groups.len() > 1 {
             groups.par_iter_mut().for_each(encode_group);
@@ -539,7 +523,10 @@ fn send_snapshot(
                 full,
                 &mut v.writer,
             );
-            (base.map(|(t, ..)| t), v.body.freeze(v.writer.finish_view()))
+            // A fresh allocation per body measured cheaper than reclaiming a per-client
+            // BytesMut (2,000-bot arena: 18.5 against 19.1-19.5 µs per snapshot).
+            let body = Bytes::copy_from_slice(v.writer.finish_view());
+            (base.map(|(t, ..)| t), body)
         }
     };
     let age = base_tick.map_or(0, |b| tick.0 - b.0);

@@ -6,6 +6,9 @@ use tickwire_shared::quant::{BoundsError, Quantizer};
 
 /// The default world, compiled into the binary so it runs from any directory.
 pub const ARENA_TOML: &str = include_str!("../../assets/worlds/arena.toml");
+/// The crowded room of the load harness and benches (`assets/worlds/crowd.toml`): a 1,000 ×
+/// 1,000 open square.
+pub const CROWD_TOML: &str = include_str!("../../assets/worlds/crowd.toml");
 
 /// Most obstacles a world file may declare (each one costs every movement step a test).
 pub const MAX_OBSTACLES: usize = 4096;
@@ -123,6 +126,13 @@ impl World {
         #[allow(clippy::expect_used)]
         World::parse(ARENA_TOML).expect("built-in arena.toml is valid")
     }
+
+    /// The crowded room (with a view radius of 2,000 everyone sees everyone).
+    pub fn crowd() -> World {
+        // As for the arena: built in and covered by a test.
+        #[allow(clippy::expect_used)]
+        World::parse(CROWD_TOML).expect("built-in crowd.toml is valid")
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +145,14 @@ mod tests {
         assert_eq!(w.name, "arena");
         assert_eq!(w.bounds.max, Vec3::new(1000.0, 1000.0, 0.0));
         assert!(w.obstacles.len() >= 4);
+    }
+
+    #[test]
+    fn built_in_crowd_is_an_open_1000_square() {
+        let w = World::crowd();
+        assert_eq!(w.name, "crowd");
+        assert_eq!(w.bounds.max - w.bounds.min, Vec3::new(1000.0, 1000.0, 0.0));
+        assert!(w.obstacles.is_empty());
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use tickwire_shared::ClientId;
 use tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES;
@@ -46,9 +45,6 @@ pub fn ws_config() -> WebSocketConfig {
 struct WsTransport {
     ws: WebSocketStream<TcpStream>,
     write_timeout: Duration,
-    /// Snapshot frames are assembled here; tungstenite drops each once written, so the
-    /// buffer is reclaimed instead of allocated per snapshot.
-    frame: BytesMut,
 }
 
 /// Runs one upgraded connection to its end.
@@ -59,7 +55,6 @@ pub(crate) async fn serve(stream: TcpStream, leftover: Vec<u8>, sh: Arc<Shared>,
     let t = WsTransport {
         ws,
         write_timeout: sh.cfg.write_timeout,
-        frame: BytesMut::new(),
     };
     let hello_deadline = Instant::now() + sh.cfg.handshake_timeout;
     session::run(t, sh, client, hello_deadline).await;
@@ -114,12 +109,10 @@ impl Transport for WsTransport {
     }
 
     async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End> {
-        // tungstenite wants the payload in one buffer: the one copy of the shared body.
-        self.frame.reserve(frame.len());
-        self.frame.extend_from_slice(frame.header());
-        self.frame.extend_from_slice(frame.body());
-        let payload = self.frame.split().freeze();
-        self.send_frame(payload).await
+        // tungstenite wants the payload in one buffer: the one copy of the shared body. (A
+        // per-connection BytesMut reclaimed after each write measured worse: 1,000-client
+        // crowd 16.7-17.0 against 15.6-16.1 µs per snapshot, and 52 against 38 MB RSS.)
+        self.send_frame(frame.to_vec().into()).await
     }
 
     /// `Disconnect`, a close frame, then half-close and drain so the peer reads them instead

@@ -10,11 +10,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use glam::Vec3;
 use tickwire_server::sim::{Control, InputMsg, Outbound};
 use tickwire_server::world::World;
 use tickwire_server::{Arena, ArenaRules, Metrics, ServerConfig, Simulation};
-use tickwire_shared::{ClientId, InputFrame, InputSeq, WorldBounds};
+use tickwire_shared::{ClientId, InputFrame, InputSeq};
 
 struct Counting;
 
@@ -42,14 +41,7 @@ static A: Counting = Counting;
 /// view radius that covers the whole world.
 fn crowd() -> ServerConfig {
     let mut cfg = ServerConfig::defaults();
-    cfg.world = World {
-        name: "crowd".into(),
-        bounds: WorldBounds {
-            min: Vec3::new(-500.0, -500.0, 0.0),
-            max: Vec3::new(500.0, 500.0, 0.0),
-        },
-        obstacles: Vec::new(),
-    };
+    cfg.world = World::crowd();
     cfg.sim.view_radius = 2000.0;
     cfg
 }

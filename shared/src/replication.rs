@@ -29,7 +29,7 @@ use crate::baseline::AckOutcome;
 use crate::bits::BitWriter;
 use crate::ids::{EntityId, Tick};
 use crate::quant::{QuantizedState, Quantizer};
-use crate::snapshot::{combine_hashes, entity_hash, write_changed, write_full};
+use crate::snapshot::{combine_hashes, entity_hash, write_changed, write_full, write_section};
 
 /// The quantized state of every entity of a room at one snapshot tick, in id order.
 #[derive(Debug, Default, Clone)]
@@ -543,30 +543,21 @@ impl SharedEncoder {
                 .map(|&c| (ids[c as usize], full.runs[c as usize])),
         );
 
-        w.write_eg0(self.removed.len() as u32);
-        let mut prev: i64 = -1;
-        for &i in &self.removed {
-            w.write_eg0((i64::from(i) - prev - 1) as u32);
-            prev = i64::from(i);
-        }
-        w.write_eg0(self.changed.len() as u32);
-        let mut prev: i64 = -1;
-        if let Some(d) = delta {
-            let src = d.bits.written();
-            for &(i, r) in &self.changed {
-                w.write_eg0((i64::from(i) - prev - 1) as u32);
-                prev = i64::from(i);
-                w.append_bits(src, r.start as usize, r.len as usize);
-            }
-        }
-        w.write_eg0(self.new.len() as u32);
-        let mut prev: i64 = -1;
+        write_section(w, &self.removed, |i| i, |_, _| {});
+        let src = delta.map_or(&[][..], |d| d.bits.written());
+        write_section(
+            w,
+            &self.changed,
+            |(i, _)| i,
+            |w, (_, r)| w.append_bits(src, r.start as usize, r.len as usize),
+        );
         let src = full.bits.written();
-        for &(id, r) in &self.new {
-            w.write_eg0((i64::from(id.0) - prev - 1) as u32);
-            prev = i64::from(id.0);
-            w.append_bits(src, r.start as usize, r.len as usize);
-        }
+        write_section(
+            w,
+            &self.new,
+            |(id, _)| id.0,
+            |w, (_, r)| w.append_bits(src, r.start as usize, r.len as usize),
+        );
     }
 }
 

@@ -380,27 +380,38 @@ impl DeltaEncoder {
         self.removed.extend(i as u32..baseline.len() as u32);
         self.new.extend(j as u32..current.len() as u32);
 
-        w.write_eg0(self.removed.len() as u32);
-        let mut prev: i64 = -1;
-        for &i in &self.removed {
-            w.write_eg0((i64::from(i) - prev - 1) as u32);
-            prev = i64::from(i);
-        }
-        w.write_eg0(self.changed.len() as u32);
-        let mut prev: i64 = -1;
-        for &(i, j) in &self.changed {
-            w.write_eg0((i64::from(i) - prev - 1) as u32);
-            prev = i64::from(i);
-            write_changed(w, q, &baseline[i as usize].1, &current[j as usize].1);
-        }
-        w.write_eg0(self.new.len() as u32);
-        let mut prev: i64 = -1;
-        for &j in &self.new {
-            let (id, s) = &current[j as usize];
-            w.write_eg0((i64::from(id.0) - prev - 1) as u32);
-            prev = i64::from(id.0);
-            write_full(w, q, s);
-        }
+        write_section(w, &self.removed, |i| i, |_, _| {});
+        write_section(
+            w,
+            &self.changed,
+            |(i, _)| i,
+            |w, (i, j)| write_changed(w, q, &baseline[i as usize].1, &current[j as usize].1),
+        );
+        write_section(
+            w,
+            &self.new,
+            |j| current[j as usize].0.0,
+            |w, j| write_full(w, q, &current[j as usize].1),
+        );
+    }
+}
+
+/// Writes one section of a body: its count, then for each item the eg0 gap of its `key` from
+/// the previous item's (the first counts from 0) and whatever `payload` writes. Keys are
+/// baseline indices in the removed and changed sections, entity ids in the new one.
+pub(crate) fn write_section<T: Copy>(
+    w: &mut BitWriter,
+    items: &[T],
+    key: impl Fn(T) -> u32,
+    mut payload: impl FnMut(&mut BitWriter, T),
+) {
+    w.write_eg0(items.len() as u32);
+    let mut prev: i64 = -1;
+    for &item in items {
+        let k = i64::from(key(item));
+        w.write_eg0((k - prev - 1) as u32);
+        prev = k;
+        payload(w, item);
     }
 }
 

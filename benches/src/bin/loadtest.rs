@@ -36,7 +36,7 @@ use tickwire_bot_client::{FractionError, LoadConfig, TransportKind, parse_verify
 use tickwire_shared::rlimit;
 
 /// The crowded room's world file, built into the harness so it runs from any directory.
-const CROWD_TOML: &str = include_str!("../../../assets/worlds/crowd.toml");
+use tickwire_server::world::CROWD_TOML;
 
 /// A named room to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
