@@ -219,58 +219,75 @@ pub struct Report {
     pub duration_s: f64,
 }
 
+/// The JSON report's layout, in the order README lists the fields (see [`Report`] for what
+/// each means; `disconnects` is their total, `disconnects_by_code` the map).
+#[derive(Debug, serde::Serialize)]
+#[allow(missing_docs)]
+pub struct ReportJson<'a> {
+    pub bots_requested: usize,
+    pub connected: u64,
+    pub connect_failures: u64,
+    pub verify_fraction: f64,
+    pub verifying_bots: u64,
+    pub verified_snapshots: u64,
+    pub disconnects: u64,
+    pub disconnects_by_code: &'a BTreeMap<u16, u64>,
+    pub snapshots_per_bot_s: f64,
+    pub delivery_ratio: f64,
+    pub bytes_in_per_bot_s: f64,
+    pub bytes_out_per_bot_s: f64,
+    pub rtt_ms_p50: f64,
+    pub rtt_ms_p99: f64,
+    pub input_latency_ms_p50: f64,
+    pub input_latency_ms_p99: f64,
+    pub desyncs: u64,
+    pub decode_errors: u64,
+    pub missing_baselines: u64,
+    pub full_snapshots: u64,
+    pub delta_snapshots: u64,
+    pub duration_s: f64,
+}
+
 impl Report {
     /// Whether the run saw no correctness failure (desync or decode error).
     pub fn is_clean(&self) -> bool {
         self.desyncs == 0 && self.decode_errors == 0
     }
 
-    /// The report as one JSON object (fields as documented in README).
+    /// The report as one JSON object (fields as documented in README; a non-finite figure
+    /// is `null`).
     pub fn to_json(&self) -> String {
-        let disconnects: Vec<String> = self
-            .disconnects
-            .iter()
-            .map(|(code, n)| format!("\"{code}\":{n}"))
-            .collect();
-        let num = |v: f64| {
-            if v.is_finite() {
-                format!("{v:.4}")
-            } else {
-                "null".into()
-            }
-        };
-        format!(
-            "{{\"bots_requested\":{},\"connected\":{},\"connect_failures\":{},\
-             \"verify_fraction\":{},\"verifying_bots\":{},\"verified_snapshots\":{},\
-             \"disconnects\":{},\"disconnects_by_code\":{{{}}},\"snapshots_per_bot_s\":{},\
-             \"delivery_ratio\":{},\"bytes_in_per_bot_s\":{},\"bytes_out_per_bot_s\":{},\
-             \"rtt_ms_p50\":{},\"rtt_ms_p99\":{},\"input_latency_ms_p50\":{},\
-             \"input_latency_ms_p99\":{},\"desyncs\":{},\"decode_errors\":{},\
-             \"missing_baselines\":{},\"full_snapshots\":{},\"delta_snapshots\":{},\
-             \"duration_s\":{}}}",
-            self.bots_requested,
-            self.connected,
-            self.connect_failures,
-            num(self.verify_fraction),
-            self.verifying_bots,
-            self.verified_snapshots,
-            self.disconnects.values().sum::<u64>(),
-            disconnects.join(","),
-            num(self.snapshots_per_bot_s),
-            num(self.delivery_ratio),
-            num(self.bytes_in_per_bot_s),
-            num(self.bytes_out_per_bot_s),
-            num(self.rtt_ms_p50),
-            num(self.rtt_ms_p99),
-            num(self.input_latency_ms_p50),
-            num(self.input_latency_ms_p99),
-            self.desyncs,
-            self.decode_errors,
-            self.missing_baselines,
-            self.full_snapshots,
-            self.delta_snapshots,
-            num(self.duration_s),
-        )
+        // A struct of numbers and a map with integer keys always serialises; serde_json
+        // writes a non-finite float as null.
+        serde_json::to_string(&self.json()).unwrap_or_default()
+    }
+
+    /// The report in its JSON layout, for embedding in a larger document (the load harness).
+    pub fn json(&self) -> ReportJson<'_> {
+        ReportJson {
+            bots_requested: self.bots_requested,
+            connected: self.connected,
+            connect_failures: self.connect_failures,
+            verify_fraction: self.verify_fraction,
+            verifying_bots: self.verifying_bots,
+            verified_snapshots: self.verified_snapshots,
+            disconnects: self.disconnects.values().sum(),
+            disconnects_by_code: &self.disconnects,
+            snapshots_per_bot_s: self.snapshots_per_bot_s,
+            delivery_ratio: self.delivery_ratio,
+            bytes_in_per_bot_s: self.bytes_in_per_bot_s,
+            bytes_out_per_bot_s: self.bytes_out_per_bot_s,
+            rtt_ms_p50: self.rtt_ms_p50,
+            rtt_ms_p99: self.rtt_ms_p99,
+            input_latency_ms_p50: self.input_latency_ms_p50,
+            input_latency_ms_p99: self.input_latency_ms_p99,
+            desyncs: self.desyncs,
+            decode_errors: self.decode_errors,
+            missing_baselines: self.missing_baselines,
+            full_snapshots: self.full_snapshots,
+            delta_snapshots: self.delta_snapshots,
+            duration_s: self.duration_s,
+        }
     }
 
     /// The one-line live progress text.

@@ -222,6 +222,31 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The harness's JSON line: its own figures, then the bots' report.
+#[derive(serde::Serialize)]
+struct LoadtestJson<'a> {
+    loadtest: Summary,
+    report: tickwire_bot_client::load::ReportJson<'a>,
+}
+
+/// What the harness measured around the bots.
+#[derive(serde::Serialize)]
+struct Summary {
+    scenario: &'static str,
+    transport: &'static str,
+    bots: usize,
+    tick_rate: u32,
+    input_hz: f64,
+    npcs: u32,
+    server_cpu_s: f64,
+    wall_s: f64,
+    bots_cpu_s: f64,
+    server_cpu_us_per_client_snapshot: f64,
+    server_rss_mb: f64,
+    tick_p99_ms: f64,
+    tick_overruns: u64,
+}
+
 fn transport_name(t: TransportKind) -> &'static str {
     match t {
         TransportKind::Ws => "ws",
@@ -411,26 +436,25 @@ fn main() -> anyhow::Result<()> {
         server_cpu_s,
         bots_cpu_s
     );
-    let json = format!(
-        "{{\"loadtest\":{{\"scenario\":\"{}\",\"transport\":\"{}\",\"bots\":{},\"tick_rate\":{},\"input_hz\":{},\
-         \"npcs\":{},\"server_cpu_s\":{:.3},\"wall_s\":{:.3},\
-         \"bots_cpu_s\":{:.3},\"server_cpu_us_per_client_snapshot\":{:.3},\"server_rss_mb\":{:.1},\"tick_p99_ms\":{:.3},\
-         \"tick_overruns\":{}}},\"report\":{}}}",
-        args.scenario.name(),
-        transport_name(args.transport),
-        args.bots,
-        tick_rate,
-        input_hz,
-        npcs,
-        server_cpu_s,
-        wall.as_secs_f64(),
-        bots_cpu_s,
-        cpu_us_per_snap,
-        peak_rss as f64 / 1024.0,
-        tick_p99_ms,
-        overruns,
-        report.to_json()
-    );
+    let json = LoadtestJson {
+        loadtest: Summary {
+            scenario: args.scenario.name(),
+            transport: transport_name(args.transport),
+            bots: args.bots,
+            tick_rate,
+            input_hz,
+            npcs,
+            server_cpu_s,
+            wall_s: wall.as_secs_f64(),
+            bots_cpu_s,
+            server_cpu_us_per_client_snapshot: cpu_us_per_snap,
+            server_rss_mb: peak_rss as f64 / 1024.0,
+            tick_p99_ms,
+            tick_overruns: overruns,
+        },
+        report: report.json(),
+    };
+    let json = serde_json::to_string(&json)?;
     println!("{json}");
     if let Some(p) = &args.json {
         std::fs::write(p, json + "\n")?;
