@@ -169,8 +169,9 @@ pub struct Load {
     started: Instant,
 }
 
-/// A point-in-time summary (the live progress line and the final report).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A point-in-time summary (the live progress line and the final report); serialised, it is
+/// the JSON report whose fields README lists.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Report {
     /// Bots asked for.
     pub bots_requested: usize,
@@ -182,9 +183,14 @@ pub struct Report {
     pub verify_fraction: f64,
     /// Connected bots that decode and verify every snapshot; only they can see a desync.
     pub verifying_bots: u64,
-    /// Bots connected right now (0 in the final report).
+    /// Bots connected right now (0 in the final report; not in the JSON).
+    #[serde(skip)]
     pub active: u64,
-    /// Connections the server closed before the end, by close code.
+    /// Connections the server closed before the end, in all.
+    #[serde(rename = "disconnects")]
+    pub disconnects_total: u64,
+    /// The same, by close code.
+    #[serde(rename = "disconnects_by_code")]
     pub disconnects: BTreeMap<u16, u64>,
     /// Snapshots per bot per second of connection: verified ones on verifying bots, on the
     /// others each newer snapshot received (trusted by its header).
@@ -219,35 +225,6 @@ pub struct Report {
     pub duration_s: f64,
 }
 
-/// The JSON report's layout, in the order README lists the fields (see [`Report`] for what
-/// each means; `disconnects` is their total, `disconnects_by_code` the map).
-#[derive(Debug, serde::Serialize)]
-#[allow(missing_docs)]
-pub struct ReportJson<'a> {
-    pub bots_requested: usize,
-    pub connected: u64,
-    pub connect_failures: u64,
-    pub verify_fraction: f64,
-    pub verifying_bots: u64,
-    pub verified_snapshots: u64,
-    pub disconnects: u64,
-    pub disconnects_by_code: &'a BTreeMap<u16, u64>,
-    pub snapshots_per_bot_s: f64,
-    pub delivery_ratio: f64,
-    pub bytes_in_per_bot_s: f64,
-    pub bytes_out_per_bot_s: f64,
-    pub rtt_ms_p50: f64,
-    pub rtt_ms_p99: f64,
-    pub input_latency_ms_p50: f64,
-    pub input_latency_ms_p99: f64,
-    pub desyncs: u64,
-    pub decode_errors: u64,
-    pub missing_baselines: u64,
-    pub full_snapshots: u64,
-    pub delta_snapshots: u64,
-    pub duration_s: f64,
-}
-
 impl Report {
     /// Whether the run saw no correctness failure (desync or decode error).
     pub fn is_clean(&self) -> bool {
@@ -257,37 +234,8 @@ impl Report {
     /// The report as one JSON object (fields as documented in README; a non-finite figure
     /// is `null`).
     pub fn to_json(&self) -> String {
-        // A struct of numbers and a map with integer keys always serialises; serde_json
-        // writes a non-finite float as null.
-        serde_json::to_string(&self.json()).unwrap_or_default()
-    }
-
-    /// The report in its JSON layout, for embedding in a larger document (the load harness).
-    pub fn json(&self) -> ReportJson<'_> {
-        ReportJson {
-            bots_requested: self.bots_requested,
-            connected: self.connected,
-            connect_failures: self.connect_failures,
-            verify_fraction: self.verify_fraction,
-            verifying_bots: self.verifying_bots,
-            verified_snapshots: self.verified_snapshots,
-            disconnects: self.disconnects.values().sum(),
-            disconnects_by_code: &self.disconnects,
-            snapshots_per_bot_s: self.snapshots_per_bot_s,
-            delivery_ratio: self.delivery_ratio,
-            bytes_in_per_bot_s: self.bytes_in_per_bot_s,
-            bytes_out_per_bot_s: self.bytes_out_per_bot_s,
-            rtt_ms_p50: self.rtt_ms_p50,
-            rtt_ms_p99: self.rtt_ms_p99,
-            input_latency_ms_p50: self.input_latency_ms_p50,
-            input_latency_ms_p99: self.input_latency_ms_p99,
-            desyncs: self.desyncs,
-            decode_errors: self.decode_errors,
-            missing_baselines: self.missing_baselines,
-            full_snapshots: self.full_snapshots,
-            delta_snapshots: self.delta_snapshots,
-            duration_s: self.duration_s,
-        }
+        // A struct of numbers and a map with integer keys always serialises.
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The one-line live progress text.
@@ -408,6 +356,11 @@ impl Load {
                 0.0
             }
         };
+        let disconnects = self
+            .disconnects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         Report {
             bots_requested: self.cfg.bots,
             connected: sum(|c| &c.connected),
@@ -415,11 +368,8 @@ impl Load {
             verify_fraction: self.cfg.verify_fraction,
             verifying_bots: sum(|c| &c.verifying),
             active: self.active.load(Relaxed),
-            disconnects: self
-                .disconnects
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            disconnects_total: disconnects.values().sum(),
+            disconnects,
             snapshots_per_bot_s: per_s(snaps),
             delivery_ratio: if expected > 0.0 {
                 (snaps as f64 / expected).min(1.0)

@@ -226,7 +226,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[derive(serde::Serialize)]
 struct LoadtestJson<'a> {
     loadtest: Summary,
-    report: tickwire_bot_client::load::ReportJson<'a>,
+    report: &'a tickwire_bot_client::Report,
 }
 
 /// What the harness measured around the bots.
@@ -452,7 +452,7 @@ fn main() -> anyhow::Result<()> {
             tick_p99_ms,
             tick_overruns: overruns,
         },
-        report: report.json(),
+        report: &report,
     };
     let json = serde_json::to_string(&json)?;
     println!("{json}");
