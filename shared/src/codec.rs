@@ -12,7 +12,8 @@ use wincode::config::{Config, Configuration};
 use crate::ids::{InputSeq, Tick};
 
 use crate::message::{
-    ClientMessage, MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES, ServerMessage,
+    ClientMessage, MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_SEAT_BYTES,
+    ServerMessage,
 };
 
 /// Largest client frame the server decodes. A full `Input` (8 frames) is at most 95 bytes.
@@ -130,6 +131,9 @@ fn check_client_limits(msg: &ClientMessage) -> Result<(), (&'static str, usize, 
         ClientMessage::Hello { name, .. } if name.len() > MAX_NAME_BYTES => {
             Err(("name bytes", name.len(), MAX_NAME_BYTES))
         }
+        ClientMessage::Hello {
+            seat: Some(seat), ..
+        } if seat.len() > MAX_SEAT_BYTES => Err(("seat bytes", seat.len(), MAX_SEAT_BYTES)),
         _ => Ok(()),
     }
 }

@@ -42,4 +42,4 @@ pub use receiver::{ReceiveError, Received, SnapshotReceiver};
 pub use snapshot::{SnapshotError, ViewEntry, combine_hashes, entity_hash, view_checksum};
 
 /// The protocol version this crate speaks. A server refuses a `Hello` with any other version.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

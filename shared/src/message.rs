@@ -10,6 +10,8 @@ use crate::ids::{ClientId, EntityId, InputSeq, Tick};
 pub const MAX_INPUT_FRAMES: usize = 8;
 /// Longest player name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 32;
+/// Longest `Hello` seat token, in bytes.
+pub const MAX_SEAT_BYTES: usize = 128;
 /// Longest `Disconnect` reason, in bytes of UTF-8.
 pub const MAX_REASON_BYTES: usize = 123;
 
@@ -27,6 +29,9 @@ pub enum ClientMessage {
         name: String,
         /// The token from an earlier `Welcome`, to take back the same player after a drop.
         resume_token: Option<u64>,
+        /// The seat token matchmaking gave (`POST /matchmake/...`), at most
+        /// [`MAX_SEAT_BYTES`] bytes; `None` joins the server's default room, if it has one.
+        seat: Option<String>,
     },
     /// Player input plus the acknowledgement of the newest snapshot received.
     Input {
