@@ -688,26 +688,27 @@ fn plan(desired: &Desired, rooms: Option<u64>, players: &BTreeSet<String>) -> Pl
     }
 }
 
-/// Logs a failure at `warn` the first time it is seen in a row and at `debug` after, so a
-/// sidecar that is down or a full List does not flood the log every interval.
+/// Logs a failure at `warn` the first time it is seen in a row (per operation) and at
+/// `debug` after, so a sidecar that is down or a full List does not flood the log every
+/// interval.
 #[derive(Debug, Default)]
 struct QuietLog {
-    last: Option<String>,
+    last: BTreeMap<&'static str, String>,
 }
 
 impl QuietLog {
-    fn failed(&mut self, what: &str, error: &AgonesError) {
-        let text = format!("{what}: {error}");
-        if self.last.as_deref() == Some(text.as_str()) {
+    fn failed(&mut self, what: &'static str, error: &AgonesError) {
+        let text = error.to_string();
+        if self.last.get(what) == Some(&text) {
             debug!(error = %error, "Agones: {what} failed again");
         } else {
             warn!(error = %error, "Agones: {what} failed; retrying on the next change or interval");
-            self.last = Some(text);
+            self.last.insert(what, text);
         }
     }
 
     fn succeeded(&mut self) {
-        self.last = None;
+        self.last.clear();
     }
 }
 
