@@ -8,6 +8,7 @@
 //! logic) → crossbeam channels → simulation thread ([`sim`]) → per-client latest-wins
 //! [`sim::Outbound`] slot → connection task → socket.
 
+pub mod agones;
 pub mod close;
 pub mod config;
 pub mod game;
