@@ -10,6 +10,7 @@
 
 pub mod close;
 pub mod config;
+pub mod directory;
 pub mod game;
 pub mod grid;
 pub mod http;
