@@ -341,3 +341,120 @@ impl LocalDirectory {
         &self.node
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::directory::{Directory, ROOM_ID_LEN};
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            node_id: "n1".into(),
+            ws_url: "ws://127.0.0.1:1/ws".into(),
+            quic_url: None,
+        }
+    }
+
+    fn local_room(id: &str, clients: u32, max: u32) -> LocalRoom {
+        LocalRoom {
+            room_id: id.into(),
+            kind: "arena".into(),
+            max_clients: max,
+            clients,
+            locked: false,
+            matchmaking: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn directory_local_reserve_claim_single_use() {
+        let d = Directory::local(node(), Duration::from_secs(15));
+        let r = d.create("arena", 4).await.unwrap();
+        assert_eq!(r.room_id.len(), ROOM_ID_LEN);
+        assert_eq!(r.node, node());
+        assert!(r.seat_token.len() <= 128 && r.seat_token.is_ascii());
+        let c = d.claim(&r.seat_token).await.unwrap();
+        assert_eq!(
+            (c.room_id.as_str(), c.kind.as_str(), c.max_clients),
+            (r.room_id.as_str(), "arena", 4)
+        );
+        assert_eq!(d.claim(&r.seat_token).await, Err(ClaimError::Invalid));
+        assert_eq!(d.claim("garbage").await, Err(ClaimError::Invalid));
+        // join_or_create fills the same room; a full room is refused; then a new room
+        let mut ids = vec![];
+        for _ in 0..3 {
+            ids.push(d.join_or_create("arena", 4).await.unwrap().room_id);
+        }
+        assert!(ids.iter().all(|i| *i == r.room_id));
+        assert_eq!(d.join(&r.room_id).await.unwrap_err(), MatchError::RoomFull);
+        let other = d.join_or_create("arena", 4).await.unwrap();
+        assert_ne!(other.room_id, r.room_id);
+        assert_eq!(d.join("nope").await.unwrap_err(), MatchError::NoSuchRoom);
+        let rooms = d.rooms().await.unwrap();
+        assert_eq!(rooms.len(), 2);
+        assert!(
+            rooms
+                .iter()
+                .any(|x| x.room_id == r.room_id && x.clients == 4 && x.node == "n1")
+        );
+    }
+
+    #[tokio::test]
+    async fn directory_local_expiry_and_remove() {
+        let d = Directory::local(node(), Duration::from_millis(150));
+        let r = d.create("arena", 2).await.unwrap();
+        assert!(
+            !d.try_remove_room(&r.room_id).await.unwrap(),
+            "a seat is pending"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(d.claim(&r.seat_token).await, Err(ClaimError::Expired));
+        assert!(d.try_remove_room(&r.room_id).await.unwrap());
+        assert_eq!(
+            d.join(&r.room_id).await.unwrap_err(),
+            MatchError::NoSuchRoom
+        );
+        // a forged token with an expiry in the future and an unknown secret
+        let forged = Token::format(&r.room_id, u64::MAX / 4096, &"a".repeat(26));
+        assert_eq!(d.claim(&forged).await, Err(ClaimError::Invalid));
+    }
+
+    #[tokio::test]
+    async fn directory_local_heartbeat_locked_default_and_guard() {
+        let d = Directory::local(node(), Duration::from_secs(15));
+        let mut lobby = local_room("lobby", 0, 100);
+        lobby.matchmaking = false;
+        d.heartbeat(&[lobby.clone()]).await.unwrap();
+        // the default room is listed and joinable by id, never chosen by join_or_create
+        assert!(
+            d.rooms()
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.room_id == "lobby")
+        );
+        assert_ne!(d.join_or_create("arena", 4).await.unwrap().room_id, "lobby");
+        assert_eq!(d.join("lobby").await.unwrap().room_id, "lobby");
+
+        let mut locked = local_room("locked", 0, 4);
+        locked.locked = true;
+        d.heartbeat(&[lobby.clone(), locked]).await.unwrap();
+        assert_eq!(d.join("locked").await.unwrap_err(), MatchError::RoomLocked);
+
+        // the claim guard: a stale heartbeat (snapshot before the claim) never empties the room
+        d.heartbeat(&[local_room("g", 1, 2)]).await.unwrap();
+        let seat = d.join("g").await.unwrap();
+        d.claim(&seat.seat_token).await.unwrap();
+        d.heartbeat(&[local_room("g", 1, 2)]).await.unwrap(); // stale: taken before the claim
+        assert_eq!(d.join("g").await.unwrap_err(), MatchError::RoomFull);
+        d.heartbeat(&[local_room("g", 2, 2)]).await.unwrap(); // includes the claim
+        assert_eq!(d.join("g").await.unwrap_err(), MatchError::RoomFull);
+        d.heartbeat(&[local_room("g", 1, 2)]).await.unwrap(); // the player left
+        assert_eq!(d.join("g").await.unwrap().room_id, "g");
+
+        d.deregister().await;
+        assert!(d.rooms().await.unwrap().is_empty());
+        assert_eq!(d.create("arena", 4).await.unwrap_err(), MatchError::NoNode);
+    }
+}
