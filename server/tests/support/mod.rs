@@ -4,6 +4,8 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub(crate) mod redis;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
