@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tickwire_server::directory::{
@@ -58,25 +58,22 @@ async fn bounded(f: impl Future<Output = ()>) {
         .expect("test finished in time");
 }
 
-/// A node's heartbeat loop (every 200 ms) over a shared list of its rooms; stops on drop.
+/// A node's heartbeat loop (every 200 ms) over a fixed list of its rooms; stops on drop.
 struct Beater {
-    rooms: Arc<Mutex<Vec<LocalRoom>>>,
     task: JoinHandle<()>,
 }
 
 impl Beater {
     async fn start(d: &Arc<Directory>, rooms: Vec<LocalRoom>) -> Beater {
         d.heartbeat(&rooms).await.unwrap();
-        let rooms = Arc::new(Mutex::new(rooms));
-        let (d, r) = (d.clone(), rooms.clone());
+        let d = d.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let snapshot = r.lock().unwrap().clone();
-                let _ = d.heartbeat(&snapshot).await;
+                let _ = d.heartbeat(&rooms).await;
             }
         });
-        Beater { rooms, task }
+        Beater { task }
     }
 }
 
