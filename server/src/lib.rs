@@ -11,6 +11,7 @@
 pub mod agones;
 pub mod close;
 pub mod config;
+pub mod directory;
 pub mod game;
 pub mod grid;
 pub mod http;
