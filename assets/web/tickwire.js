@@ -1,4 +1,4 @@
-// tickwire.js: a Tickwire client for browsers (and Node), protocol version 1.
+// tickwire.js: a Tickwire client for browsers (and Node), protocol version 2.
 //
 // A plain ES module: no build step, no dependencies. It follows shared/PROTOCOL.md byte for
 // byte; the pure functions below are tested against shared/tests/vectors/ by
@@ -18,15 +18,22 @@
 //   client.onsnapshot = (view, info) => { /* view: dequantized entities, id-sorted */ };
 //   client.onclose = ({ code, reason }) => {};
 //   setInterval(() => client.sendInput({ moveX: 1, moveY: 0, aimYaw: 0, buttons: 0 }), 33);
+//
+// Without a seat the client joins the server's default room. To play in a room of a kind,
+// get a seat from the matchmaker first (PROTOCOL.md section 12):
+//
+//   const seat = await matchmake("http://127.0.0.1:8080", "arena", { maxClients: 8 });
+//   const client = new TickwireClient(seat.ws_url, { name: "ada", seat: seat.seat_token });
 
 // ---------------------------------------------------------------------------------------
 // Constants (PROTOCOL.md section 4)
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const MAX_CLIENT_MESSAGE_BYTES = 512;
 export const MAX_SERVER_MESSAGE_BYTES = 1 << 20;
 export const MAX_INPUT_FRAMES = 8;
 export const MAX_NAME_BYTES = 32;
+export const MAX_SEAT_BYTES = 128;
 export const MAX_REASON_BYTES = 123;
 export const MAX_VIEW_ENTITIES = 65536;
 export const DEFAULT_RING = 32;
@@ -48,9 +55,15 @@ export const CLOSE = Object.freeze({
   POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
+  TRY_AGAIN_LATER: 1013,
   ACK_TIMEOUT: 4000,
   UNSUPPORTED_VERSION: 4001,
   SESSION_REPLACED: 4002,
+  SEAT_REQUIRED: 4003,
+  SEAT_EXPIRED: 4004,
+  SEAT_INVALID: 4005,
+  SEAT_OTHER_NODE: 4006,
+  ROOM_UNAVAILABLE: 4007,
 });
 
 const U16_MAX = 0xffff;
@@ -259,11 +272,12 @@ function readFrame(r) {
 
 /**
  * Encodes a client message:
- * `{type: "Hello", protocolVersion, name, resumeToken}` (resumeToken: BigInt or null),
+ * `{type: "Hello", protocolVersion, name, resumeToken, seat}` (resumeToken: BigInt or null;
+ * seat: the matchmaker's seat token, a string, or null),
  * `{type: "Input", ackTick, frames: [{seq, moveX, moveY, aimYaw, buttons}]}`,
  * `{type: "Ping", clientTime}` (BigInt), `{type: "Leave"}`. Returns a Uint8Array.
- * Throws ProtocolError for values out of range or a broken limit (name over 32 bytes, more
- * than 8 frames, over 512 bytes).
+ * Throws ProtocolError for values out of range or a broken limit (name over 32 bytes, seat
+ * over 128 bytes, more than 8 frames, over 512 bytes).
  */
 export function encodeClientMessage(msg) {
   const w = new Writer();
@@ -277,6 +291,12 @@ export function encodeClientMessage(msg) {
       } else {
         w.u8(1);
         w.u64(msg.resumeToken);
+      }
+      if (msg.seat === null || msg.seat === undefined) {
+        w.u8(0);
+      } else {
+        w.u8(1);
+        w.string(msg.seat, MAX_SEAT_BYTES);
       }
       break;
     case "Input": {
@@ -327,6 +347,7 @@ export function decodeClientMessage(data) {
         protocolVersion: r.u16(),
         name: r.string(MAX_NAME_BYTES),
         resumeToken: r.option(() => r.u64()),
+        seat: r.option(() => r.string(MAX_SEAT_BYTES)),
       };
       break;
     case 1: {
@@ -847,7 +868,9 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
  *   c.close();
  *
  * Options: `name` (at most 32 bytes of UTF-8), `resumeToken` (BigInt from an earlier
- * Welcome), `WebSocket` (a constructor; default globalThis.WebSocket), `pingIntervalMs`
+ * Welcome), `seat` (the `seat_token` of a matchmake() answer, connecting to its `ws_url`;
+ * single-use, so leave it out when resuming; without one the server puts the player in its
+ * default room), `WebSocket` (a constructor; default globalThis.WebSocket), `pingIntervalMs`
  * (default 1000), `history` (baselines kept, default 32), `autoAck` (default true: after a
  * verified snapshot, if no Input has carried the new ack within about one snapshot
  * interval, send an Input with no frames so the server never times the client out).
@@ -867,6 +890,7 @@ export class TickwireClient {
     const {
       name = "",
       resumeToken = null,
+      seat = null,
       WebSocket: WebSocketImpl = globalThis.WebSocket,
       pingIntervalMs = 1000,
       history = DEFAULT_RING,
@@ -874,6 +898,9 @@ export class TickwireClient {
     } = options;
     if (utf8Encoder.encode(name).length > MAX_NAME_BYTES) {
       throw new RangeError(`name is longer than ${MAX_NAME_BYTES} bytes of UTF-8`);
+    }
+    if (seat !== null && (typeof seat !== "string" || utf8Encoder.encode(seat).length > MAX_SEAT_BYTES)) {
+      throw new RangeError(`seat must be a string of at most ${MAX_SEAT_BYTES} bytes`);
     }
     if (typeof WebSocketImpl !== "function") {
       throw new TypeError("no WebSocket implementation: pass options.WebSocket");
@@ -916,6 +943,7 @@ export class TickwireClient {
     this._autoAck = autoAck;
     this._pingIntervalMs = pingIntervalMs;
     this._resumeToken = resumeToken;
+    this._seat = seat;
     this._nextSeq = 1;
     this._recent = [];
     this._sentAck = 0;
@@ -935,6 +963,7 @@ export class TickwireClient {
         protocolVersion: PROTOCOL_VERSION,
         name: this.name,
         resumeToken: this._resumeToken,
+        seat: this._seat,
       });
     };
     ws.onmessage = (ev) => this._onMessage(ev.data);
@@ -1192,4 +1221,74 @@ export function yawToU16(rad) {
   if (!Number.isFinite(r)) return 0;
   const turns = (((r / (2 * Math.PI)) % 1) + 1) % 1;
   return Math.round(turns * 65536) % 65536;
+}
+
+// ---------------------------------------------------------------------------------------
+// Matchmaking (PROTOCOL.md section 12)
+
+/**
+ * A matchmaking request that failed: `status` is the HTTP status (0 when there was no HTTP
+ * answer), `error` the server's error code (`"room_full"`, `"room_locked"`,
+ * `"directory_unavailable"`, ...; null when the answer had none).
+ */
+export class MatchmakeError extends Error {
+  constructor(status, error, message) {
+    super(message);
+    this.name = "MatchmakeError";
+    this.status = status;
+    this.error = error;
+  }
+}
+
+/** The URL of a matchmaking request: `mode` "join_or_create" or "create" for a room kind. */
+export function matchmakeUrl(baseUrl, kind, mode = "join_or_create") {
+  if (mode !== "join_or_create" && mode !== "create") {
+    throw new RangeError(`matchmake mode must be "join_or_create" or "create", not ${mode}`);
+  }
+  return `${String(baseUrl).replace(/\/+$/, "")}/matchmake/${mode}/${encodeURIComponent(kind)}`;
+}
+
+/**
+ * Gets a seat in a room of `kind` from the matchmaker at `baseUrl` (the server's HTTP origin,
+ * e.g. "http://127.0.0.1:8080"): POST /matchmake/{mode}/{kind} with `{"max_clients": N}`
+ * when `maxClients` is given (the capacity of a room this request creates). `mode`:
+ * "join_or_create" (default: the first open room of the kind with a free place, or a new one)
+ * or "create" (always a new room). `fetch`: an implementation (default globalThis.fetch).
+ *
+ * Resolves to the parsed answer `{room_id, ws_url, quic_url, seat_token, expires_in_s}`:
+ * connect to `ws_url` within `expires_in_s` seconds with `{ seat: seat_token }`. A seat is
+ * single-use. Rejects with a MatchmakeError on a non-2xx answer (409 room full or locked, 503
+ * directory unavailable: retry later) or an answer without `ws_url` and `seat_token`.
+ */
+export async function matchmake(baseUrl, kind, options = {}) {
+  const { mode = "join_or_create", maxClients, fetch: fetchImpl = globalThis.fetch } = options;
+  const url = matchmakeUrl(baseUrl, kind, mode);
+  if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation: pass options.fetch");
+  const body = {};
+  if (maxClients !== undefined && maxClients !== null) {
+    if (!Number.isInteger(maxClients) || maxClients < 1) {
+      throw new RangeError(`maxClients must be a positive integer, not ${maxClients}`);
+    }
+    body.max_clients = maxClients;
+  }
+  const res = await fetchImpl(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  let answer = null;
+  try {
+    answer = await res.json();
+  } catch {
+    answer = null;
+  }
+  if (!res.ok) {
+    const error = answer && typeof answer.error === "string" ? answer.error : null;
+    const message = answer && typeof answer.message === "string" ? `: ${answer.message}` : "";
+    throw new MatchmakeError(res.status, error, `matchmake ${url}: ${res.status} ${error ?? "error"}${message}`);
+  }
+  if (!answer || typeof answer.ws_url !== "string" || typeof answer.seat_token !== "string") {
+    throw new MatchmakeError(res.status, null, `matchmake ${url}: answer lacks ws_url or seat_token`);
+  }
+  return answer;
 }

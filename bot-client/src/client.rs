@@ -237,6 +237,51 @@ pub async fn next_message(
     }
 }
 
+/// What a client says in its `Hello`, besides the protocol version: its name, the resume
+/// token of an earlier `Welcome`, and the seat token matchmaking gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HelloArgs {
+    /// Display name, at most [`tickwire_shared::message::MAX_NAME_BYTES`] bytes.
+    pub name: String,
+    /// The token of an earlier `Welcome`, to take the same player back.
+    pub resume_token: Option<u64>,
+    /// The `seat_token` of a matchmaking answer, at most
+    /// [`tickwire_shared::message::MAX_SEAT_BYTES`] bytes; `None` joins the default room.
+    pub seat: Option<String>,
+}
+
+impl HelloArgs {
+    /// A first connection as `name`, with no seat (the server's default room).
+    pub fn new(name: &str) -> HelloArgs {
+        HelloArgs {
+            name: name.to_owned(),
+            ..HelloArgs::default()
+        }
+    }
+
+    /// The same, offering `resume_token`.
+    pub fn with_resume_token(mut self, resume_token: Option<u64>) -> HelloArgs {
+        self.resume_token = resume_token;
+        self
+    }
+
+    /// The same, presenting `seat`.
+    pub fn with_seat(mut self, seat: Option<String>) -> HelloArgs {
+        self.seat = seat;
+        self
+    }
+
+    /// The `Hello` message, for this crate's protocol version.
+    pub fn message(&self) -> ClientMessage {
+        ClientMessage::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            name: self.name.clone(),
+            resume_token: self.resume_token,
+            seat: self.seat.clone(),
+        }
+    }
+}
+
 /// A connected, welcomed client.
 #[derive(Debug)]
 pub struct Client {
@@ -271,18 +316,23 @@ impl Client {
         bind: Option<IpAddr>,
         wait: Duration,
     ) -> Result<Client, ClientError> {
+        let hello = HelloArgs::new(name).with_resume_token(resume_token);
+        Self::connect_with(url, &hello, bind, wait).await
+    }
+
+    /// As [`Client::connect`], saying `hello` (a name, and optionally a resume token and a
+    /// matchmaking seat).
+    pub async fn connect_with(
+        url: &str,
+        hello: &HelloArgs,
+        bind: Option<IpAddr>,
+        wait: Duration,
+    ) -> Result<Client, ClientError> {
         let handshake = async {
             let mut ws = connect_raw(url, bind).await?;
             let mut buf = Vec::new();
-            encode_client(
-                &ClientMessage::Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    name: name.to_owned(),
-                    resume_token,
-                },
-                &mut buf,
-            )
-            .map_err(|_| ClientError::Protocol("name too long"))?;
+            encode_client(&hello.message(), &mut buf)
+                .map_err(|_| ClientError::Protocol("name or seat too long"))?;
             let sent = buf.len() as u64;
             ws.send(Message::Binary(buf.into())).await?;
             match next_message(&mut ws).await? {

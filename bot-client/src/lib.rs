@@ -4,13 +4,18 @@
 //! [`quic::QuicClient`] its QUIC twin; the server's integration tests use both. Either can be
 //! told to trust snapshot headers instead ([`client::Trusted`]), which is what the bots
 //! outside `--verify FRACTION` do. [`transport::BotClient`] lets the bots drive either.
+//! [`matchmake`] gets a bot a seat over HTTP before it connects (`--matchmake URL`).
 
 pub mod client;
 pub mod load;
+pub mod matchmake;
 pub mod quic;
 pub mod transport;
 
-pub use client::{Client, ClientError, Event, Trusted};
-pub use load::{FractionError, LoadConfig, Report, parse_verify_fraction, run, verifies};
+pub use client::{Client, ClientError, Event, HelloArgs, Trusted};
+pub use load::{
+    FractionError, LoadConfig, MatchmakeConfig, Report, parse_verify_fraction, run, verifies,
+};
+pub use matchmake::{MatchmakeError, MatchmakerUrl, Seat};
 pub use quic::{QuicClient, QuicError, ServerCert};
 pub use transport::{BotClient, BotError, Connector, TransportKind};

@@ -8,7 +8,7 @@
 //! shard `i % SHARDS`, whose histogram lock only its own bots (and the once-a-second progress
 //! reader) ever take. There is no lock that every bot contends on.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +19,7 @@ use tickwire_shared::{InputSeq, ReceiveError, Received};
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 
 use crate::client::Event;
-use crate::transport::{Connector, TransportKind};
+use crate::transport::{BotError, Connector, TransportKind};
 
 const SHARDS: usize = 32;
 /// Input frames whose latency is still being waited for, per bot.
@@ -54,6 +54,20 @@ pub struct LoadConfig {
     /// [`verifies`] for which. The others trust snapshot headers
     /// ([`crate::client::Trusted`]).
     pub verify_fraction: f64,
+    /// Matchmaking: every bot gets a seat from this matchmaker first and connects where it
+    /// says (`url` is then unused). `None`: every bot dials `url` with no seat.
+    pub matchmake: Option<MatchmakeConfig>,
+}
+
+/// Where and how the bots get their seats (`--matchmake URL --kind KIND --room-size N`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchmakeConfig {
+    /// The matchmaker, `http://host:port` (a server's HTTP port).
+    pub url: String,
+    /// The room kind to ask for (`POST /matchmake/join_or_create/{kind}`).
+    pub kind: String,
+    /// `max_clients` of the rooms the requests create (`None`: the server's default).
+    pub room_size: Option<u32>,
 }
 
 /// A `--verify` value outside 0.0–1.0.
@@ -111,6 +125,7 @@ impl Default for LoadConfig {
             cert_sha256: None,
             insecure: false,
             verify_fraction: 1.0,
+            matchmake: None,
         }
     }
 }
@@ -138,6 +153,7 @@ struct Counters {
     connected: AtomicU64,
     verifying: AtomicU64,
     connect_failures: AtomicU64,
+    matchmake_failures: AtomicU64,
     snapshots: AtomicU64,
     verified: AtomicU64,
     expected_snapshots_ms: AtomicU64,
@@ -165,6 +181,8 @@ pub struct Load {
     cfg: LoadConfig,
     shards: Vec<Shard>,
     disconnects: Mutex<BTreeMap<u16, u64>>,
+    /// The rooms matchmade bots landed in (taken once per bot, on connect).
+    rooms: Mutex<BTreeSet<String>>,
     active: AtomicU64,
     started: Instant,
 }
@@ -177,8 +195,12 @@ pub struct Report {
     pub bots_requested: usize,
     /// Bots that got a Welcome.
     pub connected: u64,
-    /// Bots that never got one.
+    /// Bots that never got one (including the matchmake failures).
     pub connect_failures: u64,
+    /// Of those, bots that never got a seat from the matchmaker, after retries.
+    pub matchmake_failures: u64,
+    /// Distinct rooms the connected bots landed in (matchmaking only; 0 otherwise).
+    pub rooms: u64,
     /// `--verify`: the fraction of bots asked to verify.
     pub verify_fraction: f64,
     /// Connected bots that decode and verify every snapshot; only they can see a desync.
@@ -264,6 +286,8 @@ impl Report {
             ("bots requested", self.bots_requested.to_string()),
             ("connected", self.connected.to_string()),
             ("connect failures", self.connect_failures.to_string()),
+            ("  of them matchmake", self.matchmake_failures.to_string()),
+            ("rooms", self.rooms.to_string()),
             (
                 "verifying bots",
                 format!(
@@ -321,6 +345,7 @@ impl Load {
                 })
                 .collect(),
             disconnects: Mutex::new(BTreeMap::new()),
+            rooms: Mutex::new(BTreeSet::new()),
             active: AtomicU64::new(0),
             started: Instant::now(),
             cfg,
@@ -365,6 +390,12 @@ impl Load {
             bots_requested: self.cfg.bots,
             connected: sum(|c| &c.connected),
             connect_failures: sum(|c| &c.connect_failures),
+            matchmake_failures: sum(|c| &c.matchmake_failures),
+            rooms: self
+                .rooms
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len() as u64,
             verify_fraction: self.cfg.verify_fraction,
             verifying_bots: sum(|c| &c.verifying),
             active: self.active.load(Relaxed),
@@ -524,8 +555,20 @@ async fn bot(
     let name = format!("bot{index}");
     let connecting = connector.connect(index, &name, bind, cfg.connect_timeout);
     let mut client = match connecting.await {
-        Ok(c) => c,
-        Err(_) => {
+        Ok((c, room)) => {
+            if let Some(room) = room {
+                load.rooms
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(room);
+            }
+            c
+        }
+        Err(e) => {
+            if matches!(e, BotError::Matchmake(_)) {
+                shard.c.matchmake_failures.fetch_add(1, Relaxed);
+            }
+            tracing::debug!(bot = index, error = %e, "no connection");
             shard.c.connect_failures.fetch_add(1, Relaxed);
             return;
         }
@@ -719,6 +762,21 @@ mod tests {
         assert!((0..100).all(|i| verifies(i, 100, 1.0)));
         assert!(!(0..100).any(|i| verifies(i, 100, 0.0)));
         assert_eq!(verifying_count(0, 0.5), 0);
+    }
+
+    #[test]
+    fn the_json_report_counts_matchmake_failures_and_rooms() {
+        let report = Report {
+            connect_failures: 3,
+            matchmake_failures: 2,
+            rooms: 250,
+            ..Report::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["connect_failures"], 3);
+        assert_eq!(json["matchmake_failures"], 2);
+        assert_eq!(json["rooms"], 250);
+        assert!(report.table().contains("rooms"));
     }
 
     #[test]

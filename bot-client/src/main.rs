@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tickwire_bot_client::{LoadConfig, QuicError, TransportKind, run};
+use tickwire_bot_client::{LoadConfig, MatchmakeConfig, QuicError, TransportKind, run};
 use tickwire_shared::rlimit;
 
 /// Load-test a Tickwire server: every bot is a real client; the verifying ones (all, by
@@ -21,8 +21,21 @@ struct Cli {
     transport: TransportKind,
     /// Server URL [default: ws://127.0.0.1:8080/ws, or quic://127.0.0.1:4433 with
     /// --transport quic].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "matchmake")]
     url: Option<String>,
+    /// Get every bot a seat from this matchmaker first (a server's HTTP origin, e.g.
+    /// http://127.0.0.1:8080): POST /matchmake/join_or_create/KIND, then connect to the
+    /// answer's ws_url (quic_url with --transport quic) with the seat. Replaces --url.
+    #[arg(long, value_name = "URL")]
+    matchmake: Option<String>,
+    /// With --matchmake: the room kind to ask for.
+    #[arg(long, default_value = "arena", requires = "matchmake")]
+    kind: String,
+    /// With --matchmake: max_clients of the rooms the bots create; join_or_create fills
+    /// rooms of this size one after another [default: the server's].
+    #[arg(long, value_name = "N", requires = "matchmake",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    room_size: Option<u32>,
     /// QUIC: the server certificate's SHA-256 in hex (the server logs it as cert_sha256=).
     #[arg(long, value_parser = parse_pin)]
     cert_sha256: Option<[u8; 32]>,
@@ -115,6 +128,11 @@ fn main() -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs_f64(cli.connect_timeout),
         seed: cli.seed,
         verify_fraction: cli.verify,
+        matchmake: cli.matchmake.map(|url| MatchmakeConfig {
+            url,
+            kind: cli.kind,
+            room_size: cli.room_size,
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -29,14 +29,13 @@ use tickwire_shared::InputHistory;
 use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_server, encode_client};
 use tickwire_shared::quant::BoundsError;
 use tickwire_shared::{
-    ClientMessage, InputSeq, PROTOCOL_VERSION, Quantizer, ServerMessage, SnapshotReceiver, Tick,
-    Welcome, WorldBounds,
+    ClientMessage, InputSeq, Quantizer, ServerMessage, SnapshotReceiver, Tick, Welcome, WorldBounds,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::client::{Checking, Event};
+use crate::client::{Checking, Event, HelloArgs};
 
 /// The ALPN protocol id.
 pub const ALPN: &[u8] = b"tickwire/1";
@@ -332,19 +331,14 @@ impl QuicConnector {
     pub async fn connect(
         &self,
         index: usize,
-        name: &str,
-        resume_token: Option<u64>,
+        hello: &HelloArgs,
         wait: Duration,
     ) -> Result<QuicClient, QuicError> {
         let handshake = async {
             let mut raw = self.open(index).await?;
-            let hello = ClientMessage::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                name: name.to_owned(),
-                resume_token,
-            };
             let mut buf = Vec::new();
-            encode_client(&hello, &mut buf).map_err(|_| QuicError::Protocol("name too long"))?;
+            encode_client(&hello.message(), &mut buf)
+                .map_err(|_| QuicError::Protocol("name or seat too long"))?;
             let sent = raw.send_control(&buf).await?;
             // A snapshot datagram may overtake the Welcome on its stream; it waits in quinn's
             // datagram buffer until the Welcome has been read.
@@ -616,8 +610,20 @@ impl QuicClient {
         cert: ServerCert,
         wait: Duration,
     ) -> Result<QuicClient, QuicError> {
+        let hello = HelloArgs::new(name).with_resume_token(resume_token);
+        Self::connect_with(url, &hello, cert, wait).await
+    }
+
+    /// As [`QuicClient::connect`], saying `hello` (a name, and optionally a resume token and
+    /// a matchmaking seat).
+    pub async fn connect_with(
+        url: &str,
+        hello: &HelloArgs,
+        cert: ServerCert,
+        wait: Duration,
+    ) -> Result<QuicClient, QuicError> {
         let connector = QuicConnector::new(url, cert, 1, &[]).await?;
-        let mut client = connector.connect(0, name, resume_token, wait).await?;
+        let mut client = connector.connect(0, hello, wait).await?;
         client._connector = Some(connector);
         Ok(client)
     }

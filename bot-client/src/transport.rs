@@ -1,18 +1,27 @@
 //! One bot client over either transport: [`BotClient`] wraps the WebSocket [`Client`] or the
 //! [`QuicClient`] behind the same calls and the same [`Event`]s, and [`Connector`] makes them
 //! from a [`LoadConfig`], so the bot loop in [`crate::load`] does not care which it drives.
+//! With matchmaking ([`LoadConfig::matchmake`]) every bot first gets a seat over HTTP and
+//! then dials the URL the matchmaker gave, with the seat in its `Hello`.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tickwire_shared::{InputSeq, Welcome};
 
-use crate::client::{Client, ClientError, Event};
+use crate::client::{Client, ClientError, Event, HelloArgs};
 use crate::load::LoadConfig;
+use crate::matchmake::{MatchmakeError, MatchmakerUrl, Mode, request_seat};
 use crate::quic::{QuicClient, QuicConnector, QuicError, ServerCert};
 
 /// UDP sockets the QUIC bots of one run share at most (quinn demultiplexes by connection id).
 const MAX_QUIC_ENDPOINTS: usize = 32;
+/// Seats a matchmade bot asks for at most (the first try and the retries).
+pub const MATCHMAKE_ATTEMPTS: u32 = 4;
+/// The wait before the first retry; it doubles for each further one.
+const MATCHMAKE_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Which transport the bots use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -36,9 +45,31 @@ pub enum BotError {
     /// QUIC needs a certificate check: a pinned SHA-256 or, explicitly, none.
     #[error("QUIC needs --cert-sha256 HEX (the server logs cert_sha256=) or --insecure")]
     NoCertCheck,
+    /// No seat from the matchmaker (after the retries).
+    #[error(transparent)]
+    Matchmake(#[from] MatchmakeError),
+    /// A QUIC bot got a seat on a node without a `quic_url`.
+    #[error("the matchmaker's answer for room {0} has no quic_url")]
+    NoQuicUrl(String),
 }
 
 impl BotError {
+    /// The close code of a `Hello` the server refused, if that is what happened.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            BotError::Ws(ClientError::Closed { code, .. })
+            | BotError::Quic(QuicError::Closed { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether a matchmade bot should ask for a new seat after this: its `Hello` was refused
+    /// because the directory was unreachable (1013), the seat expired or was refused (4004,
+    /// 4005) or the room filled or went away (4007).
+    pub fn wants_new_seat(&self) -> bool {
+        matches!(self.close_code(), Some(1013 | 4004 | 4005 | 4007))
+    }
+
     /// Whether the server broke the protocol (an undecodable frame, a message out of order),
     /// as opposed to a connection failing.
     pub fn is_protocol(&self) -> bool {
@@ -60,11 +91,121 @@ pub enum Connector {
     },
     /// QUIC: bots share a pool of client endpoints.
     Quic(QuicConnector),
+    /// Matchmaking: every bot asks for a seat, then connects where the answer says.
+    Matchmade(Matchmade),
+}
+
+/// The matchmaking connector: where to ask for seats, and (QUIC) one endpoint pool per node.
+#[derive(Debug)]
+pub struct Matchmade {
+    url: MatchmakerUrl,
+    kind: String,
+    room_size: Option<u32>,
+    transport: TransportKind,
+    cert: Option<ServerCert>,
+    endpoints: usize,
+    bind_ips: Vec<IpAddr>,
+    quic: tokio::sync::Mutex<HashMap<String, Arc<QuicConnector>>>,
+}
+
+impl Matchmade {
+    /// The QUIC connector for `url`, made (and kept) on first use.
+    async fn quic(&self, url: &str) -> Result<Arc<QuicConnector>, BotError> {
+        let cert = self.cert.ok_or(BotError::NoCertCheck)?;
+        let mut pools = self.quic.lock().await;
+        if let Some(c) = pools.get(url) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(QuicConnector::new(url, cert, self.endpoints, &self.bind_ips).await?);
+        pools.insert(url.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Gets a seat and connects with it, asking again (with backoff) when the matchmaker fails
+    /// in a way a retry may fix or the seat is refused at `Hello` ([`BotError::wants_new_seat`]).
+    /// Returns the client and its room id.
+    async fn connect(
+        &self,
+        index: usize,
+        name: &str,
+        bind: Option<IpAddr>,
+        wait: Duration,
+    ) -> Result<(BotClient, String), BotError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= MATCHMAKE_ATTEMPTS;
+            let result = self.try_once(index, name, bind, wait).await;
+            match result {
+                Ok(joined) => return Ok(joined),
+                Err(BotError::Matchmake(e)) if e.is_retryable() && !last => {}
+                Err(e) if e.wants_new_seat() && !last => {}
+                Err(e) => return Err(e),
+            }
+            // 200 ms, 400 ms, 800 ms, ..., spread over bots so that retries do not march together.
+            let base = MATCHMAKE_BACKOFF * 2u32.pow(attempt - 1);
+            let jitter = base.mul_f64((index % 16) as f64 / 16.0);
+            tokio::time::sleep(base + jitter).await;
+        }
+    }
+
+    async fn try_once(
+        &self,
+        index: usize,
+        name: &str,
+        bind: Option<IpAddr>,
+        wait: Duration,
+    ) -> Result<(BotClient, String), BotError> {
+        let seat = request_seat(
+            &self.url,
+            Mode::JoinOrCreate,
+            &self.kind,
+            self.room_size,
+            bind,
+            wait,
+        )
+        .await?;
+        let hello = HelloArgs::new(name).with_seat(Some(seat.seat_token));
+        let client = match self.transport {
+            TransportKind::Ws => {
+                BotClient::Ws(Client::connect_with(&seat.ws_url, &hello, bind, wait).await?)
+            }
+            TransportKind::Quic => {
+                let url = seat
+                    .quic_url
+                    .ok_or_else(|| BotError::NoQuicUrl(seat.room_id.clone()))?;
+                let q = self.quic(&url).await?;
+                // The pool stays in `self.quic` for the run (the connector outlives the bots).
+                BotClient::Quic(q.connect(index, &hello, wait).await?)
+            }
+        };
+        Ok((client, seat.room_id))
+    }
 }
 
 impl Connector {
     /// A connector for `cfg` (for QUIC: resolves the URL and binds the client sockets).
     pub async fn new(cfg: &LoadConfig) -> Result<Connector, BotError> {
+        let cert = match (cfg.cert_sha256, cfg.insecure) {
+            (Some(pin), _) => Some(ServerCert::Pinned(pin)),
+            (None, true) => Some(ServerCert::Insecure),
+            (None, false) => None,
+        };
+        if let Some(mm) = &cfg.matchmake {
+            if cfg.transport == TransportKind::Quic && cert.is_none() {
+                return Err(BotError::NoCertCheck);
+            }
+            return Ok(Connector::Matchmade(Matchmade {
+                url: MatchmakerUrl::parse(&mm.url)?,
+                kind: mm.kind.clone(),
+                room_size: mm.room_size,
+                transport: cfg.transport,
+                cert,
+                endpoints: cfg.bots.clamp(1, MAX_QUIC_ENDPOINTS),
+                bind_ips: cfg.bind_ips.clone(),
+                quic: tokio::sync::Mutex::new(HashMap::new()),
+            }));
+        }
         match cfg.transport {
             TransportKind::Ws => Ok(Connector::Ws {
                 url: cfg.url.clone(),
@@ -83,17 +224,29 @@ impl Connector {
     }
 
     /// Connects bot `index` (from `bind`, for WebSocket; QUIC bots use the endpoint pool),
-    /// says Hello and waits up to `wait` for the Welcome.
+    /// says Hello and waits up to `wait` for the Welcome. With matchmaking, first gets a seat
+    /// (each request and each connection waits up to `wait`; see [`MATCHMAKE_ATTEMPTS`]).
+    /// Returns the client and, when matchmade, the id of its room.
     pub async fn connect(
         &self,
         index: usize,
         name: &str,
         bind: Option<IpAddr>,
         wait: Duration,
-    ) -> Result<BotClient, BotError> {
+    ) -> Result<(BotClient, Option<String>), BotError> {
         Ok(match self {
-            Connector::Ws { url } => BotClient::Ws(Client::connect(url, name, bind, wait).await?),
-            Connector::Quic(q) => BotClient::Quic(q.connect(index, name, None, wait).await?),
+            Connector::Ws { url } => (
+                BotClient::Ws(Client::connect(url, name, bind, wait).await?),
+                None,
+            ),
+            Connector::Quic(q) => {
+                let hello = HelloArgs::new(name);
+                (BotClient::Quic(q.connect(index, &hello, wait).await?), None)
+            }
+            Connector::Matchmade(m) => {
+                let (client, room) = m.connect(index, name, bind, wait).await?;
+                (client, Some(room))
+            }
         })
     }
 }
@@ -180,5 +333,62 @@ impl BotClient {
             BotClient::Ws(c) => c.close().await,
             BotClient::Quic(c) => c.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::load::MatchmakeConfig;
+
+    #[test]
+    fn refused_seats_are_asked_for_again_other_closes_are_not() {
+        let closed = |code| {
+            BotError::Ws(ClientError::Closed {
+                code,
+                reason: String::new(),
+            })
+        };
+        for code in [1013, 4004, 4005, 4007] {
+            assert!(closed(code).wants_new_seat(), "{code}");
+        }
+        for code in [1002, 4001, 4003, 4006, 1006] {
+            assert!(!closed(code).wants_new_seat(), "{code}");
+        }
+        assert_eq!(closed(4007).close_code(), Some(4007));
+        assert!(!BotError::NoCertCheck.wants_new_seat());
+    }
+
+    #[tokio::test]
+    async fn matchmaking_needs_an_http_url_and_for_quic_a_cert_check() {
+        let mut cfg = LoadConfig {
+            matchmake: Some(MatchmakeConfig {
+                url: "http://127.0.0.1:8080".into(),
+                kind: "arena".into(),
+                room_size: Some(8),
+            }),
+            ..LoadConfig::default()
+        };
+        match Connector::new(&cfg).await.unwrap() {
+            Connector::Matchmade(m) => {
+                assert_eq!(m.url.port, 8080);
+                assert_eq!((m.kind.as_str(), m.room_size), ("arena", Some(8)));
+            }
+            other => panic!("not matchmade: {other:?}"),
+        }
+        cfg.transport = TransportKind::Quic;
+        assert!(matches!(
+            Connector::new(&cfg).await,
+            Err(BotError::NoCertCheck)
+        ));
+        cfg.transport = TransportKind::Ws;
+        if let Some(m) = cfg.matchmake.as_mut() {
+            m.url = "ws://127.0.0.1:8080/ws".into();
+        }
+        assert!(matches!(
+            Connector::new(&cfg).await,
+            Err(BotError::Matchmake(MatchmakeError::BadUrl(_)))
+        ));
     }
 }

@@ -21,6 +21,7 @@ pub mod replication;
 pub mod rng;
 pub mod scheduler;
 pub(crate) mod session;
+#[path = "room.rs"]
 pub mod sim;
 pub mod web;
 pub mod world;

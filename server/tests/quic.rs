@@ -70,6 +70,7 @@ fn hello() -> Vec<u8> {
         protocol_version: PROTOCOL_VERSION,
         name: "raw".into(),
         resume_token: None,
+        seat: None,
     })
 }
 
@@ -181,6 +182,7 @@ async fn quic_gets_the_documented_close_codes() {
         protocol_version: 99,
         name: "old".into(),
         resume_token: None,
+        seat: None,
     });
     assert_eq!(close_code(vec![old], None).await, 4001);
     // Only Input may travel as a datagram.

@@ -143,6 +143,7 @@ fn hello_frame() -> Message {
             protocol_version: tickwire_shared::PROTOCOL_VERSION,
             name: "x".into(),
             resume_token: None,
+            seat: None,
         },
         &mut b,
     )
@@ -205,6 +206,7 @@ async fn bad_input_gets_documented_close_codes_and_others_keep_playing() {
             protocol_version: 99,
             name: "old".into(),
             resume_token: None,
+            seat: None,
         },
         &mut old,
     )

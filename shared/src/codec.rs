@@ -6,8 +6,8 @@
 //! limits (frame counts, name lengths) are checked after decoding. Nothing here panics on any
 //! input; every failure is a [`DecodeError`].
 
-use wincode::SchemaWrite;
 use wincode::config::{Config, Configuration};
+use wincode::{SchemaRead, SchemaWrite};
 
 use crate::ids::{InputSeq, Tick};
 
@@ -233,8 +233,8 @@ pub fn encode_snapshot_header(
 }
 
 /// Decodes one client frame (the server's side). Rejects frames over
-/// [`MAX_CLIENT_MESSAGE_BYTES`], trailing bytes, more than [`MAX_INPUT_FRAMES`] input frames
-/// and names over [`MAX_NAME_BYTES`].
+/// [`MAX_CLIENT_MESSAGE_BYTES`], trailing bytes, more than [`MAX_INPUT_FRAMES`] input frames,
+/// names over [`MAX_NAME_BYTES`] and seats over [`MAX_SEAT_BYTES`].
 pub fn decode_client(frame: &[u8]) -> Result<ClientMessage, DecodeError> {
     check_len(frame, MAX_CLIENT_MESSAGE_BYTES)?;
     let msg: ClientMessage = wincode::config::deserialize_exact(frame, client_config())?;
@@ -244,6 +244,30 @@ pub fn decode_client(frame: &[u8]) -> Result<ClientMessage, DecodeError> {
         max,
     })?;
     Ok(msg)
+}
+
+/// The start of every `Hello` envelope: the variant index, then `protocol_version`. Every
+/// protocol version begins its `Hello` this way, whatever fields follow.
+#[derive(SchemaRead)]
+struct HelloHead {
+    variant: u32,
+    protocol_version: u16,
+}
+
+/// `ClientMessage::Hello`'s variant index.
+const HELLO_VARIANT: u32 = 0;
+
+/// The `protocol_version` of a frame that starts like a `Hello`, read without decoding the
+/// rest of it (in the same configuration as [`decode_client`]); `None` for a frame that is
+/// not a `Hello` or too short to hold the version.
+///
+/// A server calls it on a frame [`decode_client`] refused: a `Hello` of another protocol
+/// version may not decode as this version's `Hello` (version 1's lacks the `seat` field),
+/// and its sender should get close code 4001 "unsupported protocol version" rather than
+/// 1002. The result says nothing about the validity of the rest of the frame.
+pub fn peek_hello_version(frame: &[u8]) -> Option<u16> {
+    let head: HelloHead = wincode::config::deserialize(frame, client_config()).ok()?;
+    (head.variant == HELLO_VARIANT).then_some(head.protocol_version)
 }
 
 /// Decodes one server frame (a client's side). Rejects frames over
@@ -307,9 +331,16 @@ mod tests {
     #[test]
     fn client_messages_roundtrip() {
         roundtrip_client(ClientMessage::Hello {
-            protocol_version: 1,
+            protocol_version: crate::PROTOCOL_VERSION,
             name: "ada".into(),
             resume_token: Some(u64::MAX),
+            seat: None,
+        });
+        roundtrip_client(ClientMessage::Hello {
+            protocol_version: crate::PROTOCOL_VERSION,
+            name: String::new(),
+            resume_token: None,
+            seat: Some("s".repeat(MAX_SEAT_BYTES)),
         });
         roundtrip_client(ClientMessage::Input {
             ack_tick: Tick(70_000),
@@ -395,11 +426,43 @@ mod tests {
             Err(DecodeError::OverLimit { .. })
         ));
         let long_name = ClientMessage::Hello {
-            protocol_version: 1,
+            protocol_version: crate::PROTOCOL_VERSION,
             name: "n".repeat(MAX_NAME_BYTES + 1),
             resume_token: None,
+            seat: None,
         };
         assert!(encode_client(&long_name, &mut buf).is_err());
+        // A seat of 129 bytes: refused by the encoder, and by the decoder when hand-built.
+        let long_seat = ClientMessage::Hello {
+            protocol_version: crate::PROTOCOL_VERSION,
+            name: "ada".into(),
+            resume_token: None,
+            seat: Some("s".repeat(MAX_SEAT_BYTES + 1)),
+        };
+        assert!(matches!(
+            encode_client(&long_seat, &mut buf),
+            Err(EncodeError::OverLimit {
+                what: "seat bytes",
+                len: 129,
+                max: MAX_SEAT_BYTES
+            })
+        ));
+        let mut seat_129 = vec![0u8, 2, 3, b'a', b'd', b'a', 0, 1, 129];
+        seat_129.extend_from_slice(&[b's'; MAX_SEAT_BYTES + 1]);
+        assert!(matches!(
+            decode_client(&seat_129),
+            Err(DecodeError::OverLimit {
+                what: "seat bytes",
+                len: 129,
+                max: MAX_SEAT_BYTES
+            })
+        ));
+        seat_129.truncate(seat_129.len() - 1);
+        seat_129[8] = 128;
+        assert!(
+            decode_client(&seat_129).is_ok(),
+            "128 bytes is within the limit"
+        );
         let long_reason = ServerMessage::Disconnect {
             code: 1000,
             reason: "r".repeat(MAX_REASON_BYTES + 1),
@@ -419,5 +482,49 @@ mod tests {
         // Trailing bytes.
         assert!(decode_client(&[3, 0]).is_err());
         assert!(decode_client(&[]).is_err());
+    }
+
+    #[test]
+    fn peek_hello_version_reads_only_the_head() {
+        // A version-1 Hello ("ada", no resume token): no seat field, so it no longer decodes,
+        // but its version can still be read.
+        let v1 = [0u8, 1, 3, b'a', b'd', b'a', 0];
+        assert!(decode_client(&v1).is_err());
+        assert_eq!(peek_hello_version(&v1), Some(1));
+        // This version's Hello, and a version that needs a longer varint.
+        let mut buf = Vec::new();
+        let hello = ClientMessage::Hello {
+            protocol_version: crate::PROTOCOL_VERSION,
+            name: "ada".into(),
+            resume_token: None,
+            seat: Some("r8kq2mz4tb.3f9d0c1a2b4e6f7a8c9d0e1f2a".into()),
+        };
+        encode_client(&hello, &mut buf).unwrap();
+        assert_eq!(peek_hello_version(&buf), Some(crate::PROTOCOL_VERSION));
+        assert_eq!(peek_hello_version(&[0, 251, 44, 1]), Some(300));
+        assert_eq!(peek_hello_version(&[0, 251, 44, 1, 0xff, 0xff]), Some(300));
+        // Not a Hello, or not enough of one.
+        buf.clear();
+        encode_client(
+            &ClientMessage::Input {
+                ack_tick: Tick(1),
+                frames: vec![InputFrame::default()],
+            },
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(peek_hello_version(&buf), None);
+        assert_eq!(peek_hello_version(&[3]), None);
+        assert_eq!(peek_hello_version(&[2, 0]), None);
+        assert_eq!(peek_hello_version(&[]), None);
+        assert_eq!(peek_hello_version(&[0]), None);
+        assert_eq!(peek_hello_version(&[0, 251, 44]), None, "truncated varint");
+        assert_eq!(
+            peek_hello_version(&[0, 252, 0, 0, 1, 0]),
+            None,
+            "too wide for u16"
+        );
+        assert_eq!(peek_hello_version(&[0xff, 0xff, 0xff]), None, "garbage");
+        assert_eq!(peek_hello_version(&[254, 1, 2, 3, 4, 5, 6, 7, 8, 9]), None);
     }
 }

@@ -11,11 +11,12 @@ use glam::Vec3;
 use proptest::prelude::*;
 use tickwire_shared::codec::{
     MAX_CLIENT_MESSAGE_BYTES, MAX_SERVER_MESSAGE_BYTES, decode_client, decode_server,
+    peek_hello_version,
 };
 use tickwire_shared::snapshot::{MAX_VIEW_ENTITIES, decode_delta};
 use tickwire_shared::{
-    BaselineTracker, EntityId, QuantizedState, Quantizer, SnapshotMessage, SnapshotReceiver, Tick,
-    ViewEntry, WorldBounds,
+    BaselineTracker, ClientMessage, EntityId, QuantizedState, Quantizer, SnapshotMessage,
+    SnapshotReceiver, Tick, ViewEntry, WorldBounds,
 };
 
 struct Counting;
@@ -109,6 +110,17 @@ proptest! {
             let _ = decode_client(&frame);
         });
         prop_assert!(big <= MAX_CLIENT_MESSAGE_BYTES * 2, "client decode allocated {big}");
+        // The version peek allocates nothing and agrees with a full decode of a Hello.
+        let mut peeked = None;
+        let big = largest_allocation(|| peeked = peek_hello_version(&frame));
+        prop_assert_eq!(big, 0, "version peek allocated");
+        match decode_client(&frame) {
+            Ok(ClientMessage::Hello { protocol_version, .. }) => {
+                prop_assert_eq!(peeked, Some(protocol_version));
+            }
+            Ok(_) => prop_assert_eq!(peeked, None),
+            Err(_) => {}
+        }
         let big = largest_allocation(|| {
             let _ = decode_server(&frame);
         });

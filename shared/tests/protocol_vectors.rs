@@ -20,7 +20,9 @@ use tickwire_shared::codec::{
     MAX_CLIENT_MESSAGE_BYTES, MAX_SERVER_MESSAGE_BYTES, decode_client, decode_server,
     encode_client, encode_server,
 };
-use tickwire_shared::message::{MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES};
+use tickwire_shared::message::{
+    MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_SEAT_BYTES,
+};
 use tickwire_shared::quant::{POS_SCALE, VEL_SCALE, YAW_BITS};
 use tickwire_shared::snapshot::MAX_VIEW_ENTITIES;
 use tickwire_shared::{
@@ -41,6 +43,8 @@ const PROTOCOL_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md");
 const WORLD_MIN: [f32; 3] = [-1000.0, -1000.0, 0.0];
 const WORLD_MAX: [f32; 3] = [1000.0, 1000.0, 0.0];
 const RESUME_TOKEN: u64 = 0x0123_4567_89ab_cdef;
+/// A seat token as a matchmaker might hand out: opaque to the client.
+const SEAT: &str = "r8kq2mz4tb.3f9d0c1a2b4e6f7a8c9d0e1f2a";
 
 fn quantizer() -> Quantizer {
     match Quantizer::new(WorldBounds {
@@ -197,6 +201,17 @@ fn vectors() -> Result<Vec<Vector>, String> {
                 protocol_version: PROTOCOL_VERSION,
                 name: "ada".into(),
                 resume_token: None,
+                seat: None,
+            }),
+            snapshot: None,
+        },
+        Vector {
+            name: "hello_seat",
+            msg: Msg::Client(ClientMessage::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                name: "ada".into(),
+                resume_token: None,
+                seat: Some(SEAT.into()),
             }),
             snapshot: None,
         },
@@ -206,6 +221,7 @@ fn vectors() -> Result<Vec<Vector>, String> {
                 protocol_version: PROTOCOL_VERSION,
                 name: "ada".into(),
                 resume_token: Some(RESUME_TOKEN),
+                seat: None,
             }),
             snapshot: None,
         },
@@ -382,6 +398,7 @@ fn describe(msg: &Msg) -> (&'static str, u32, &'static str, Vec<(&'static str, S
                     protocol_version,
                     name,
                     resume_token,
+                    seat,
                 } => (
                     "Hello",
                     0,
@@ -393,6 +410,7 @@ fn describe(msg: &Msg) -> (&'static str, u32, &'static str, Vec<(&'static str, S
                             "resume_token",
                             resume_token.map_or("null".into(), |t| json_str(&t.to_string())),
                         ),
+                        ("seat", seat.as_deref().map_or("null".into(), json_str)),
                     ],
                 ),
                 ClientMessage::Input { ack_tick, frames } => {
@@ -925,6 +943,7 @@ fn protocol_md_quotes_the_constants() -> TestResult {
         ),
         ("MAX_INPUT_FRAMES", MAX_INPUT_FRAMES.to_string()),
         ("MAX_NAME_BYTES", MAX_NAME_BYTES.to_string()),
+        ("MAX_SEAT_BYTES", MAX_SEAT_BYTES.to_string()),
         ("MAX_REASON_BYTES", MAX_REASON_BYTES.to_string()),
         ("MAX_VIEW_ENTITIES", MAX_VIEW_ENTITIES.to_string()),
         ("DEFAULT_RING", DEFAULT_RING.to_string()),

@@ -3,7 +3,7 @@
 // (Node 22+, or Node 20 with --experimental-websocket, for the global WebSocket).
 // Prints one JSON line with the outcome; exits non-zero on any failure.
 
-import { TickwireClient } from "../tickwire.js";
+import { PROTOCOL_VERSION, TickwireClient } from "../tickwire.js";
 
 const url = process.env.TICKWIRE_URL;
 if (!url) {
@@ -27,7 +27,7 @@ let move = [0, 0];
 
 client.onerror = (e) => fail(`error: ${e.message}`);
 client.onopen = (welcome) => {
-  if (welcome.protocolVersion !== 1) fail(`protocol ${welcome.protocolVersion}`);
+  if (welcome.protocolVersion !== PROTOCOL_VERSION) fail(`protocol ${welcome.protocolVersion}`);
   inputTimer = setInterval(() => {
     const frame = client.sendInput({ moveX: move[0], moveY: move[1] });
     if (stopSeq === null && moved === null && client.stats.snapshots >= 60 && frame) {

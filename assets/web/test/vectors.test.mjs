@@ -7,6 +7,9 @@ import { readFileSync, readdirSync } from "node:fs";
 
 import {
   CLOSE,
+  MAX_SEAT_BYTES,
+  MatchmakeError,
+  PROTOCOL_VERSION,
   ProtocolError,
   SnapshotError,
   SnapshotReceiver,
@@ -20,6 +23,8 @@ import {
   encodeClientMessage,
   encodeServerMessage,
   makeQuantizer,
+  matchmake,
+  matchmakeUrl,
   toI8,
   viewChecksum,
   yawToU16,
@@ -77,6 +82,7 @@ test("the vector set is complete", () => {
   for (const n of [
     "hello",
     "hello_resume",
+    "hello_seat",
     "input",
     "ping",
     "leave",
@@ -309,6 +315,14 @@ test("varints follow PROTOCOL.md 2.1 and decoders are strict", () => {
   assert.throws(() => encodeServerMessage({ type: "Disconnect", code: 1000, reason: "x".repeat(124) }));
   // Client limits.
   assert.throws(() => encodeClientMessage({ type: "Hello", name: "x".repeat(33) }), ProtocolError);
+  // A seat of 128 bytes is fine, 129 is not, either way.
+  const seated = encodeClientMessage({ type: "Hello", name: "", seat: "s".repeat(MAX_SEAT_BYTES) });
+  assert.equal(decodeClientMessage(seated).seat.length, MAX_SEAT_BYTES);
+  assert.throws(() => encodeClientMessage({ type: "Hello", name: "", seat: "s".repeat(129) }), ProtocolError);
+  const over = Uint8Array.from([0x00, 0x02, 0x00, 0x00, 0x01, 0x81, ...Array(129).fill(0x73)]);
+  assert.throws(() => decodeClientMessage(over), ProtocolError);
+  // A version-1 Hello (no seat field) is truncated to a version-2 decoder.
+  assert.throws(() => decodeClientMessage(Uint8Array.of(0x00, 0x01, 0x03, 0x61, 0x64, 0x61, 0x00)), ProtocolError);
   const frame = { seq: 1, moveX: 0, moveY: 0, aimYaw: 0, buttons: 0 };
   assert.throws(() => encodeClientMessage({ type: "Input", ackTick: 0, frames: Array(9).fill(frame) }), ProtocolError);
   assert.throws(() => encodeClientMessage({ type: "Input", ackTick: 0, frames: [{ ...frame, moveX: 128 }] }));
@@ -367,7 +381,7 @@ test("TickwireClient: handshake, snapshots, acks, redundant frames, missing base
   assert.equal(client.sendInput({ moveX: 1 }), null, "no input before the Welcome");
 
   ws.open();
-  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: 1, name: "ada", resumeToken: null }]);
+  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: 2, name: "ada", resumeToken: null, seat: null }]);
   assert.deepEqual(encodeClientMessage(ws.sent[0]), byName.hello.bytes);
   ws.deliver(byName.welcome.bytes);
   assert.equal(client.readyState, TickwireClient.OPEN);
@@ -441,4 +455,68 @@ test("TickwireClient: close() sends Leave; garbage from the server is an error",
   assert.equal(ws2.closedWith, 1000);
   ws2.serverClose(1000, "");
   assert.throws(() => new TickwireClient("ws://x/ws", { name: "é".repeat(17), WebSocket: FakeSocket }), RangeError);
+});
+
+test("TickwireClient: a seat goes into the Hello; a bad one is refused up front", () => {
+  const seat = byName.hello_seat.json.fields.seat;
+  new TickwireClient("ws://test/ws", { name: "ada", seat, WebSocket: FakeSocket });
+  const ws = FakeSocket.last;
+  ws.open();
+  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: PROTOCOL_VERSION, name: "ada", resumeToken: null, seat }]);
+  assert.deepEqual(encodeClientMessage(ws.sent[0]), byName.hello_seat.bytes);
+  assert.throws(() => new TickwireClient("ws://x/ws", { seat: "s".repeat(129), WebSocket: FakeSocket }), RangeError);
+  assert.throws(() => new TickwireClient("ws://x/ws", { seat: 7, WebSocket: FakeSocket }), RangeError);
+  assert.equal(CLOSE.SEAT_REQUIRED, 4003);
+  assert.equal(CLOSE.ROOM_UNAVAILABLE, 4007);
+  assert.equal(CLOSE.TRY_AGAIN_LATER, 1013);
+});
+
+// A fetch stand-in: records the request and answers with `status` and `body`.
+function fakeFetch(status, body, calls) {
+  return async (url, init) => {
+    calls.push({ url, method: init.method, body: JSON.parse(init.body) });
+    return {
+      ok: status >= 200 && status < 300,
+      status,
+      json: async () => (typeof body === "string" ? JSON.parse(body) : body),
+    };
+  };
+}
+
+test("matchmake: POSTs the request, returns the answer, throws the server's error", async () => {
+  const answer = {
+    room_id: "r8kq2mz4tb",
+    ws_url: "ws://127.0.0.1:8080/ws",
+    quic_url: "quic://127.0.0.1:4433",
+    seat_token: "r8kq2mz4tb.3f9d0c1a2b4e6f7a8c9d0e1f2a",
+    expires_in_s: 30,
+  };
+  const calls = [];
+  const got = await matchmake("http://127.0.0.1:8080/", "arena", { maxClients: 8, fetch: fakeFetch(200, answer, calls) });
+  assert.deepEqual(got, answer);
+  assert.deepEqual(calls, [
+    { url: "http://127.0.0.1:8080/matchmake/join_or_create/arena", method: "POST", body: { max_clients: 8 } },
+  ]);
+  await matchmake("http://h", "a b", { mode: "create", fetch: fakeFetch(200, answer, calls) });
+  assert.deepEqual(calls.at(-1), { url: "http://h/matchmake/create/a%20b", method: "POST", body: {} });
+  assert.equal(matchmakeUrl("http://h", "arena"), "http://h/matchmake/join_or_create/arena");
+  assert.throws(() => matchmakeUrl("http://h", "arena", "join"), RangeError);
+  await assert.rejects(matchmake("http://h", "arena", { maxClients: 0, fetch: fakeFetch(200, answer, []) }), RangeError);
+
+  await assert.rejects(
+    matchmake("http://h", "arena", { fetch: fakeFetch(409, { error: "room_full", message: "8 of 8" }, []) }),
+    (e) => e instanceof MatchmakeError && e.status === 409 && e.error === "room_full" && /room_full: 8 of 8/.test(e.message),
+  );
+  await assert.rejects(
+    matchmake("http://h", "arena", { fetch: fakeFetch(503, { error: "directory_unavailable" }, []) }),
+    (e) => e instanceof MatchmakeError && e.status === 503 && e.error === "directory_unavailable",
+  );
+  await assert.rejects(
+    matchmake("http://h", "arena", { fetch: fakeFetch(502, "not json", []) }),
+    (e) => e instanceof MatchmakeError && e.status === 502 && e.error === null,
+  );
+  await assert.rejects(
+    matchmake("http://h", "arena", { fetch: fakeFetch(200, { room_id: "x" }, []) }),
+    (e) => e instanceof MatchmakeError && e.error === null,
+  );
 });
