@@ -1,5 +1,5 @@
 //! Criterion: one full server tick (inputs, game step, grid, interest, delta encoding and
-//! framing for every client) of the real `Simulation` running the arena, without sockets.
+//! framing for every client) of the real `Room` running the arena, without sockets.
 //! 1,000 clients with 1,000 NPCs (2,000 entities), and 5,000 clients with 1,000 NPCs.
 //! Also "crowd": 1,000 clients and no NPCs in an open 1,000 × 1,000 world with a view radius
 //! of 2,000, so every client sees all 1,000 players (the Colyseus peer's scenario).
@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tickwire_benches::Rng;
-use tickwire_server::sim::{Control, InputMsg, Outbound};
+use tickwire_server::room::{Control, InputMsg, Outbound};
 use tickwire_server::world::World;
-use tickwire_server::{Arena, ArenaRules, Game, Metrics, ServerConfig, Simulation};
+use tickwire_server::{Arena, ArenaRules, Game, Metrics, Room, ServerConfig};
 use tickwire_shared::{ClientId, InputFrame, InputSeq, Tick};
 
 struct Setup {
-    sim: Simulation<Arena>,
+    sim: Room<Arena>,
     outs: Vec<Arc<Outbound>>,
     rng: Rng,
     seq: u32,
@@ -44,7 +44,7 @@ fn crowd() -> ServerConfig {
 
 fn setup(cfg: &ServerConfig, clients: usize, npcs: usize) -> Setup {
     let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), npcs, 7);
-    let mut sim = Simulation::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
+    let mut sim = Room::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
     let outs: Vec<Arc<Outbound>> = (0..clients)
         .map(|i| {
             let out = Arc::new(Outbound::default());

@@ -120,6 +120,95 @@ pub struct Cli {
     /// QUIC private key, PEM (PKCS#8, PKCS#1 or SEC1), for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Room driver threads: each steps its rooms at their tick deadlines. Default: one per
+    /// CPU core.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub room_threads: Option<u32>,
+
+    /// Seats in a room made by matchmaking, when the request does not say.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub room_size: u32,
+
+    /// Most seats a matchmaking request may ask for (`max_clients`).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_room_size: u32,
+
+    /// Wandering NPCs in each arena room made by matchmaking (the default room has --npcs).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub room_npcs: u32,
+
+    /// Seconds a matchmade room may stay empty (no player, no reserved seat) before it is
+    /// disposed of.
+    #[arg(long, default_value_t = 30.0)]
+    pub room_idle: f64,
+
+    /// Seconds a matchmaking seat stays reserved for its client's Hello.
+    #[arg(long, default_value_t = 15.0)]
+    pub seat_ttl: f64,
+
+    /// No permanent default room: a Hello without a seat is closed with 4003 (fleet nodes
+    /// where every player comes through matchmaking).
+    #[arg(long)]
+    pub no_default_room: bool,
+
+    /// Share a room directory with other nodes in this Redis (`redis://host:port/db`). Without
+    /// it the node is a fleet of one.
+    #[arg(long)]
+    pub redis: Option<String>,
+
+    /// This node's id in the directory. Default: a random one.
+    #[arg(long)]
+    pub node_id: Option<String>,
+
+    /// The base URL clients reach this node's game port at (`http://host:port`); matchmaking
+    /// answers give `ws://host:port/ws` from it. Default: from --listen.
+    #[arg(long)]
+    pub public_url: Option<String>,
+
+    /// The QUIC URL clients reach this node at (`quic://host:port`). Default: from --quic.
+    #[arg(long)]
+    pub public_quic_url: Option<String>,
+
+    /// Seconds a node's directory lease lasts; it is renewed every third of that. A node that
+    /// dies leaves the directory, with its rooms, within this.
+    #[arg(long, default_value_t = 3.0)]
+    pub lease: f64,
+
+    /// Report to the Agones SDK sidecar (also on when AGONES_SDK_HTTP_PORT is set).
+    #[arg(long)]
+    pub agones: bool,
+}
+
+/// Rooms, matchmaking and the fleet.
+#[derive(Debug, Clone)]
+pub struct RoomsConfig {
+    /// Room driver threads.
+    pub threads: usize,
+    /// Seats in a matchmade room by default.
+    pub room_size: u32,
+    /// Most seats a request may ask for.
+    pub max_room_size: u32,
+    /// NPCs per matchmade arena room.
+    pub room_npcs: usize,
+    /// How long an empty matchmade room lives.
+    pub idle: Duration,
+    /// How long a seat stays reserved.
+    pub seat_ttl: Duration,
+    /// Whether the permanent default room exists.
+    pub default_room: bool,
+    /// The Redis URL of the shared directory.
+    pub redis: Option<String>,
+    /// This node's id.
+    pub node_id: String,
+    /// `ws://…/ws` clients are sent to.
+    pub ws_url: String,
+    /// `quic://…` clients are sent to, if QUIC is served.
+    pub quic_url: Option<String>,
+    /// Directory lease.
+    pub lease: Duration,
+    /// The Agones SDK sidecar's HTTP port, when reporting to Agones.
+    pub agones_port: Option<u16>,
 }
 
 /// What the simulation thread needs.
@@ -171,6 +260,8 @@ pub struct ServerConfig {
     /// QUIC certificate and key from `--tls-cert`/`--tls-key`; `None` means a self-signed one
     /// is generated at start.
     pub tls: Option<TlsIdentity>,
+    /// Rooms, matchmaking and the fleet.
+    pub rooms: RoomsConfig,
 }
 
 /// A configuration the server cannot run with.
@@ -272,7 +363,10 @@ impl Cli {
             )?),
             _ => None,
         };
+        let quic = (!self.no_quic).then_some(self.quic);
+        let rooms = self.rooms_config(quic)?;
         Ok(ServerConfig {
+            rooms,
             listen: self.listen,
             sim: SimConfig {
                 tick_rate: self.tick_rate,
@@ -292,13 +386,118 @@ impl Cli {
             input_queue: self.input_queue,
             web_root: self.web_root,
             seed: self.seed,
-            quic: (!self.no_quic).then_some(self.quic),
+            quic,
             tls,
         })
     }
 }
 
+/// A URL's scheme, host and port, checked: `scheme://host[:port]` with nothing after.
+fn check_base_url(flag: &'static str, url: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid {
+        flag,
+        why: format!("{url:?}: {why}"),
+    };
+    let uri: hyper::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    let scheme = uri.scheme_str().ok_or_else(|| bad("no scheme"))?;
+    if !schemes.contains(&scheme) {
+        return Err(bad(&format!("the scheme must be one of {schemes:?}")));
+    }
+    let auth = uri.authority().ok_or_else(|| bad("no host"))?;
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(bad("give only scheme://host:port"));
+    }
+    Ok(format!("{scheme}://{auth}"))
+}
+
+/// A random node id: `node-` and 8 hex digits.
+fn random_node_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let h = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
+    format!("node-{:08x}", h as u32)
+}
+
+impl Cli {
+    fn rooms_config(&self, quic: Option<SocketAddr>) -> Result<RoomsConfig, ConfigError> {
+        if self.room_size > self.max_room_size {
+            return Err(ConfigError::Invalid {
+                flag: "room-size",
+                why: format!(
+                    "{} is over --max-room-size {}",
+                    self.room_size, self.max_room_size
+                ),
+            });
+        }
+        let ws_url = match &self.public_url {
+            Some(u) => {
+                let base = check_base_url("public-url", u, &["http", "https"])?;
+                let base = base
+                    .replacen("https://", "wss://", 1)
+                    .replacen("http://", "ws://", 1);
+                format!("{base}/ws")
+            }
+            None => format!("ws://{}/ws", self.listen),
+        };
+        let quic_url = match (&self.public_quic_url, quic) {
+            (_, None) => None,
+            (Some(u), Some(_)) => Some(check_base_url("public-quic-url", u, &["quic"])?),
+            (None, Some(a)) => Some(format!("quic://{a}")),
+        };
+        let node_id = match &self.node_id {
+            Some(id) => {
+                if id.is_empty()
+                    || id.len() > 64
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                {
+                    return Err(ConfigError::Invalid {
+                        flag: "node-id",
+                        why: "1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'".into(),
+                    });
+                }
+                id.clone()
+            }
+            None => random_node_id(),
+        };
+        if let Some(url) = &self.redis
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::Invalid {
+                flag: "redis",
+                why: format!("{url:?} is not a redis:// URL"),
+            });
+        }
+        let threads = match self.room_threads {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(RoomsConfig {
+            threads,
+            room_size: self.room_size,
+            max_room_size: self.max_room_size,
+            room_npcs: self.room_npcs as usize,
+            idle: seconds("room-idle", self.room_idle, 0.0, 86_400.0)?,
+            seat_ttl: seconds("seat-ttl", self.seat_ttl, 0.5, 3600.0)?,
+            default_room: !self.no_default_room,
+            redis: self.redis.clone(),
+            node_id,
+            ws_url,
+            quic_url,
+            lease: seconds("lease", self.lease, 0.5, 600.0)?,
+            agones_port: self.agones.then_some(crate::agones::DEFAULT_HTTP_PORT),
+        })
+    }
+}
+
 impl ServerConfig {
+    /// How long a dropped player may resume.
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_secs_f64(
+            f64::from(self.sim.resume_grace_ticks) / f64::from(self.sim.tick_rate.max(1)),
+        )
+    }
+
     /// The defaults, as `tickwire-server` with no flags would run (tests start from this).
     pub fn defaults() -> ServerConfig {
         // The default flags are valid by construction; a test covers it.

@@ -38,6 +38,37 @@ pub trait Game: Send + 'static {
     fn step(&mut self, dt: f32);
     /// Every replicated entity, sorted by id.
     fn entities(&self) -> &[Replicated];
+    /// Whether the room takes no new players (a match that has started, say). Read after
+    /// every tick; matchmaking skips a locked room and refuses seats in it. Players already
+    /// in it, and resumes, are unaffected.
+    fn locked(&self) -> bool {
+        false
+    }
+}
+
+/// Rooms of registered kinds hold their game behind a box.
+impl Game for Box<dyn Game> {
+    fn bounds(&self) -> WorldBounds {
+        (**self).bounds()
+    }
+    fn spawn_player(&mut self, client: ClientId) -> EntityId {
+        (**self).spawn_player(client)
+    }
+    fn despawn_player(&mut self, entity: EntityId) {
+        (**self).despawn_player(entity)
+    }
+    fn apply_input(&mut self, entity: EntityId, frame: &InputFrame) {
+        (**self).apply_input(entity, frame)
+    }
+    fn step(&mut self, dt: f32) {
+        (**self).step(dt)
+    }
+    fn entities(&self) -> &[Replicated] {
+        (**self).entities()
+    }
+    fn locked(&self) -> bool {
+        (**self).locked()
+    }
 }
 
 /// Entity kind: a player.

@@ -1,52 +1,57 @@
-//! Tickwire server: an authoritative fixed-tick game server over binary WebSocket and QUIC.
+//! Tickwire server: an authoritative fixed-tick game server over binary WebSocket and QUIC,
+//! hosting many rooms (matches) per process, and a fleet of processes through a shared
+//! directory.
 //!
 //! [`Server::run`] takes an already-bound listener and a shutdown future (the mini-redis
 //! shape): tests bind `127.0.0.1:0` and drive a real server; `main` binds `--listen` (and
 //! `--quic`, see [`Server::run_with_quic`]) and passes Ctrl-C/SIGTERM.
 //!
-//! Data flow: socket → connection task ([`ws`] or [`quic`], both driving the shared session
-//! logic) → crossbeam channels → simulation thread ([`sim`]) → per-client latest-wins
-//! [`sim::Outbound`] slot → connection task → socket.
+//! Data flow: socket → front door ([`http`]: matchmaking, the WebSocket upgrade; or [`quic`])
+//! → session ([`session`]: the seat, then its room) → crossbeam channels → the room's driver
+//! thread ([`driver`], stepping [`room`]s) → per-client latest-wins [`room::Outbound`] slot
+//! → connection task → socket. Off to the side, [`fleet`] keeps the directory ([`directory`])
+//! and Agones current; nothing there touches a room's thread.
 
 pub mod agones;
 pub mod close;
 pub mod config;
 pub mod directory;
+pub mod driver;
+pub(crate) mod fleet;
 pub mod game;
 pub mod grid;
 pub mod http;
+pub(crate) mod matchmaking;
 pub mod metrics;
 pub mod quic;
+pub mod registry;
 pub mod replication;
 pub mod rng;
+pub mod room;
 pub mod scheduler;
 pub(crate) mod session;
-#[path = "room.rs"]
-pub mod sim;
 pub mod web;
 pub mod world;
 pub mod ws;
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use quinn::VarInt;
-use tickwire_shared::ClientId;
 use tickwire_shared::quant::BoundsError;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
-pub use config::{Cli, LogFormat, ServerConfig, SimConfig};
+pub use config::{Cli, LogFormat, RoomsConfig, ServerConfig, SimConfig};
 pub use game::{Arena, ArenaRules, Game, Replicated};
 pub use metrics::Metrics;
 pub use quic::{QuicListener, TlsIdentity};
-pub use sim::Simulation;
+pub use registry::{GameFactory, RoomSpec};
+pub use room::Room;
 
 /// How long shutdown waits for connections to say goodbye before it stops waiting.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -60,9 +65,15 @@ pub enum ServerError {
     /// The world bounds are unusable.
     #[error("world: {0}")]
     World(BoundsError),
-    /// The simulation thread could not start.
-    #[error("cannot start the simulation thread: {0}")]
+    /// The room driver threads could not start.
+    #[error("cannot start the room driver threads: {0}")]
     Thread(std::io::Error),
+    /// The Redis directory URL is unusable.
+    #[error("--redis: {0}")]
+    Directory(directory::MatchError),
+    /// The default room could not be made.
+    #[error("default room: {0}")]
+    DefaultRoom(registry::RoomError),
 }
 
 /// State every connection task shares.
@@ -70,34 +81,74 @@ pub enum ServerError {
 pub(crate) struct Shared {
     cfg: ServerConfig,
     metrics: Arc<Metrics>,
-    sim: sim::SimHandle,
+    registry: Arc<registry::Registry>,
+    directory: directory::Directory,
+    /// Claims take it shared; a heartbeat takes it exclusively while it reads the rooms'
+    /// session counts and sends them, so a count it publishes always includes every claim
+    /// the directory has already counted (see [`fleet`]).
+    claim_gate: tokio::sync::RwLock<()>,
+    client_ids: http::AtomicClientIds,
     shutdown: watch::Receiver<bool>,
 }
 
+/// The default room's game, when it is not the built-in arena.
+type DefaultGame = Box<dyn Game>;
+
 /// A configured server, ready to run.
-#[derive(Debug)]
-pub struct Server<G: Game> {
+pub struct Server {
     cfg: ServerConfig,
-    game: G,
+    kinds: BTreeMap<String, GameFactory>,
+    default_game: Option<DefaultGame>,
     metrics: Arc<Metrics>,
 }
 
-impl Server<Arena> {
-    /// A server running the reference arena on the configured world.
-    pub fn new(cfg: ServerConfig) -> Self {
-        let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), cfg.npcs, cfg.seed);
-        Self::with_game(cfg, arena)
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
-impl<G: Game> Server<G> {
-    /// A server running your own game.
-    pub fn with_game(cfg: ServerConfig, game: G) -> Self {
-        Self {
+impl Server {
+    /// A server with the built-in `arena` kind; its default room is an arena on the
+    /// configured world with `--npcs` NPCs.
+    pub fn new(cfg: ServerConfig) -> Self {
+        let world = cfg.world.clone();
+        let npcs = cfg.rooms.room_npcs;
+        let mut s = Self {
             cfg,
-            game,
+            kinds: BTreeMap::new(),
+            default_game: None,
             metrics: Arc::new(Metrics::default()),
-        }
+        };
+        s.register_game("arena", move |spec: &RoomSpec| {
+            Box::new(Arena::new(
+                world.clone(),
+                ArenaRules::default(),
+                npcs,
+                spec.seed,
+            )) as Box<dyn Game>
+        });
+        s
+    }
+
+    /// As [`Server::new`], with your own game in the default room.
+    pub fn with_game<G: Game>(cfg: ServerConfig, game: G) -> Self {
+        let mut s = Self::new(cfg);
+        s.default_game = Some(Box::new(game));
+        s
+    }
+
+    /// Registers a game kind: matchmaking makes rooms of it by this name
+    /// (`POST /matchmake/create/{name}`), each with a game from `factory`.
+    pub fn register_game(
+        &mut self,
+        name: &str,
+        factory: impl Fn(&RoomSpec) -> Box<dyn Game> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.kinds.insert(name.to_owned(), Arc::new(factory));
+        self
     }
 
     /// The counters `/metrics` shows, live.
@@ -115,7 +166,7 @@ impl<G: Game> Server<G> {
         self.run_with_quic(listener, None, shutdown).await
     }
 
-    /// As [`Server::run`], and QUIC clients on `quic` too: one simulation, one
+    /// As [`Server::run`], and QUIC clients on `quic` too: one set of rooms, one
     /// `--max-clients` budget, one shutdown (QUIC clients get 1001 within the same two
     /// seconds).
     pub async fn run_with_quic(
@@ -124,25 +175,75 @@ impl<G: Game> Server<G> {
         quic: Option<QuicListener>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let Server { cfg, game, metrics } = self;
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let (input_tx, input_rx) = crossbeam_channel::bounded(cfg.input_queue);
-        let tick = Arc::new(AtomicU32::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let simulation = Simulation::new(game, cfg.sim.clone(), metrics.clone())?;
-        let sim_thread = sim::spawn(simulation, control_rx, input_rx, tick.clone(), stop.clone())
+        let Server {
+            mut cfg,
+            kinds,
+            default_game,
+            metrics,
+        } = self;
+        // Bound to port 0: the URLs matchmaking hands out name the real ports.
+        if let Ok(local) = listener.local_addr() {
+            cfg.rooms.ws_url = cfg
+                .rooms
+                .ws_url
+                .replace(&cfg.listen.to_string(), &local.to_string());
+            if let (Some(q), Some(url)) = (cfg.quic, &mut cfg.rooms.quic_url)
+                && let Some(ql) = &quic
+            {
+                *url = url.replace(&q.to_string(), &ql.local_addr().to_string());
+            }
+        }
+        let driver = driver::Driver::start(cfg.rooms.threads, cfg.sim.tick_rate, metrics.clone())
             .map_err(ServerError::Thread)?;
+        let registry = Arc::new(registry::Registry::new(
+            kinds,
+            driver,
+            cfg.sim.clone(),
+            cfg.input_queue,
+            cfg.seed,
+            metrics.clone(),
+        ));
+        if cfg.rooms.default_room {
+            let max = u32::try_from(cfg.max_clients).unwrap_or(u32::MAX);
+            let made = match default_game {
+                Some(game) => registry.insert(registry::DEFAULT_ROOM, "arena", game, max, false),
+                None => {
+                    let arena =
+                        Arena::new(cfg.world.clone(), ArenaRules::default(), cfg.npcs, cfg.seed);
+                    registry.insert(registry::DEFAULT_ROOM, "arena", arena, max, false)
+                }
+            };
+            made.map_err(ServerError::DefaultRoom)?;
+        }
+        let node = directory::NodeInfo {
+            node_id: cfg.rooms.node_id.clone(),
+            ws_url: cfg.rooms.ws_url.clone(),
+            quic_url: cfg.rooms.quic_url.clone(),
+        };
+        let directory = match &cfg.rooms.redis {
+            None => directory::Directory::local(node, cfg.rooms.seat_ttl),
+            Some(url) => {
+                match directory::Directory::redis(url, node, cfg.rooms.lease, cfg.rooms.seat_ttl)
+                    .await
+                {
+                    Ok(d) => d,
+                    Err(e) => {
+                        registry.stop();
+                        return Err(ServerError::Directory(e));
+                    }
+                }
+            }
+        };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let shared = Arc::new(Shared {
             cfg,
             metrics,
-            sim: sim::SimHandle {
-                control: control_tx,
-                input: input_tx,
-                tick,
-            },
+            registry: registry.clone(),
+            directory,
+            claim_gate: tokio::sync::RwLock::new(()),
+            client_ids: http::AtomicClientIds::default(),
             shutdown: shutdown_rx,
         });
         let local = listener
@@ -152,7 +253,11 @@ impl<G: Game> Server<G> {
             addr = %local,
             tick_rate = shared.cfg.sim.tick_rate,
             world = %shared.cfg.world.name,
-            "listening (WebSocket at /ws, metrics at /metrics)"
+            node_id = %shared.cfg.rooms.node_id,
+            ws_url = %shared.cfg.rooms.ws_url,
+            room_threads = shared.cfg.rooms.threads,
+            directory = if shared.cfg.rooms.redis.is_some() { "redis" } else { "local" },
+            "listening (WebSocket at /ws, matchmaking at /matchmake, metrics at /metrics)"
         );
         if let Some(q) = &quic {
             info!(
@@ -165,20 +270,31 @@ impl<G: Game> Server<G> {
         }
         let endpoint = quic.as_ref().map(|q| q.endpoint().clone());
         let mut quic_open = endpoint.is_some();
+        let agones = match shared.cfg.rooms.agones_port {
+            None => None,
+            Some(port) => {
+                let a = agones::AgonesHandle::start(port, agones::DEFAULT_HEALTH_EVERY);
+                // The listeners are bound: this node can take players.
+                match a.ready().await {
+                    Ok(()) => info!(port, "Agones: Ready"),
+                    Err(e) => warn!(port, error = %e, "Agones: Ready failed"),
+                }
+                Some(Arc::new(a))
+            }
+        };
+        let fleet = tokio::spawn(fleet::run(shared.clone(), agones.clone()));
 
-        let next_client = AtomicU32::new(1);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let id = ClientId(next_client.fetch_add(1, Relaxed));
-                        let span = info_span!("conn", client_id = %id, %peer);
+                        let span = info_span!("http", %peer);
                         let (sh, done) = (shared.clone(), done_tx.clone());
                         tokio::spawn(
                             async move {
-                                handle(stream, peer, sh, id).await;
+                                http::serve(stream, sh).await;
                                 drop(done);
                             }
                             .instrument(span),
@@ -192,7 +308,7 @@ impl<G: Game> Server<G> {
                 },
                 incoming = next_incoming(endpoint.as_ref()), if quic_open => match incoming {
                     Some(incoming) => {
-                        let id = ClientId(next_client.fetch_add(1, Relaxed));
+                        let id = shared.client_ids.next();
                         let peer = incoming.remote_address();
                         let span = info_span!("quic", client_id = %id, %peer);
                         let (sh, done) = (shared.clone(), done_tx.clone());
@@ -232,8 +348,16 @@ impl<G: Game> Server<G> {
             );
             let _ = timeout(QUIC_DRAIN, ep.wait_idle()).await;
         }
-        stop.store(true, Relaxed);
-        let _ = tokio::task::spawn_blocking(move || sim_thread.join()).await;
+        // The fleet task deregisters; then Agones hears that this node has drained.
+        let _ = timeout(Duration::from_secs(3), fleet).await;
+        if let Some(a) = agones.and_then(|a| Arc::try_unwrap(a).ok()) {
+            a.report(0, Default::default());
+            match a.shutdown().await {
+                Ok(()) => info!("Agones: Shutdown"),
+                Err(e) => warn!(error = %e, "Agones: Shutdown failed"),
+            }
+        }
+        let _ = tokio::task::spawn_blocking(move || registry.stop()).await;
         info!("stopped");
         Ok(())
     }
@@ -245,150 +369,4 @@ async fn next_incoming(endpoint: Option<&quinn::Endpoint>) -> Option<quinn::Inco
         Some(ep) => ep.accept().await,
         None => std::future::pending().await,
     }
-}
-
-/// Connections still in their HTTP head or answer (not yet WebSocket sessions) at once; past
-/// this a new connection is closed at once, so slow or idle sockets cannot use up every file
-/// descriptor before `--max-clients` applies.
-const MAX_PENDING_HTTP: u64 = 1024;
-
-/// Counts a connection as pending HTTP until dropped.
-struct Pending(Arc<Metrics>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.http_pending.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Writes an HTTP answer, giving up after `--write-timeout` on a peer that does not read.
-async fn reply(
-    sh: &Shared,
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &[u8],
-    head_only: bool,
-) {
-    let _ = timeout(
-        sh.cfg.write_timeout,
-        http::respond(stream, status, content_type, body, head_only),
-    )
-    .await;
-}
-
-async fn handle(mut stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>, id: ClientId) {
-    if sh.metrics.http_pending.fetch_add(1, Relaxed) >= MAX_PENDING_HTTP {
-        sh.metrics.http_pending.fetch_sub(1, Relaxed);
-        debug!("too many connections still in HTTP: closed");
-        return;
-    }
-    let pending = Pending(sh.metrics.clone());
-    let _ = stream.set_nodelay(true);
-    let (req, leftover) =
-        match timeout(sh.cfg.handshake_timeout, http::read_head(&mut stream)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(http::HttpError::TooLarge | http::HttpError::Malformed)) => {
-                reply(
-                    &sh,
-                    &mut stream,
-                    "400 Bad Request",
-                    "text/plain",
-                    b"bad request\n",
-                    false,
-                )
-                .await;
-                return;
-            }
-            _ => return,
-        };
-    let head_only = req.method == "HEAD";
-    if req.method != "GET" && !head_only {
-        reply(
-            &sh,
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            b"GET only\n",
-            false,
-        )
-        .await;
-        return;
-    }
-    if req.path == "/ws" {
-        return upgrade(stream, req, leftover, sh, id, peer, pending).await;
-    }
-    let (status, ct, body): (&str, &str, std::borrow::Cow<'static, [u8]>) = match req.path.as_str()
-    {
-        "/healthz" => ("200 OK", "text/plain", b"ok\n".as_slice().into()),
-        "/metrics" => {
-            let period = Duration::from_secs_f64(1.0 / f64::from(sh.cfg.sim.tick_rate));
-            let text = sh.metrics.render(period);
-            (
-                "200 OK",
-                "text/plain; version=0.0.4",
-                text.into_bytes().into(),
-            )
-        }
-        path => match web::lookup(sh.cfg.web_root.as_deref(), path).await {
-            Some((ct, body)) => ("200 OK", ct, body),
-            None => (
-                "404 Not Found",
-                "text/plain",
-                b"not found\n".as_slice().into(),
-            ),
-        },
-    };
-    reply(&sh, &mut stream, status, ct, &body, head_only).await;
-}
-
-async fn upgrade(
-    mut stream: TcpStream,
-    req: http::Request,
-    leftover: Vec<u8>,
-    sh: Arc<Shared>,
-    id: ClientId,
-    peer: SocketAddr,
-    pending: Pending,
-) {
-    let head_only = req.method == "HEAD";
-    let key = req.header("sec-websocket-key").map(str::to_owned);
-    let is_upgrade =
-        req.header_has("upgrade", "websocket") && req.header("sec-websocket-version") == Some("13");
-    let (true, Some(key)) = (is_upgrade, key) else {
-        reply(
-            &sh,
-            &mut stream,
-            "426 Upgrade Required",
-            "text/plain",
-            b"WebSocket endpoint\n",
-            head_only,
-        )
-        .await;
-        return;
-    };
-    let Some(slot) = session::SessionSlot::acquire(&sh) else {
-        debug!("refused: server full");
-        reply(
-            &sh,
-            &mut stream,
-            "503 Service Unavailable",
-            "text/plain",
-            b"server full\n",
-            head_only,
-        )
-        .await;
-        return;
-    };
-    let upgraded = timeout(
-        sh.cfg.write_timeout,
-        stream.write_all(http::upgrade_response(&key).as_bytes()),
-    )
-    .await;
-    drop(pending);
-    if let Ok(Ok(())) = upgraded {
-        debug!(%peer, "upgraded");
-        ws::serve(stream, leftover, sh, id).await;
-    }
-    drop(slot);
 }

@@ -25,7 +25,15 @@ fn main() -> anyhow::Result<()> {
     {
         tracing::warn!("a rustls crypto provider was already installed");
     }
-    let config = cli.into_config()?;
+    let mut config = cli.into_config()?;
+    // Under Agones the sidecar's port comes in the environment (nothing below main reads it).
+    if let Ok(port) = std::env::var("AGONES_SDK_HTTP_PORT") {
+        let port = port
+            .trim()
+            .parse::<u16>()
+            .with_context(|| format!("AGONES_SDK_HTTP_PORT={port:?} is not a port"))?;
+        config.rooms.agones_port = Some(port);
+    }
     let want = config.max_clients as u64 + 256;
     match rlimit::raise_nofile(want) {
         Ok(l) if l.soft < want => tracing::warn!(

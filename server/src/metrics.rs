@@ -37,10 +37,22 @@ pub enum DisconnectReason {
     SlowClient,
     /// Another connection resumed the player.
     Replaced,
+    /// `Hello` had no seat token and there is no default room.
+    SeatMissing,
+    /// The seat token had expired.
+    SeatExpired,
+    /// The seat token was unknown, used already, or malformed.
+    SeatInvalid,
+    /// The seat belongs to a room on another node.
+    SeatForeign,
+    /// The room is full, locked or gone.
+    RoomUnavailable,
+    /// The room directory (Redis) could not be reached to check the seat.
+    DirectoryUnavailable,
 }
 
 impl DisconnectReason {
-    const ALL: [DisconnectReason; 11] = [
+    const ALL: [DisconnectReason; 17] = [
         Self::Normal,
         Self::Dropped,
         Self::Shutdown,
@@ -52,6 +64,12 @@ impl DisconnectReason {
         Self::HandshakeTimeout,
         Self::SlowClient,
         Self::Replaced,
+        Self::SeatMissing,
+        Self::SeatExpired,
+        Self::SeatInvalid,
+        Self::SeatForeign,
+        Self::RoomUnavailable,
+        Self::DirectoryUnavailable,
     ];
 
     /// The label value.
@@ -68,8 +86,25 @@ impl DisconnectReason {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::SlowClient => "slow_client",
             Self::Replaced => "replaced",
+            Self::SeatMissing => "seat_missing",
+            Self::SeatExpired => "seat_expired",
+            Self::SeatInvalid => "seat_invalid",
+            Self::SeatForeign => "seat_foreign",
+            Self::RoomUnavailable => "room_unavailable",
+            Self::DirectoryUnavailable => "directory_unavailable",
         }
     }
+}
+
+/// Rooms and sessions of one game kind, for the `kind`-labelled gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindCount {
+    /// The registered kind's name.
+    pub kind: String,
+    /// Rooms of that kind alive.
+    pub rooms: u64,
+    /// Sessions in them.
+    pub sessions: u64,
 }
 
 /// All server counters.
@@ -81,8 +116,10 @@ pub struct Metrics {
     pub tick_overruns: AtomicU64,
     tick_buckets: [AtomicU64; TICK_BUCKETS.len()],
     tick_sum_ns: AtomicU64,
-    /// Clients in the simulation.
+    /// Clients in rooms (every room's players added up).
     pub connected_clients: AtomicU64,
+    /// Rooms alive on this node.
+    pub rooms: AtomicU64,
     /// Sessions open, WebSocket and QUIC together (including ones still in the handshake).
     pub open_sessions: AtomicU64,
     /// Snapshots written to sockets.
@@ -105,6 +142,8 @@ pub struct Metrics {
     pub refused_full: AtomicU64,
     /// Snapshots sent on a QUIC stream because they did not fit a datagram.
     pub snapshots_on_stream: AtomicU64,
+    /// Seats matchmaking reserved on this node's HTTP endpoint.
+    pub seats_reserved: AtomicU64,
     disconnects: [AtomicU64; DisconnectReason::ALL.len()],
 }
 
@@ -134,8 +173,8 @@ impl Metrics {
             .map_or(0, |i| self.disconnects[i].load(Relaxed))
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, tick_budget: Duration) -> String {
+    /// The Prometheus text exposition; `kinds` are the rooms and their sessions by game kind.
+    pub fn render(&self, tick_budget: Duration, kinds: &[KindCount]) -> String {
         let mut o = String::with_capacity(4096);
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -206,12 +245,44 @@ impl Metrics {
             "QUIC snapshots sent on a stream because they did not fit the connection's datagram size.",
             self.snapshots_on_stream.load(Relaxed),
         );
+        counter(
+            &mut o,
+            "tickwire_seats_reserved_total",
+            "Seats reserved through this node's matchmaking endpoints.",
+            self.seats_reserved.load(Relaxed),
+        );
         let _ = writeln!(
             o,
-            "# HELP tickwire_connected_clients Clients in the simulation.\n\
+            "# HELP tickwire_connected_clients Clients in rooms, all rooms added up.\n\
              # TYPE tickwire_connected_clients gauge\ntickwire_connected_clients {}",
             self.connected_clients.load(Relaxed)
         );
+        let _ = writeln!(
+            o,
+            "# HELP tickwire_node_rooms Rooms alive on this node.\n\
+             # TYPE tickwire_node_rooms gauge\ntickwire_node_rooms {}",
+            self.rooms.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tickwire_rooms Rooms alive on this node, by game kind.\n\
+             # TYPE tickwire_rooms gauge"
+        );
+        for k in kinds {
+            let _ = writeln!(o, "tickwire_rooms{{kind=\"{}\"}} {}", k.kind, k.rooms);
+        }
+        let _ = writeln!(
+            o,
+            "# HELP tickwire_room_sessions Sessions in rooms (joined or joining), by game kind.\n\
+             # TYPE tickwire_room_sessions gauge"
+        );
+        for k in kinds {
+            let _ = writeln!(
+                o,
+                "tickwire_room_sessions{{kind=\"{}\"}} {}",
+                k.kind, k.sessions
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP tickwire_tick_budget_seconds The tick period.\n\
@@ -265,7 +336,14 @@ mod tests {
         m.record_tick(Duration::from_micros(700));
         m.record_tick(Duration::from_millis(40));
         m.disconnect(DisconnectReason::TooBig);
-        let text = m.render(Duration::from_millis(33));
+        let kinds = [KindCount {
+            kind: "arena".into(),
+            rooms: 3,
+            sessions: 17,
+        }];
+        let text = m.render(Duration::from_millis(33), &kinds);
+        assert!(text.contains("tickwire_rooms{kind=\"arena\"} 3"));
+        assert!(text.contains("tickwire_room_sessions{kind=\"arena\"} 17"));
         assert!(text.contains("tickwire_tick_duration_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("tickwire_tick_duration_seconds_bucket{le=\"0.05\"} 2"));
         assert!(text.contains("tickwire_tick_duration_seconds_count 2"));

@@ -32,7 +32,7 @@ use tickwire_shared::{EntityId, InputSeq, Quantizer, Tick};
 use crate::game::Replicated;
 use crate::grid::{CellRect, Grid};
 use crate::metrics::Metrics;
-use crate::sim::Outbound;
+use crate::room::Outbound;
 
 /// Fewest clients with views of their own (last tick) for which the per-client passes run
 /// on rayon's pool.
@@ -573,7 +573,7 @@ fn send_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::Outbound;
+    use crate::room::Outbound;
     use glam::Vec3;
     use proptest::prelude::*;
     use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! The simulation thread: owns the game, the clients' membership (joins, leaves, resume, ack
-//! timeouts) and their replication state, runs the fixed tick, and never blocks on a client.
+//! A room: one match. It owns its game, its clients' membership (joins, leaves, resume, ack
+//! timeouts) and their replication state, runs the fixed tick when the room driver
+//! ([`crate::driver`]) says so, and never blocks on a client.
 //!
 //! Each tick: drain the control channel (joins, leaves) and the input channel without
 //! blocking, apply input frames in sequence order exactly once, step the game, then hand the
@@ -9,22 +10,20 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
 use tickwire_shared::baseline::AckOutcome;
 use tickwire_shared::{ClientId, EntityId, InputFrame, PROTOCOL_VERSION, Quantizer, Tick, Welcome};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::close;
 use crate::config::SimConfig;
 use crate::game::Game;
 use crate::metrics::Metrics;
 use crate::replication::{Replicator, SnapshotFrame, Viewer};
-use crate::scheduler::{Poll, TickScheduler};
 
 /// What a connection task asks of the simulation; never dropped (unbounded, but bounded in
 /// practice by the number of connections).
@@ -109,17 +108,6 @@ impl Outbound {
     }
 }
 
-/// Handles the connection tasks share with the simulation.
-#[derive(Debug, Clone)]
-pub struct SimHandle {
-    /// Joins and leaves.
-    pub control: Sender<Control>,
-    /// Inputs.
-    pub input: Sender<InputMsg>,
-    /// The newest tick stepped.
-    pub tick: Arc<AtomicU32>,
-}
-
 struct Client {
     id: ClientId,
     token: u64,
@@ -142,8 +130,8 @@ struct Detached {
 }
 
 /// The simulation state, apart from the thread that drives it (tests and benches drive it
-/// directly with [`Simulation::tick`]).
-pub struct Simulation<G: Game> {
+/// directly with [`Room::tick`]).
+pub struct Room<G: Game> {
     game: G,
     cfg: SimConfig,
     quantizer: Quantizer,
@@ -156,16 +144,16 @@ pub struct Simulation<G: Game> {
     tick: u32,
 }
 
-impl<G: Game> std::fmt::Debug for Simulation<G> {
+impl<G: Game> std::fmt::Debug for Room<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulation")
+        f.debug_struct("Room")
             .field("tick", &self.tick)
             .field("clients", &self.clients.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<G: Game> Simulation<G> {
+impl<G: Game> Room<G> {
     /// A simulation of `game`.
     pub fn new(game: G, cfg: SimConfig, metrics: Arc<Metrics>) -> Result<Self, crate::ServerError> {
         let bounds = game.bounds();
@@ -183,6 +171,11 @@ impl<G: Game> Simulation<G> {
             hasher: RandomState::new(),
             tick: 0,
         })
+    }
+
+    /// The room's settings.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
     }
 
     /// The game.
@@ -223,9 +216,7 @@ impl<G: Game> Simulation<G> {
                 let token = self.new_token(client);
                 debug!(%client, %entity, resumed = resumed.is_some(), "joined");
                 self.index.insert(client, self.clients.len());
-                self.metrics
-                    .connected_clients
-                    .store(self.clients.len() as u64 + 1, Relaxed);
+                self.metrics.connected_clients.fetch_add(1, Relaxed);
                 // Welcome last: whoever reads it then sees the client counted.
                 let b = self.quantizer.bounds();
                 out.put(|s| {
@@ -290,9 +281,7 @@ impl<G: Game> Simulation<G> {
         if let Some(moved) = self.clients.get(i) {
             self.index.insert(moved.id, i);
         }
-        self.metrics
-            .connected_clients
-            .store(self.clients.len() as u64, Relaxed);
+        self.metrics.connected_clients.fetch_sub(1, Relaxed);
         Some(c)
     }
 
@@ -379,91 +368,6 @@ impl<G: Game> Simulation<G> {
     }
 }
 
-/// Starts the simulation thread. It runs until `stop` is set.
-pub fn spawn<G: Game>(
-    mut sim: Simulation<G>,
-    control: Receiver<Control>,
-    input: Receiver<InputMsg>,
-    tick: Arc<AtomicU32>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("tickwire-sim".into())
-        .spawn(move || {
-            let epoch = Instant::now();
-            let rate = sim.cfg.tick_rate;
-            let mut sched = TickScheduler::new(rate, Duration::ZERO, u64::from(rate));
-            let budget = sched.period();
-            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 2).ok();
-            let mut last_log = Instant::now();
-            let mut bytes_since_log = 0u64;
-            let mut overruns_at_log = 0;
-            let mut overruns_warned = 0;
-            let mut last_warn: Option<Instant> = None;
-            while !stop.load(Relaxed) {
-                match sched.poll(epoch.elapsed()) {
-                    Poll::Sleep(d) => std::thread::sleep(d),
-                    Poll::Run(_) => {
-                        let started = Instant::now();
-                        for c in control.try_iter() {
-                            sim.control(c);
-                        }
-                        // Bounded per tick, so an input flood cannot stall the tick.
-                        for m in input.try_iter().take(sim.cfg.max_inputs_per_tick) {
-                            sim.metrics.inbound_messages.fetch_add(1, Relaxed);
-                            sim.input(m);
-                        }
-                        bytes_since_log += sim.tick();
-                        tick.store(sim.tick, Relaxed);
-                        let took = started.elapsed();
-                        sim.metrics.record_tick(took);
-                        sim.metrics.tick_overruns.store(sched.overruns(), Relaxed);
-                        // Overruns are never absorbed silently; at most one warning a second.
-                        if sched.overruns() > overruns_warned
-                            && last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-                        {
-                            warn!(
-                                new_overruns = sched.overruns() - overruns_warned,
-                                total = sched.overruns(),
-                                skipped = sched.skipped(),
-                                last_tick_us = took.as_micros() as u64,
-                                budget_us = budget.as_micros() as u64,
-                                "tick overrun: the simulation is behind its schedule"
-                            );
-                            overruns_warned = sched.overruns();
-                            last_warn = Some(Instant::now());
-                        }
-                        if let Some(h) = hist.as_mut() {
-                            let _ = h.record(took.as_micros().max(1) as u64);
-                        }
-                        if last_log.elapsed() >= Duration::from_secs(10) {
-                            let secs = last_log.elapsed().as_secs_f64();
-                            let (p50, p99) = hist.as_ref().map_or((0, 0), |h| {
-                                (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
-                            });
-                            info!(
-                                clients = sim.clients.len(),
-                                tick = sim.tick,
-                                tick_p50_us = p50,
-                                tick_p99_us = p99,
-                                budget_us = budget.as_micros() as u64,
-                                overruns = sched.overruns() - overruns_at_log,
-                                bytes_out_per_s = (bytes_since_log as f64 / secs) as u64,
-                                "status"
-                            );
-                            if let Some(h) = hist.as_mut() {
-                                h.reset();
-                            }
-                            overruns_at_log = sched.overruns();
-                            bytes_since_log = 0;
-                            last_log = Instant::now();
-                        }
-                    }
-                }
-            }
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +409,7 @@ mod tests {
         }
     }
 
-    fn sim() -> Simulation<Recorder> {
+    fn sim() -> Room<Recorder> {
         let cfg = SimConfig {
             tick_rate: 30,
             snapshot_every: 1,
@@ -516,11 +420,11 @@ mod tests {
             max_inputs_per_tick: 100,
             max_detached: 16,
         };
-        Simulation::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
+        Room::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
     }
 
     /// A simulation with client 1 joined, and that client's outbound slot.
-    fn sim_with_client() -> (Simulation<Recorder>, Arc<Outbound>) {
+    fn sim_with_client() -> (Room<Recorder>, Arc<Outbound>) {
         let mut s = sim();
         let out = Arc::new(Outbound::default());
         s.control(Control::Join {
@@ -551,7 +455,7 @@ mod tests {
     #[test]
     fn input_frames_apply_once_in_order() {
         let (mut s, out) = sim_with_client();
-        let input = |s: &mut Simulation<Recorder>, seqs: &[u32]| {
+        let input = |s: &mut Room<Recorder>, seqs: &[u32]| {
             s.input(InputMsg {
                 client: ClientId(1),
                 ack: Tick(0),

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use tickwire_shared::codec::{DecodeError, decode_client, encode_server};
+use tickwire_shared::codec::{DecodeError, decode_client, encode_server, peek_hello_version};
 use tickwire_shared::message::MAX_REASON_BYTES;
 use tickwire_shared::{ClientId, ClientMessage, PROTOCOL_VERSION, ServerMessage, Tick};
 use tokio::time::{Instant, sleep_until};
@@ -18,9 +18,11 @@ use tracing::debug;
 
 use crate::Shared;
 use crate::close;
+use crate::directory::ClaimError;
 use crate::metrics::DisconnectReason;
+use crate::registry::{DEFAULT_ROOM, Place, RoomError};
 use crate::replication::SnapshotFrame;
-use crate::sim::{Control, InputMsg, Outbound};
+use crate::room::{Control, InputMsg, Outbound};
 
 /// How a session ended.
 #[derive(Debug)]
@@ -89,6 +91,15 @@ impl End {
         )
     }
 
+    /// `Hello` with a protocol version this server does not speak.
+    pub(crate) fn bad_version() -> Self {
+        Self::close(
+            DisconnectReason::BadVersion,
+            close::BAD_VERSION,
+            "unsupported protocol version",
+        )
+    }
+
     /// A message over the size limit.
     pub(crate) fn too_big() -> Self {
         Self::close(DisconnectReason::TooBig, close::TOO_BIG, "message too big")
@@ -137,6 +148,21 @@ pub(crate) trait Transport {
     async fn close(self, code: u16, reason: &str, disconnect: Option<&[u8]>);
 }
 
+/// The close for a room that cannot take the session.
+fn room_end(e: RoomError) -> End {
+    let reason = match e {
+        RoomError::Full => "room full",
+        RoomError::Gone => "room gone",
+        RoomError::UnknownKind(_) => "no such game kind here",
+        RoomError::World(_) => "room could not start",
+    };
+    End::close(
+        DisconnectReason::RoomUnavailable,
+        close::ROOM_UNAVAILABLE,
+        reason,
+    )
+}
+
 /// Counts one session against `--max-clients` for as long as it lives (both transports).
 #[derive(Debug)]
 pub(crate) struct SessionSlot(Arc<Shared>);
@@ -165,8 +191,11 @@ struct Session<T> {
     sh: Arc<Shared>,
     client: ClientId,
     out: Arc<Outbound>,
+    /// The room, once `Hello` found it; `joined` says whether the room still has this client.
+    place: Option<Place>,
     joined: bool,
     welcomed: bool,
+    resume_token: Option<u64>,
     buf: Vec<u8>,
     budget: RateLimit,
 }
@@ -225,19 +254,28 @@ pub(crate) async fn run<T: Transport>(
         sh,
         client,
         out: Arc::new(Outbound::default()),
+        place: None,
         joined: false,
         welcomed: false,
+        resume_token: None,
         buf: Vec::with_capacity(256),
         budget: RateLimit::new(sh_tick_rate),
     };
     let end = s.serve(hello_deadline).await;
-    if s.joined {
-        // The control channel is unbounded and outlives every session; a send error means the
-        // simulation already stopped, when there is nothing left to leave.
-        let _ = s.sh.sim.control.send(Control::Leave {
-            client,
-            graceful: end.graceful,
-        });
+    if let Some(place) = s.place.take() {
+        if s.joined {
+            // The control channel is unbounded and outlives every session; a send error means
+            // the room is already gone, when there is nothing left to leave.
+            let _ = place.room.control.send(Control::Leave {
+                client,
+                graceful: end.graceful,
+            });
+        }
+        if let Some(token) = s.resume_token {
+            let grace = (!end.graceful).then(|| s.sh.cfg.resume_grace());
+            s.sh.registry.end_resume(token, grace);
+        }
+        drop(place);
     }
     s.sh.metrics.disconnect(end.why);
     debug!(why = end.why.label(), "session ended");
@@ -304,6 +342,12 @@ impl<T: Transport> Session<T> {
         let st = self.out.take();
         if let Some(w) = st.welcome {
             self.welcomed = true;
+            if let Some(place) = &self.place {
+                self.resume_token = Some(w.resume_token);
+                self.sh
+                    .registry
+                    .route_resume(w.resume_token, &place.room.id);
+            }
             if let Err(end) = self.send(&ServerMessage::Welcome(w)).await {
                 return Some(end);
             }
@@ -338,6 +382,13 @@ impl<T: Transport> Session<T> {
         let msg = match decode_client(bytes) {
             Ok(m) => m,
             Err(DecodeError::TooLarge { .. }) => return Some(End::too_big()),
+            // An older client's Hello does not decode: tell it the version is the problem.
+            Err(_)
+                if !self.joined
+                    && peek_hello_version(bytes).is_some_and(|v| v != PROTOCOL_VERSION) =>
+            {
+                return Some(End::bad_version());
+            }
             Err(_) => return Some(End::protocol("undecodable message")),
         };
         self.sh.metrics.inbound_messages.fetch_add(1, Relaxed);
@@ -359,26 +410,28 @@ impl<T: Transport> Session<T> {
             ClientMessage::Hello {
                 protocol_version,
                 resume_token,
+                seat,
                 ..
             } => {
-                if self.joined {
+                if self.place.is_some() {
                     return Some(End::protocol("second Hello"));
                 }
                 if protocol_version != PROTOCOL_VERSION {
-                    return Some(End::close(
-                        DisconnectReason::BadVersion,
-                        close::BAD_VERSION,
-                        "unsupported protocol version",
-                    ));
+                    return Some(End::bad_version());
                 }
+                let place = match self.enter(seat.as_deref(), resume_token).await {
+                    Ok(p) => p,
+                    Err(end) => return Some(end),
+                };
                 let join = Control::Join {
                     client: self.client,
                     resume: resume_token,
                     out: self.out.clone(),
                 };
-                if self.sh.sim.control.send(join).is_err() {
+                if place.room.control.send(join).is_err() {
                     return Some(End::shutdown());
                 }
+                self.place = Some(place);
                 self.joined = true;
                 None
             }
@@ -396,13 +449,18 @@ impl<T: Transport> Session<T> {
                     ack: ack_tick,
                     frames,
                 };
-                if self.sh.sim.input.try_send(msg).is_err() {
+                let sent = self
+                    .place
+                    .as_ref()
+                    .is_some_and(|p| p.room.input.try_send(msg).is_ok());
+                if !sent {
                     self.sh.metrics.inputs_dropped.fetch_add(1, Relaxed);
                 }
                 None
             }
             ClientMessage::Ping { client_time } => {
-                let server_tick = Tick(self.sh.sim.tick.load(Relaxed));
+                let server_tick =
+                    Tick(self.place.as_ref().map_or(0, |p| p.room.tick.load(Relaxed)));
                 self.send(&ServerMessage::Pong {
                     client_time,
                     server_tick,
@@ -414,6 +472,54 @@ impl<T: Transport> Session<T> {
                 Some(End::close(DisconnectReason::Normal, close::NORMAL, "bye"))
             }
         }
+    }
+
+    /// Finds the room a `Hello` goes to and takes a place in it: the seat's room (claimed in
+    /// the directory, and made here if this is its first player), else the room a resume
+    /// token leads back to, else the default room.
+    async fn enter(&self, seat: Option<&str>, resume: Option<u64>) -> Result<Place, End> {
+        let sh = &self.sh;
+        let Some(token) = seat else {
+            let room = resume
+                .and_then(|t| sh.registry.resume_room(t))
+                .or_else(|| sh.cfg.rooms.default_room.then(|| DEFAULT_ROOM.to_owned()));
+            let Some(room) = room else {
+                return Err(End::close(
+                    DisconnectReason::SeatMissing,
+                    close::SEAT_REQUIRED,
+                    "this server needs a seat from matchmaking",
+                ));
+            };
+            return sh.registry.enter(&room, self.client).map_err(room_end);
+        };
+        let _gate = sh.claim_gate.read().await;
+        let claimed = sh.directory.claim(token).await.map_err(|e| match e {
+            ClaimError::Expired => End::close(
+                DisconnectReason::SeatExpired,
+                close::SEAT_EXPIRED,
+                "seat expired",
+            ),
+            ClaimError::Invalid => End::close(
+                DisconnectReason::SeatInvalid,
+                close::SEAT_INVALID,
+                "seat unknown or used",
+            ),
+            ClaimError::Foreign => End::close(
+                DisconnectReason::SeatForeign,
+                close::SEAT_FOREIGN,
+                "seat for a room on another node",
+            ),
+            ClaimError::RoomGone => room_end(RoomError::Gone),
+            ClaimError::Unavailable(_) => End::close(
+                DisconnectReason::DirectoryUnavailable,
+                close::TRY_AGAIN_LATER,
+                "room directory unreachable",
+            ),
+        })?;
+        sh.registry
+            .get_or_create(&claimed.room_id, &claimed.kind, claimed.max_clients, true)
+            .and_then(|_| sh.registry.enter(&claimed.room_id, self.client))
+            .map_err(room_end)
     }
 
     /// Encodes and sends one envelope reliably.

@@ -2,7 +2,7 @@
 //! envelopes; everything a session does with them is in [`crate::session`], shared with QUIC.
 //!
 //! The task owns its socket; the simulation only ever touches the connection's
-//! [`crate::sim::Outbound`] slot, so a slow or stalled client costs the simulation nothing.
+//! [`crate::room::Outbound`] slot, so a slow or stalled client costs the simulation nothing.
 
 use std::future::Future;
 use std::sync::Arc;

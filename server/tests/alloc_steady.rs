@@ -1,5 +1,5 @@
 //! The crowded room's steady-state tick allocates nothing per client: a counting global
-//! allocator (all threads, so rayon's workers count too) around `Simulation::tick` with 100 and
+//! allocator (all threads, so rayon's workers count too) around `Room::tick` with 100 and
 //! with 1,000 clients who all see each other and all acknowledge the newest snapshot. What a
 //! tick allocates is per room (the shared body of each group of clients), so both counts stay
 //! at a handful however many clients there are.
@@ -10,9 +10,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use tickwire_server::sim::{Control, InputMsg, Outbound};
+use tickwire_server::room::{Control, InputMsg, Outbound};
 use tickwire_server::world::World;
-use tickwire_server::{Arena, ArenaRules, Metrics, ServerConfig, Simulation};
+use tickwire_server::{Arena, ArenaRules, Metrics, Room, ServerConfig};
 use tickwire_shared::{ClientId, InputFrame, InputSeq};
 
 struct Counting;
@@ -50,7 +50,7 @@ fn crowd() -> ServerConfig {
 fn allocs_per_tick(clients: u32) -> u64 {
     let cfg = crowd();
     let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), 0, 7);
-    let mut sim = Simulation::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
+    let mut sim = Room::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
     let outs: Vec<Arc<Outbound>> = (1..=clients)
         .map(|i| {
             let out = Arc::new(Outbound::default());

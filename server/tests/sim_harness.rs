@@ -1,4 +1,4 @@
-//! The deterministic in-memory tier: the real `Simulation` running the arena, stepped tick by
+//! The deterministic in-memory tier: the real `Room` running the arena, stepped tick by
 //! tick with no sockets and no clock, and 40 clients whose links lose, delay and reorder
 //! snapshots and inputs (seeded, so every run is the same). Every snapshot a client accepts must
 //! verify, every client must keep converging on the server's view of it, and the baseline
@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use tickwire_server::rng::Rng;
-use tickwire_server::sim::{Control, InputMsg, Outbound};
-use tickwire_server::{Arena, ArenaRules, Metrics, ServerConfig, Simulation};
+use tickwire_server::room::{Control, InputMsg, Outbound};
+use tickwire_server::{Arena, ArenaRules, Metrics, Room, ServerConfig};
 use tickwire_shared::codec::decode_server;
 use tickwire_shared::{
     ClientId, InputHistory, Quantizer, ReceiveError, Received, ServerMessage, SnapshotMessage,
@@ -39,7 +39,7 @@ fn lossy_links_never_desync_and_recover() {
     cfg.sim.ack_timeout_ticks = 10_000;
     let metrics = Arc::new(Metrics::default());
     let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), 300, 11);
-    let mut sim = Simulation::new(arena, cfg.sim.clone(), metrics.clone()).unwrap();
+    let mut sim = Room::new(arena, cfg.sim.clone(), metrics.clone()).unwrap();
     let q = Quantizer::new(WorldBounds {
         min: cfg.world.bounds.min,
         max: cfg.world.bounds.max,

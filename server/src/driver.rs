@@ -1,0 +1,364 @@
+//! The room driver: a small pool of OS threads that step every room at its own deadlines.
+//!
+//! A room is placed on the thread with the fewest rooms when it is made, and stays there for
+//! its life: a thread owns its rooms outright (their game, clients and replication state), so
+//! there are no locks on world state. Each room has its own [`TickScheduler`] started when the
+//! room was made: tick *k* of a room is due at `created + k / rate`, a late tick is counted as
+//! an overrun and the room catches up without drift. A thread steps each due room once per
+//! pass, so one room that is behind cannot starve the others on its thread, then sleeps until
+//! the earliest deadline (or a new room arrives).
+//!
+//! Connection tasks reach a room only through its [`RoomHandle`]: crossbeam channels in
+//! (joins, leaves, inputs) and the per-client latest-wins slots out. Nothing here does I/O or
+//! waits on a client, the directory or Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tracing::{info, warn};
+
+use crate::game::Game;
+use crate::metrics::Metrics;
+use crate::room::{Control, InputMsg, Room};
+use crate::scheduler::{Poll, TickScheduler};
+
+/// The longest a driver thread sleeps, so it notices shutdown promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// What the rest of the server holds of one room: its identity, its channels in, and the
+/// figures the driver publishes for it. Shared by the registry and every session in the room.
+#[derive(Debug)]
+pub struct RoomHandle {
+    /// The room id (unique in the fleet).
+    pub id: String,
+    /// The game kind it was made from.
+    pub kind: String,
+    /// Most players at once.
+    pub max_clients: u32,
+    /// Whether matchmaking may put players in it (the permanent default room: no).
+    pub matchmaking: bool,
+    /// Joins and leaves (unbounded; bounded in practice by the room's sessions).
+    pub(crate) control: Sender<Control>,
+    /// Inputs (bounded: under overload inputs are dropped, which their redundancy absorbs).
+    pub(crate) input: Sender<InputMsg>,
+    /// The room's newest tick stepped.
+    pub tick: AtomicU32,
+    /// Sessions holding a place in the room (joined or joining). Counted by the sessions
+    /// themselves, under the registry's lock, so a room is never disposed under a joiner.
+    pub(crate) sessions: AtomicU32,
+    /// The game says it takes no new players ([`Game::locked`]), as of its last tick.
+    pub locked: AtomicBool,
+    /// Disposed: the driver drops the room at its next pass.
+    pub(crate) closed: AtomicBool,
+}
+
+impl RoomHandle {
+    /// Sessions in the room now (joined or joining).
+    pub fn sessions(&self) -> u32 {
+        self.sessions.load(Relaxed)
+    }
+}
+
+/// A room as its driver thread holds it.
+trait Steppable: Send {
+    fn control(&mut self, c: Control);
+    fn input(&mut self, m: InputMsg);
+    fn tick(&mut self) -> u64;
+    fn current_tick(&self) -> u32;
+    fn locked(&self) -> bool;
+    fn clients(&self) -> usize;
+    fn max_inputs_per_tick(&self) -> usize;
+}
+
+impl<G: Game> Steppable for Room<G> {
+    fn control(&mut self, c: Control) {
+        Room::control(self, c)
+    }
+    fn input(&mut self, m: InputMsg) {
+        Room::input(self, m)
+    }
+    fn tick(&mut self) -> u64 {
+        Room::tick(self)
+    }
+    fn current_tick(&self) -> u32 {
+        Room::current_tick(self).0
+    }
+    fn locked(&self) -> bool {
+        self.game().locked()
+    }
+    fn clients(&self) -> usize {
+        self.client_count()
+    }
+    fn max_inputs_per_tick(&self) -> usize {
+        self.config().max_inputs_per_tick
+    }
+}
+
+struct Slot {
+    room: Box<dyn Steppable>,
+    handle: Arc<RoomHandle>,
+    control: Receiver<Control>,
+    input: Receiver<InputMsg>,
+    sched: TickScheduler,
+    overruns_seen: u64,
+}
+
+/// Per-thread figures, for the status line.
+struct Status {
+    hist: Option<hdrhistogram::Histogram<u64>>,
+    last_log: Instant,
+    bytes: u64,
+    overruns: u64,
+    last_warn: Option<Instant>,
+    overruns_warned: u64,
+}
+
+/// The pool of driver threads.
+#[derive(Debug)]
+pub struct Driver {
+    senders: Vec<Sender<Slot>>,
+    /// Rooms on each thread.
+    load: Vec<Arc<AtomicUsize>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+    rate: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("room", &self.handle.id)
+            .finish()
+    }
+}
+
+fn thread_name(i: usize) -> String {
+    format!("tickwire-room-{i}")
+}
+
+impl Driver {
+    /// Starts `threads` driver threads (at least one) stepping rooms at `tick_rate`.
+    pub fn start(threads: usize, tick_rate: u32, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let mut senders = Vec::new();
+        let mut load = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let (tx, rx) = crossbeam_channel::unbounded::<Slot>();
+            let rooms = Arc::new(AtomicUsize::new(0));
+            let (stop, metrics, rooms2) = (stop.clone(), metrics.clone(), rooms.clone());
+            let h = std::thread::Builder::new()
+                .name(thread_name(i))
+                .spawn(move || run_thread(rx, rooms2, stop, epoch, tick_rate, metrics))?;
+            senders.push(tx);
+            load.push(rooms);
+            handles.push(h);
+        }
+        Ok(Self {
+            senders,
+            load,
+            threads: std::sync::Mutex::new(handles),
+            stop,
+            epoch,
+            rate: tick_rate,
+            metrics,
+        })
+    }
+
+    /// Hands `room` to the thread with the fewest rooms; it starts ticking at once.
+    pub(crate) fn add<G: Game>(
+        &self,
+        room: Room<G>,
+        id: String,
+        kind: String,
+        max_clients: u32,
+        matchmaking: bool,
+        input_queue: usize,
+    ) -> Arc<RoomHandle> {
+        let (control_tx, control) = crossbeam_channel::unbounded();
+        let (input_tx, input) = crossbeam_channel::bounded(input_queue.max(1));
+        let handle = Arc::new(RoomHandle {
+            id,
+            kind,
+            max_clients,
+            matchmaking,
+            control: control_tx,
+            input: input_tx,
+            tick: AtomicU32::new(0),
+            sessions: AtomicU32::new(0),
+            locked: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        let slot = Slot {
+            room: Box::new(room),
+            handle: handle.clone(),
+            control,
+            input,
+            sched: TickScheduler::new(self.rate, self.epoch.elapsed(), u64::from(self.rate)),
+            overruns_seen: 0,
+        };
+        let i = (0..self.load.len())
+            .min_by_key(|&i| self.load[i].load(Relaxed))
+            .unwrap_or(0);
+        self.load[i].fetch_add(1, Relaxed);
+        self.metrics.rooms.fetch_add(1, Relaxed);
+        if let Some(tx) = self.senders.get(i) {
+            // The thread lives until `stop`; a send error means the server is stopping.
+            let _ = tx.send(slot);
+        }
+        handle
+    }
+
+    /// Rooms on the driver now.
+    pub fn rooms(&self) -> usize {
+        self.load.iter().map(|l| l.load(Relaxed)).sum()
+    }
+
+    /// Stops every thread and waits for them (once; later calls return at once).
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for h in threads {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run_thread(
+    new_rooms: Receiver<Slot>,
+    load: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+    rate: u32,
+    metrics: Arc<Metrics>,
+) {
+    let budget = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut rooms: Vec<Slot> = Vec::new();
+    let mut st = Status {
+        hist: hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 2).ok(),
+        last_log: Instant::now(),
+        bytes: 0,
+        overruns: 0,
+        last_warn: None,
+        overruns_warned: 0,
+    };
+    while !stop.load(Relaxed) {
+        rooms.extend(new_rooms.try_iter());
+        let now = epoch.elapsed();
+        let mut sleep = MAX_SLEEP;
+        let mut ran = false;
+        let mut i = 0;
+        while i < rooms.len() {
+            if rooms[i].handle.closed.load(Relaxed) {
+                let gone = rooms.swap_remove(i);
+                load.fetch_sub(1, Relaxed);
+                metrics.rooms.fetch_sub(1, Relaxed);
+                drop(gone);
+                continue;
+            }
+            match rooms[i].sched.poll(now) {
+                Poll::Run(_) => {
+                    step(&mut rooms[i], &metrics, &mut st);
+                    ran = true;
+                }
+                Poll::Sleep(d) => sleep = sleep.min(d),
+            }
+            i += 1;
+        }
+        warn_overruns(&mut st, &metrics, budget);
+        if st.last_log.elapsed() >= Duration::from_secs(10) {
+            log_status(&mut st, &rooms, budget);
+        }
+        if !ran {
+            match new_rooms.recv_timeout(sleep) {
+                Ok(slot) => rooms.push(slot),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(sleep),
+            }
+        }
+    }
+    // Dropping the rooms drops their clients' slots; sessions end on shutdown by themselves.
+    metrics.rooms.fetch_sub(rooms.len() as u64, Relaxed);
+}
+
+/// Runs one tick of one room.
+fn step(s: &mut Slot, metrics: &Metrics, st: &mut Status) {
+    let started = Instant::now();
+    for c in s.control.try_iter() {
+        s.room.control(c);
+    }
+    // Bounded per tick, so an input flood cannot stall the tick.
+    for m in s.input.try_iter().take(s.room.max_inputs_per_tick()) {
+        metrics.inbound_messages.fetch_add(1, Relaxed);
+        s.room.input(m);
+    }
+    st.bytes += s.room.tick();
+    s.handle.tick.store(s.room.current_tick(), Relaxed);
+    s.handle.locked.store(s.room.locked(), Relaxed);
+    let took = started.elapsed();
+    metrics.record_tick(took);
+    let overruns = s.sched.overruns();
+    if overruns > s.overruns_seen {
+        let new = overruns - s.overruns_seen;
+        metrics.tick_overruns.fetch_add(new, Relaxed);
+        st.overruns += new;
+        s.overruns_seen = overruns;
+    }
+    if let Some(h) = st.hist.as_mut() {
+        let _ = h.record(took.as_micros().max(1) as u64);
+    }
+}
+
+/// Overruns are never absorbed silently; at most one warning a second per thread.
+fn warn_overruns(st: &mut Status, metrics: &Metrics, budget: Duration) {
+    if st.overruns > st.overruns_warned
+        && st
+            .last_warn
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+    {
+        warn!(
+            new_overruns = st.overruns - st.overruns_warned,
+            total = metrics.tick_overruns.load(Relaxed),
+            budget_us = budget.as_micros() as u64,
+            "tick overrun: rooms on this thread are behind their schedule"
+        );
+        st.overruns_warned = st.overruns;
+        st.last_warn = Some(Instant::now());
+    }
+}
+
+fn log_status(st: &mut Status, rooms: &[Slot], budget: Duration) {
+    let secs = st.last_log.elapsed().as_secs_f64();
+    let (p50, p99) = st.hist.as_ref().map_or((0, 0), |h| {
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+    });
+    let clients: usize = rooms.iter().map(|r| r.room.clients()).sum();
+    info!(
+        rooms = rooms.len(),
+        clients,
+        room_tick_p50_us = p50,
+        room_tick_p99_us = p99,
+        budget_us = budget.as_micros() as u64,
+        overruns = st.overruns,
+        bytes_out_per_s = (st.bytes as f64 / secs) as u64,
+        "status"
+    );
+    if let Some(h) = st.hist.as_mut() {
+        h.reset();
+    }
+    st.bytes = 0;
+    st.overruns = 0;
+    st.overruns_warned = 0;
+    st.last_log = Instant::now();
+}
