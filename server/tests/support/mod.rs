@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod agones_fake;
+pub(crate) mod http;
 pub(crate) mod redis;
 
 use std::net::SocketAddr;
