@@ -26,6 +26,9 @@ use crate::directory::LocalRoom;
 /// Longest a directory call may take before it counts as failed.
 const DIRECTORY_CALL: Duration = Duration::from_secs(2);
 
+/// Least time between two heartbeats asked for by claims.
+const POKE_GAP: Duration = Duration::from_millis(50);
+
 /// How often the node heartbeats: a third of the lease, at most a second.
 pub(crate) fn heartbeat_every(lease: Duration) -> Duration {
     (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1))
@@ -55,11 +58,20 @@ pub(crate) async fn run(sh: Arc<Shared>, agones: Option<Arc<AgonesHandle>>) {
     let mut reachable = true;
     let mut empty_since: HashMap<String, Instant> = HashMap::new();
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
+        let poked = tokio::select! {
+            _ = every.tick() => false,
+            _ = sh.heartbeat_soon.notified() => true,
             _ = shutdown.changed() => break,
+        };
+        let mut ok = heartbeat(&sh).await;
+        if poked && ok {
+            // A claim is counted twice in the directory until two heartbeats that include it
+            // have gone through (directory/mod.rs, "claim guard"): send the second one now,
+            // so a room never looks fuller than it is for more than a moment. Pokes coalesce:
+            // at most one pair per POKE_GAP.
+            ok = heartbeat(&sh).await;
+            tokio::time::sleep(POKE_GAP).await;
         }
-        let ok = heartbeat(&sh).await;
         if ok != reachable {
             if ok {
                 info!("room directory reachable again: this node and its rooms are registered");

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     /// the directory has already counted (see [`fleet`]).
     claim_gate: tokio::sync::RwLock<()>,
     client_ids: http::AtomicClientIds,
+    /// Asks the fleet task for a heartbeat now (after a claim, after a room changes).
+    heartbeat_soon: tokio::sync::Notify,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -244,6 +246,7 @@ impl Server {
             directory,
             claim_gate: tokio::sync::RwLock::new(()),
             client_ids: http::AtomicClientIds::default(),
+            heartbeat_soon: tokio::sync::Notify::new(),
             shutdown: shutdown_rx,
         });
         let local = listener

@@ -516,10 +516,13 @@ impl<T: Transport> Session<T> {
                 "room directory unreachable",
             ),
         })?;
-        sh.registry
+        let place = sh
+            .registry
             .get_or_create(&claimed.room_id, &claimed.kind, claimed.max_clients, true)
             .and_then(|_| sh.registry.enter(&claimed.room_id, self.client))
-            .map_err(room_end)
+            .map_err(room_end);
+        sh.heartbeat_soon.notify_one();
+        place
     }
 
     /// Encodes and sends one envelope reliably.

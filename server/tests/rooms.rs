@@ -251,3 +251,115 @@ async fn idle_rooms_are_disposed_of() {
     );
     s.shutdown().await;
 }
+
+/// A game kind that locks its room once it has two players.
+struct Duel {
+    inner: tickwire_server::Arena,
+    players: usize,
+}
+
+impl tickwire_server::Game for Duel {
+    fn bounds(&self) -> tickwire_shared::WorldBounds {
+        self.inner.bounds()
+    }
+    fn spawn_player(&mut self, c: tickwire_shared::ClientId) -> tickwire_shared::EntityId {
+        self.players += 1;
+        self.inner.spawn_player(c)
+    }
+    fn despawn_player(&mut self, e: tickwire_shared::EntityId) {
+        self.inner.despawn_player(e)
+    }
+    fn apply_input(&mut self, e: tickwire_shared::EntityId, f: &tickwire_shared::InputFrame) {
+        self.inner.apply_input(e, f)
+    }
+    fn step(&mut self, dt: f32) {
+        self.inner.step(dt)
+    }
+    fn entities(&self) -> &[tickwire_server::Replicated] {
+        self.inner.entities()
+    }
+    fn locked(&self) -> bool {
+        self.players >= 2
+    }
+}
+
+#[tokio::test]
+async fn registered_kinds_make_rooms_that_can_lock() {
+    let s = TestServer::start_custom(
+        |_| {},
+        |server| {
+            server.register_game("duel", |spec| {
+                Box::new(Duel {
+                    inner: tickwire_server::Arena::new(
+                        tickwire_server::world::World::arena(),
+                        tickwire_server::ArenaRules::default(),
+                        0,
+                        spec.seed,
+                    ),
+                    players: 0,
+                })
+            });
+        },
+    )
+    .await;
+    let v = seat(&s, "/matchmake/create/duel", json!({"max_clients": 4})).await;
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    let a = connect(&s.url, "a", v["seat_token"].as_str())
+        .await
+        .unwrap();
+    let v = seat(&s, &format!("/matchmake/join/{room}"), json!({})).await;
+    let b = connect(&s.url, "b", v["seat_token"].as_str())
+        .await
+        .unwrap();
+    // Two players: the game locks, the next heartbeat tells the directory.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, v) = post_json(s.addr, &format!("/matchmake/join/{room}"), &json!({})).await;
+        if status == 409 {
+            assert_eq!(v["error"], "room_locked", "{v}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never locked: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, rooms) = get_json(s.addr, "/rooms").await;
+    let r = rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room_id"] == room.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(r["kind"], "duel");
+    assert_eq!(r["locked"], true);
+    // join_or_create skips a locked room.
+    let v = seat(&s, "/matchmake/join_or_create/duel", json!({})).await;
+    assert_ne!(v["room_id"], room.as_str());
+    drop((a, b));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_version_1_hello_gets_4001() {
+    use futures_util::SinkExt;
+    let s = TestServer::start(|_| {}).await;
+    let mut ws = tickwire_bot_client::client::connect_raw(&s.url, None)
+        .await
+        .unwrap();
+    // protocol 1's Hello { version 1, name "ada", resume None }: no seat field.
+    ws.send(tungstenite::Message::Binary(
+        vec![0, 1, 3, b'a', b'd', b'a', 0].into(),
+    ))
+    .await
+    .unwrap();
+    let end = tickwire_bot_client::client::next_message(&mut ws)
+        .await
+        .unwrap();
+    let code = match end {
+        Ok((tickwire_shared::ServerMessage::Disconnect { code, .. }, _)) => code,
+        Err((code, _)) => code,
+        Ok(other) => panic!("{other:?}"),
+    };
+    assert_eq!(code, close::BAD_VERSION);
+    s.shutdown().await;
+}

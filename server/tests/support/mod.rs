@@ -39,15 +39,27 @@ pub(crate) struct TestServer {
 impl TestServer {
     /// WebSocket only; `tweak` adjusts the defaults (20 NPCs).
     pub(crate) async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        Self::start_inner(tweak, false).await
+        Self::start_inner(tweak, false, |_| {}).await
+    }
+
+    /// WebSocket only, with `setup` run on the server before it starts (register game kinds).
+    pub(crate) async fn start_custom(
+        tweak: impl FnOnce(&mut ServerConfig),
+        setup: impl FnOnce(&mut Server),
+    ) -> TestServer {
+        Self::start_inner(tweak, false, setup).await
     }
 
     /// WebSocket and QUIC.
     pub(crate) async fn start_with_quic(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        Self::start_inner(tweak, true).await
+        Self::start_inner(tweak, true, |_| {}).await
     }
 
-    async fn start_inner(tweak: impl FnOnce(&mut ServerConfig), with_quic: bool) -> TestServer {
+    async fn start_inner(
+        tweak: impl FnOnce(&mut ServerConfig),
+        with_quic: bool,
+        setup: impl FnOnce(&mut Server),
+    ) -> TestServer {
         let mut cfg = ServerConfig::defaults();
         cfg.npcs = 20;
         tweak(&mut cfg);
@@ -61,7 +73,8 @@ impl TestServer {
         let pin = quic
             .as_ref()
             .map(|q| ServerCert::Pinned(parse_sha256(q.cert_sha256()).unwrap()));
-        let server = Server::new(cfg);
+        let mut server = Server::new(cfg);
+        setup(&mut server);
         let metrics = server.metrics();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
