@@ -46,6 +46,12 @@ enum Scenario {
     /// The crowded room: 1,000 x 1,000 open world, view radius 2000 (everyone sees everyone),
     /// 0 NPCs, inputs at 20 Hz.
     Crowd,
+    /// Many small arena rooms: the bots come in through the matchmaker
+    /// (`join_or_create/arena`, `max_clients` = `--room-size`) on one or `--nodes` servers.
+    Rooms,
+    /// Room churn: no game bots; create a room, connect one client with its seat, close it,
+    /// at `--rate` per second, and watch rooms alive and the server's RSS.
+    Churn,
 }
 
 /// What a scenario sets unless a flag says otherwise.
@@ -66,6 +72,8 @@ impl Scenario {
         match self {
             Scenario::Arena => "arena",
             Scenario::Crowd => "crowd",
+            Scenario::Rooms => "rooms",
+            Scenario::Churn => "churn",
         }
     }
 
@@ -84,6 +92,16 @@ impl Scenario {
                 input_hz: Some(20.0),
                 world: Some(CROWD_TOML),
                 view_radius: Some(2000.0),
+            },
+            // `npcs` here is the default room's `--npcs`, and these scenarios run with
+            // `--no-default-room`: the matchmade arena rooms keep the server's own
+            // `--room-npcs` (16) unless `--room-npcs` is given.
+            Scenario::Rooms | Scenario::Churn => Defaults {
+                tick_rate: 30,
+                npcs: 0,
+                input_hz: None,
+                world: None,
+                view_radius: None,
             },
         }
     }
@@ -177,6 +195,19 @@ struct Args {
     /// port is picked free and its certificate pinned from its log).
     #[arg(long, value_enum, default_value_t = TransportKind::Ws)]
     transport: TransportKind,
+    /// rooms: `max_clients` the bots' matchmaking requests ask for.
+    #[arg(long, default_value_t = 8)]
+    room_size: u32,
+    /// rooms/churn: the server's `--room-npcs` [default: the server's own, 16].
+    #[arg(long)]
+    room_npcs: Option<u32>,
+    /// rooms: server nodes; more than 1 shares one throwaway redis-server as the directory
+    /// (the bots matchmake through node 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    nodes: u32,
+    /// churn: rooms created (and one client connected and closed) per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
 }
 
 struct ServerProc(Child);
@@ -254,6 +285,24 @@ fn transport_name(t: TransportKind) -> &'static str {
     }
 }
 
+/// `--server-bin`, or tickwire-server beside this executable; it must exist.
+fn find_server_bin(args: &Args) -> anyhow::Result<PathBuf> {
+    let server_bin = match args.server_bin.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no exe dir")?
+            .join("tickwire-server"),
+    };
+    if !server_bin.exists() {
+        bail!(
+            "{} not found: build it first with cargo build --release -p tickwire-server",
+            server_bin.display()
+        );
+    }
+    Ok(server_bin)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenario = args.scenario.defaults();
@@ -269,24 +318,17 @@ fn main() -> anyhow::Result<()> {
     if !(input_hz.is_finite() && input_hz > 0.0 && args.ramp > 0.0) {
         bail!("--input-hz and --ramp must be positive");
     }
+    match args.scenario {
+        Scenario::Rooms => return fleet::rooms(&args, &find_server_bin(&args)?, tick_rate),
+        Scenario::Churn => return fleet::churn(&args, &find_server_bin(&args)?),
+        Scenario::Arena | Scenario::Crowd => {}
+    }
     let want = args.bots as u64 + 256;
     let lim = rlimit::raise_nofile(want)?;
     if lim.soft < want {
         bail!("need {want} open files, hard limit is {}", lim.hard);
     }
-    let server_bin = match args.server_bin.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .context("no exe dir")?
-            .join("tickwire-server"),
-    };
-    if !server_bin.exists() {
-        bail!(
-            "{} not found: build it first with cargo build --release -p tickwire-server",
-            server_bin.display()
-        );
-    }
+    let server_bin = find_server_bin(&args)?;
     // The scenario's world file, written beside the other temporary files for the server to
     // read at start (unless the user gave --server-arg=--world).
     let world_file = match scenario.world {
@@ -464,6 +506,9 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[path = "loadtest/fleet.rs"]
+mod fleet;
 
 #[cfg(test)]
 mod tests {
