@@ -12,6 +12,14 @@
 //! - `crowd`: the crowded room, `assets/worlds/crowd.toml` (1,000 × 1,000, open), the server
 //!   started with `--view-radius 2000` so everyone sees everyone, 0 NPCs, tick 30 Hz, inputs
 //!   at 20 Hz.
+//! - `rooms`: matchmade arena rooms of `--room-size` (default 8) through the matchmaker, the
+//!   server(s) with `--no-default-room`; each room keeps the server's default `--room-npcs`
+//!   (16) unless `--room-npcs` is given. `--nodes N` > 1 starts a throwaway redis-server as
+//!   the shared directory and N nodes; per-node CPU and RSS are reported.
+//! - `churn`: no game bots; create a room, connect one client, close it, at `--rate` per
+//!   second against a server with `--room-idle 0.5`; rooms alive and RSS over time.
+//!
+//! (`rooms` and `churn` live in `loadtest/fleet.rs`.)
 //!
 //! `--verify FRACTION` (default 1.0) makes only that fraction of the bots decode and verify
 //! snapshots; the rest decode envelopes and acknowledge, leaving the server more of the CPU
@@ -151,7 +159,9 @@ fn parse_fraction(text: &str) -> Result<f64, FractionError> {
 struct Args {
     /// The room: `arena` (built-in world, 200 NPCs, view radius 150, inputs at the tick rate)
     /// or `crowd` (assets/worlds/crowd.toml: 1,000 x 1,000 open world, --view-radius 2000 so
-    /// everyone sees everyone, 0 NPCs, inputs at 20 Hz). Explicit flags override it.
+    /// everyone sees everyone, 0 NPCs, inputs at 20 Hz), `rooms` (matchmade arena rooms of
+    /// --room-size, 16 NPCs each by the server's default, on --nodes servers) or `churn`
+    /// (create/connect/close rooms at --rate). Explicit flags override it.
     #[arg(long, value_enum, default_value_t = Scenario::Arena)]
     scenario: Scenario,
     /// Bots.
@@ -545,6 +555,18 @@ mod tests {
         // --view-radius-ish flags that are not it do not count.
         assert!(!sets_flag(&["--view-radiusx".to_owned()], "--view-radius"));
         assert!(scenario_server_args(&Scenario::Arena.defaults(), None, &[]).is_empty());
+    }
+
+    #[test]
+    fn rooms_and_churn_flags() {
+        let a = Args::try_parse_from(["loadtest", "--scenario", "rooms"]).unwrap();
+        assert_eq!((a.scenario, a.room_size, a.nodes), (Scenario::Rooms, 8, 1));
+        assert_eq!(a.room_npcs, None);
+        let a = Args::try_parse_from(["loadtest", "--scenario", "rooms", "--nodes", "2"]).unwrap();
+        assert_eq!(a.nodes, 2);
+        assert!(Args::try_parse_from(["loadtest", "--nodes", "0"]).is_err());
+        let a = Args::try_parse_from(["loadtest", "--scenario", "churn", "--rate", "50"]).unwrap();
+        assert_eq!((a.scenario, a.rate), (Scenario::Churn, 50.0));
     }
 
     #[test]
