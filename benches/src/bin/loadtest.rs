@@ -263,6 +263,14 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// A status line's tick p99 in µs: `room_tick_p99_us=` (the room driver's status line; one
+/// per driver thread) or the older `tick_p99_us=`.
+fn tick_p99_field(line: &str) -> Option<u64> {
+    field(line, "room_tick_p99_us")
+        .or_else(|| field(line, "tick_p99_us"))
+        .and_then(|v| v.parse().ok())
+}
+
 /// The harness's JSON line: its own figures, then the bots' report.
 #[derive(serde::Serialize)]
 struct LoadtestJson<'a> {
@@ -394,7 +402,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 if line.contains("status") && !line.contains("clients=0 ") {
-                    if let Some(v) = field(&line, "tick_p99_us").and_then(|v| v.parse().ok()) {
+                    if let Some(v) = tick_p99_field(&line) {
                         tick_p99_us
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -555,6 +563,15 @@ mod tests {
         // --view-radius-ish flags that are not it do not count.
         assert!(!sets_flag(&["--view-radiusx".to_owned()], "--view-radius"));
         assert!(scenario_server_args(&Scenario::Arena.defaults(), None, &[]).is_empty());
+    }
+
+    #[test]
+    fn reads_the_driver_status_line() {
+        let line = "INFO tickwire_server::driver: status rooms=1 clients=3 room_tick_p50_us=179 \
+                    room_tick_p99_us=289 budget_us=33333 overruns=0 bytes_out_per_s=0";
+        assert_eq!(tick_p99_field(line), Some(289));
+        assert_eq!(tick_p99_field("status tick_p99_us=12"), Some(12));
+        assert_eq!(tick_p99_field("status clients=0"), None);
     }
 
     #[test]

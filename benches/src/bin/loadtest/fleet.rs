@@ -30,7 +30,7 @@ use tickwire_bot_client::{
 };
 use tickwire_shared::rlimit;
 
-use super::{Args, ServerProc, cpu_ticks, field, rss_kb};
+use super::{Args, ServerProc, cpu_ticks, field, rss_kb, tick_p99_field};
 
 /// How long a starting server or redis-server gets.
 const START_WAIT: Duration = Duration::from_secs(20);
@@ -118,7 +118,7 @@ impl Node {
                         let _ = addr_tx.send(v.to_owned());
                     }
                     if line.contains("status") && !line.contains("clients=0 ") {
-                        if let Some(v) = field(&line, "tick_p99_us").and_then(|v| v.parse().ok()) {
+                        if let Some(v) = tick_p99_field(&line) {
                             tick_p99_us
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
