@@ -12,6 +12,14 @@
 //! - `crowd`: the crowded room, `assets/worlds/crowd.toml` (1,000 × 1,000, open), the server
 //!   started with `--view-radius 2000` so everyone sees everyone, 0 NPCs, tick 30 Hz, inputs
 //!   at 20 Hz.
+//! - `rooms`: matchmade arena rooms of `--room-size` (default 8) through the matchmaker, the
+//!   server(s) with `--no-default-room`; each room keeps the server's default `--room-npcs`
+//!   (16) unless `--room-npcs` is given. `--nodes N` > 1 starts a throwaway redis-server as
+//!   the shared directory and N nodes; per-node CPU and RSS are reported.
+//! - `churn`: no game bots; create a room, connect one client, close it, at `--rate` per
+//!   second against a server with `--room-idle 0.5`; rooms alive and RSS over time.
+//!
+//! (`rooms` and `churn` live in `loadtest/fleet.rs`.)
 //!
 //! `--verify FRACTION` (default 1.0) makes only that fraction of the bots decode and verify
 //! snapshots; the rest decode envelopes and acknowledge, leaving the server more of the CPU
@@ -46,6 +54,12 @@ enum Scenario {
     /// The crowded room: 1,000 x 1,000 open world, view radius 2000 (everyone sees everyone),
     /// 0 NPCs, inputs at 20 Hz.
     Crowd,
+    /// Many small arena rooms: the bots come in through the matchmaker
+    /// (`join_or_create/arena`, `max_clients` = `--room-size`) on one or `--nodes` servers.
+    Rooms,
+    /// Room churn: no game bots; create a room, connect one client with its seat, close it,
+    /// at `--rate` per second, and watch rooms alive and the server's RSS.
+    Churn,
 }
 
 /// What a scenario sets unless a flag says otherwise.
@@ -66,6 +80,8 @@ impl Scenario {
         match self {
             Scenario::Arena => "arena",
             Scenario::Crowd => "crowd",
+            Scenario::Rooms => "rooms",
+            Scenario::Churn => "churn",
         }
     }
 
@@ -84,6 +100,16 @@ impl Scenario {
                 input_hz: Some(20.0),
                 world: Some(CROWD_TOML),
                 view_radius: Some(2000.0),
+            },
+            // `npcs` here is the default room's `--npcs`, and these scenarios run with
+            // `--no-default-room`: the matchmade arena rooms keep the server's own
+            // `--room-npcs` (16) unless `--room-npcs` is given.
+            Scenario::Rooms | Scenario::Churn => Defaults {
+                tick_rate: 30,
+                npcs: 0,
+                input_hz: None,
+                world: None,
+                view_radius: None,
             },
         }
     }
@@ -133,7 +159,9 @@ fn parse_fraction(text: &str) -> Result<f64, FractionError> {
 struct Args {
     /// The room: `arena` (built-in world, 200 NPCs, view radius 150, inputs at the tick rate)
     /// or `crowd` (assets/worlds/crowd.toml: 1,000 x 1,000 open world, --view-radius 2000 so
-    /// everyone sees everyone, 0 NPCs, inputs at 20 Hz). Explicit flags override it.
+    /// everyone sees everyone, 0 NPCs, inputs at 20 Hz), `rooms` (matchmade arena rooms of
+    /// --room-size, 16 NPCs each by the server's default, on --nodes servers) or `churn`
+    /// (create/connect/close rooms at --rate). Explicit flags override it.
     #[arg(long, value_enum, default_value_t = Scenario::Arena)]
     scenario: Scenario,
     /// Bots.
@@ -177,6 +205,19 @@ struct Args {
     /// port is picked free and its certificate pinned from its log).
     #[arg(long, value_enum, default_value_t = TransportKind::Ws)]
     transport: TransportKind,
+    /// rooms: `max_clients` the bots' matchmaking requests ask for.
+    #[arg(long, default_value_t = 8)]
+    room_size: u32,
+    /// rooms/churn: the server's `--room-npcs` [default: the server's own, 16].
+    #[arg(long)]
+    room_npcs: Option<u32>,
+    /// rooms: server nodes; more than 1 shares one throwaway redis-server as the directory
+    /// (the bots matchmake through node 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    nodes: u32,
+    /// churn: rooms created (and one client connected and closed) per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
 }
 
 struct ServerProc(Child);
@@ -222,6 +263,14 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// A status line's tick p99 in µs: `room_tick_p99_us=` (the room driver's status line; one
+/// per driver thread) or the older `tick_p99_us=`.
+fn tick_p99_field(line: &str) -> Option<u64> {
+    field(line, "room_tick_p99_us")
+        .or_else(|| field(line, "tick_p99_us"))
+        .and_then(|v| v.parse().ok())
+}
+
 /// The harness's JSON line: its own figures, then the bots' report.
 #[derive(serde::Serialize)]
 struct LoadtestJson<'a> {
@@ -254,6 +303,24 @@ fn transport_name(t: TransportKind) -> &'static str {
     }
 }
 
+/// `--server-bin`, or tickwire-server beside this executable; it must exist.
+fn find_server_bin(args: &Args) -> anyhow::Result<PathBuf> {
+    let server_bin = match args.server_bin.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no exe dir")?
+            .join("tickwire-server"),
+    };
+    if !server_bin.exists() {
+        bail!(
+            "{} not found: build it first with cargo build --release -p tickwire-server",
+            server_bin.display()
+        );
+    }
+    Ok(server_bin)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenario = args.scenario.defaults();
@@ -269,24 +336,17 @@ fn main() -> anyhow::Result<()> {
     if !(input_hz.is_finite() && input_hz > 0.0 && args.ramp > 0.0) {
         bail!("--input-hz and --ramp must be positive");
     }
+    match args.scenario {
+        Scenario::Rooms => return fleet::rooms(&args, &find_server_bin(&args)?, tick_rate),
+        Scenario::Churn => return fleet::churn(&args, &find_server_bin(&args)?),
+        Scenario::Arena | Scenario::Crowd => {}
+    }
     let want = args.bots as u64 + 256;
     let lim = rlimit::raise_nofile(want)?;
     if lim.soft < want {
         bail!("need {want} open files, hard limit is {}", lim.hard);
     }
-    let server_bin = match args.server_bin.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .context("no exe dir")?
-            .join("tickwire-server"),
-    };
-    if !server_bin.exists() {
-        bail!(
-            "{} not found: build it first with cargo build --release -p tickwire-server",
-            server_bin.display()
-        );
-    }
+    let server_bin = find_server_bin(&args)?;
     // The scenario's world file, written beside the other temporary files for the server to
     // read at start (unless the user gave --server-arg=--world).
     let world_file = match scenario.world {
@@ -342,7 +402,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 if line.contains("status") && !line.contains("clients=0 ") {
-                    if let Some(v) = field(&line, "tick_p99_us").and_then(|v| v.parse().ok()) {
+                    if let Some(v) = tick_p99_field(&line) {
                         tick_p99_us
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -465,6 +525,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[path = "loadtest/fleet.rs"]
+mod fleet;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +563,27 @@ mod tests {
         // --view-radius-ish flags that are not it do not count.
         assert!(!sets_flag(&["--view-radiusx".to_owned()], "--view-radius"));
         assert!(scenario_server_args(&Scenario::Arena.defaults(), None, &[]).is_empty());
+    }
+
+    #[test]
+    fn reads_the_driver_status_line() {
+        let line = "INFO tickwire_server::driver: status rooms=1 clients=3 room_tick_p50_us=179 \
+                    room_tick_p99_us=289 budget_us=33333 overruns=0 bytes_out_per_s=0";
+        assert_eq!(tick_p99_field(line), Some(289));
+        assert_eq!(tick_p99_field("status tick_p99_us=12"), Some(12));
+        assert_eq!(tick_p99_field("status clients=0"), None);
+    }
+
+    #[test]
+    fn rooms_and_churn_flags() {
+        let a = Args::try_parse_from(["loadtest", "--scenario", "rooms"]).unwrap();
+        assert_eq!((a.scenario, a.room_size, a.nodes), (Scenario::Rooms, 8, 1));
+        assert_eq!(a.room_npcs, None);
+        let a = Args::try_parse_from(["loadtest", "--scenario", "rooms", "--nodes", "2"]).unwrap();
+        assert_eq!(a.nodes, 2);
+        assert!(Args::try_parse_from(["loadtest", "--nodes", "0"]).is_err());
+        let a = Args::try_parse_from(["loadtest", "--scenario", "churn", "--rate", "50"]).unwrap();
+        assert_eq!((a.scenario, a.rate), (Scenario::Churn, 50.0));
     }
 
     #[test]
