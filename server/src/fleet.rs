@@ -3,13 +3,11 @@
 //! disposal of matchmade rooms that stayed empty for `--room-idle`, and the sweep of
 //! expired resume routes.
 //!
-//! Why a published session count never makes a room look emptier than it is: a session
-//! claims its seat (the directory counts it at once) while holding [`Shared::claim_gate`]
-//! shared, and takes its [`crate::registry::Place`] (the local count) before letting go. A
-//! heartbeat holds the gate exclusively from reading the local counts until the directory has
-//! them, so every claim the directory counted before the heartbeat is in the counts the
-//! heartbeat writes, and a claim after it adds to them. Every command of a node goes over one
-//! connection, in order.
+//! A heartbeat and the claims never interleave: claims hold [`Shared::claim_gate`] shared,
+//! from the claim until the session is counted in its room; a heartbeat holds it exclusively
+//! from reading the rooms' counts until the directory has them, and says which claims they
+//! include (`Shared::claims`). So the directory counts every seated player exactly once (see
+//! "Occupancy" in [`crate::directory`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,9 +23,6 @@ use crate::directory::LocalRoom;
 
 /// Longest a directory call may take before it counts as failed.
 const DIRECTORY_CALL: Duration = Duration::from_secs(2);
-
-/// Least time between two heartbeats asked for by claims.
-const POKE_GAP: Duration = Duration::from_millis(50);
 
 /// How often the node heartbeats: a third of the lease, at most a second.
 pub(crate) fn heartbeat_every(lease: Duration) -> Duration {
@@ -58,20 +53,11 @@ pub(crate) async fn run(sh: Arc<Shared>, agones: Option<Arc<AgonesHandle>>) {
     let mut reachable = true;
     let mut empty_since: HashMap<String, Instant> = HashMap::new();
     loop {
-        let poked = tokio::select! {
-            _ = every.tick() => false,
-            _ = sh.heartbeat_soon.notified() => true,
+        tokio::select! {
+            _ = every.tick() => {}
             _ = shutdown.changed() => break,
-        };
-        let mut ok = heartbeat(&sh).await;
-        if poked && ok {
-            // A claim is counted twice in the directory until two heartbeats that include it
-            // have gone through (directory/mod.rs, "claim guard"): send the second one now,
-            // so a room never looks fuller than it is for more than a moment. Pokes coalesce:
-            // at most one pair per POKE_GAP.
-            ok = heartbeat(&sh).await;
-            tokio::time::sleep(POKE_GAP).await;
         }
+        let ok = heartbeat(&sh).await;
         if ok != reachable {
             if ok {
                 info!("room directory reachable again: this node and its rooms are registered");
@@ -101,7 +87,8 @@ pub(crate) async fn run(sh: Arc<Shared>, agones: Option<Arc<AgonesHandle>>) {
 async fn heartbeat(sh: &Shared) -> bool {
     let _gate = sh.claim_gate.write().await;
     let rooms = local_rooms(sh);
-    match timeout(DIRECTORY_CALL, sh.directory.heartbeat(&rooms)).await {
+    let last_claim = sh.claims.load(Relaxed);
+    match timeout(DIRECTORY_CALL, sh.directory.heartbeat(&rooms, last_claim)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             debug!(error = %e, "heartbeat failed");

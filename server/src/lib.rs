@@ -84,12 +84,12 @@ pub(crate) struct Shared {
     registry: Arc<registry::Registry>,
     directory: directory::Directory,
     /// Claims take it shared; a heartbeat takes it exclusively while it reads the rooms'
-    /// session counts and sends them, so a count it publishes always includes every claim
-    /// the directory has already counted (see [`fleet`]).
+    /// session counts and sends them, so a report and a claim never interleave (see
+    /// [`fleet`]).
     claim_gate: tokio::sync::RwLock<()>,
     client_ids: http::AtomicClientIds,
-    /// Asks the fleet task for a heartbeat now (after a claim, after a room changes).
-    heartbeat_soon: tokio::sync::Notify,
+    /// Claims made so far: each claim takes the next number (see [`fleet`]).
+    claims: std::sync::atomic::AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -246,7 +246,7 @@ impl Server {
             directory,
             claim_gate: tokio::sync::RwLock::new(()),
             client_ids: http::AtomicClientIds::default(),
-            heartbeat_soon: tokio::sync::Notify::new(),
+            claims: std::sync::atomic::AtomicU64::new(0),
             shutdown: shutdown_rx,
         });
         let local = listener

@@ -493,7 +493,8 @@ impl<T: Transport> Session<T> {
             return sh.registry.enter(&room, self.client).map_err(room_end);
         };
         let _gate = sh.claim_gate.read().await;
-        let claimed = sh.directory.claim(token).await.map_err(|e| match e {
+        let seq = sh.claims.fetch_add(1, Relaxed) + 1;
+        let claimed = sh.directory.claim(token, seq).await.map_err(|e| match e {
             ClaimError::Expired => End::close(
                 DisconnectReason::SeatExpired,
                 close::SEAT_EXPIRED,
@@ -516,13 +517,10 @@ impl<T: Transport> Session<T> {
                 "room directory unreachable",
             ),
         })?;
-        let place = sh
-            .registry
+        sh.registry
             .get_or_create(&claimed.room_id, &claimed.kind, claimed.max_clients, true)
             .and_then(|_| sh.registry.enter(&claimed.room_id, self.client))
-            .map_err(room_end);
-        sh.heartbeat_soon.notify_one();
-        place
+            .map_err(room_end)
     }
 
     /// Encodes and sends one envelope reliably.

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tickwire_server::directory::{
@@ -24,6 +25,19 @@ use support::redis::RedisServer;
 const LIMIT: Duration = Duration::from_secs(40);
 const SEAT_TTL: Duration = Duration::from_secs(15);
 const LEASE: Duration = Duration::from_secs(3);
+
+/// Claim numbers for the tests' claims (one counter for every directory here: numbers only
+/// need to grow).
+static CLAIMS: AtomicU64 = AtomicU64::new(100);
+
+fn next_claim() -> u64 {
+    CLAIMS.fetch_add(1, Relaxed) + 1
+}
+
+/// A report that includes every claim made so far.
+fn claims_so_far() -> u64 {
+    CLAIMS.load(Relaxed)
+}
 
 fn node(id: &str) -> NodeInfo {
     NodeInfo {
@@ -65,12 +79,12 @@ struct Beater {
 
 impl Beater {
     async fn start(d: &Arc<Directory>, rooms: Vec<LocalRoom>) -> Beater {
-        d.heartbeat(&rooms).await.unwrap();
+        d.heartbeat(&rooms, claims_so_far()).await.unwrap();
         let d = d.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = d.heartbeat(&rooms).await;
+                let _ = d.heartbeat(&rooms, claims_so_far()).await;
             }
         });
         Beater { task }
@@ -92,8 +106,8 @@ async fn directory_two_nodes_reserve_claim_foreign_invalid() {
     bounded(async {
         let a = dir(&redis, "a", LEASE, SEAT_TTL).await;
         let b = dir(&redis, "b", LEASE, SEAT_TTL).await;
-        a.heartbeat(&[]).await.unwrap();
-        b.heartbeat(&[]).await.unwrap();
+        a.heartbeat(&[], claims_so_far()).await.unwrap();
+        b.heartbeat(&[], claims_so_far()).await.unwrap();
         let by_id: HashMap<&str, &Arc<Directory>> = [("a", &a), ("b", &b)].into();
 
         let r = a.create("arena", 4).await.unwrap();
@@ -111,24 +125,39 @@ async fn directory_two_nodes_reserve_claim_foreign_invalid() {
         assert_eq!(listed[0].node, r.node.node_id);
         assert_eq!((listed[0].clients, listed[0].max_clients), (1, 4));
 
-        assert_eq!(other.claim(&r.seat_token).await, Err(ClaimError::Foreign));
-        let c = owner.claim(&r.seat_token).await.unwrap();
+        assert_eq!(
+            other.claim(&r.seat_token, next_claim()).await,
+            Err(ClaimError::Foreign)
+        );
+        let c = owner.claim(&r.seat_token, next_claim()).await.unwrap();
         assert_eq!(
             (c.room_id.as_str(), c.kind.as_str(), c.max_clients),
             (r.room_id.as_str(), "arena", 4)
         );
-        assert_eq!(owner.claim(&r.seat_token).await, Err(ClaimError::Invalid));
-        assert_eq!(owner.claim("junk").await, Err(ClaimError::Invalid));
+        assert_eq!(
+            owner.claim(&r.seat_token, next_claim()).await,
+            Err(ClaimError::Invalid)
+        );
+        assert_eq!(
+            owner.claim("junk", next_claim()).await,
+            Err(ClaimError::Invalid)
+        );
         let mut forged = r.seat_token.clone();
         forged.replace_range(forged.len() - 4.., "aaaa");
-        assert_eq!(owner.claim(&forged).await, Err(ClaimError::Invalid));
+        assert_eq!(
+            owner.claim(&forged, next_claim()).await,
+            Err(ClaimError::Invalid)
+        );
 
         // The owner instantiates it and reports it; join_or_create through the other node
         // fills it, then join by id, then it is full.
         // (Two heartbeats: the first may predate the claim, so the claim guard keeps the
         // claimed seat counted until the second.)
         for _ in 0..2 {
-            owner.heartbeat(&[room(&r.room_id, 1, 4)]).await.unwrap();
+            owner
+                .heartbeat(&[room(&r.room_id, 1, 4)], claims_so_far())
+                .await
+                .unwrap();
         }
         let j = other.join_or_create("arena", 4).await.unwrap();
         assert_eq!(j.room_id, r.room_id);
@@ -149,7 +178,9 @@ async fn directory_two_nodes_reserve_claim_foreign_invalid() {
         locked.locked = true;
         let mut lobby = room("lobby", 0, 100);
         lobby.matchmaking = false;
-        a.heartbeat(&[locked, lobby]).await.unwrap();
+        a.heartbeat(&[locked, lobby], claims_so_far())
+            .await
+            .unwrap();
         assert_eq!(b.join("locked").await.unwrap_err(), MatchError::RoomLocked);
         assert_eq!(b.join("lobby").await.unwrap().node.node_id, "a");
         for _ in 0..5 {
@@ -181,12 +212,17 @@ async fn directory_seat_expiry_and_remove() {
     };
     bounded(async {
         let a = dir(&redis, "a", LEASE, Duration::from_millis(300)).await;
-        a.heartbeat(&[room("r1", 0, 4)]).await.unwrap();
+        a.heartbeat(&[room("r1", 0, 4)], claims_so_far())
+            .await
+            .unwrap();
         let seat = a.join("r1").await.unwrap();
         assert!(!a.try_remove_room("r1").await.unwrap(), "a seat is pending");
         assert_eq!(a.rooms().await.unwrap()[0].clients, 1);
         tokio::time::sleep(Duration::from_millis(450)).await;
-        assert_eq!(a.claim(&seat.seat_token).await, Err(ClaimError::Expired));
+        assert_eq!(
+            a.claim(&seat.seat_token, next_claim()).await,
+            Err(ClaimError::Expired)
+        );
         assert_eq!(
             a.rooms().await.unwrap()[0].clients,
             0,
@@ -197,10 +233,12 @@ async fn directory_seat_expiry_and_remove() {
         assert_eq!(a.join("r1").await.unwrap_err(), MatchError::NoSuchRoom);
 
         // A claimed seat is no longer pending.
-        a.heartbeat(&[room("r2", 0, 4)]).await.unwrap();
+        a.heartbeat(&[room("r2", 0, 4)], claims_so_far())
+            .await
+            .unwrap();
         let seat = a.join("r2").await.unwrap();
         assert!(!a.try_remove_room("r2").await.unwrap());
-        a.claim(&seat.seat_token).await.unwrap();
+        a.claim(&seat.seat_token, next_claim()).await.unwrap();
         assert!(a.try_remove_room("r2").await.unwrap());
 
         // A pending room nobody claims disappears with its seat (plus slack).
@@ -214,30 +252,47 @@ async fn directory_seat_expiry_and_remove() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert_eq!(a.claim(&seat.seat_token).await, Err(ClaimError::Expired));
+        assert_eq!(
+            a.claim(&seat.seat_token, next_claim()).await,
+            Err(ClaimError::Expired)
+        );
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn directory_claim_guard_survives_a_stale_heartbeat() {
-    let Some(redis) = RedisServer::start("directory_claim_guard_survives_a_stale_heartbeat") else {
+async fn directory_counts_each_claim_once_even_with_a_late_heartbeat() {
+    let Some(redis) =
+        RedisServer::start("directory_counts_each_claim_once_even_with_a_late_heartbeat")
+    else {
         return;
     };
     bounded(async {
         let a = dir(&redis, "a", LEASE, SEAT_TTL).await;
         let b = dir(&redis, "b", LEASE, SEAT_TTL).await;
-        a.heartbeat(&[room("g", 1, 2)]).await.unwrap();
+        a.heartbeat(&[room("g", 1, 3)], 5).await.unwrap();
         let seat = b.join("g").await.unwrap();
-        a.claim(&seat.seat_token).await.unwrap();
-        // A heartbeat whose snapshot was taken before the claim's increment.
-        a.heartbeat(&[room("g", 1, 2)]).await.unwrap();
+        a.claim(&seat.seat_token, 6).await.unwrap();
+        // A report read before claim 6, applied late: the claim still counts.
+        a.heartbeat(&[room("g", 1, 3)], 5).await.unwrap();
+        let extra = b.join("g").await.unwrap(); // 1 + claim + this seat = 3
         assert_eq!(b.join("g").await.unwrap_err(), MatchError::RoomFull);
-        a.heartbeat(&[room("g", 2, 2)]).await.unwrap();
+        a.claim(&extra.seat_token, 7).await.unwrap();
+        // A report that includes both claims counts each once: exactly full.
+        a.heartbeat(&[room("g", 3, 3)], 7).await.unwrap();
         assert_eq!(b.join("g").await.unwrap_err(), MatchError::RoomFull);
-        // The player left: the next report frees the seat.
-        a.heartbeat(&[room("g", 1, 2)]).await.unwrap();
+        // A player left: the next report frees exactly one seat.
+        a.heartbeat(&[room("g", 2, 3)], 7).await.unwrap();
         b.join("g").await.unwrap();
+        assert_eq!(b.join("g").await.unwrap_err(), MatchError::RoomFull);
+        // A new process with the same node id numbers its claims from 1 again: its reports
+        // are not mistaken for late ones.
+        let a2 = dir(&redis, "a", LEASE, SEAT_TTL).await;
+        a2.heartbeat(&[room("g", 0, 3)], 0).await.unwrap();
+        // 0 players and the one seat still reserved: two more seats, then full.
+        b.join("g").await.unwrap();
+        b.join("g").await.unwrap();
+        assert_eq!(b.join("g").await.unwrap_err(), MatchError::RoomFull);
     })
     .await;
 }
@@ -251,8 +306,10 @@ async fn directory_race_for_the_last_seats_never_overfills() {
     bounded(async {
         let a = dir(&redis, "a", LEASE, SEAT_TTL).await;
         let b = dir(&redis, "b", LEASE, SEAT_TTL).await;
-        a.heartbeat(&[room("race", 0, 8)]).await.unwrap();
-        b.heartbeat(&[]).await.unwrap();
+        a.heartbeat(&[room("race", 0, 8)], claims_so_far())
+            .await
+            .unwrap();
+        b.heartbeat(&[], claims_so_far()).await.unwrap();
         let tasks: Vec<_> = (0..40)
             .map(|i| {
                 let d = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -302,7 +359,9 @@ async fn directory_dead_node_vanishes_within_its_lease() {
         let _ba = Beater::start(&a, vec![room("ra", 1, 8)]).await;
         let _bb = Beater::start(&b, vec![room("rb", 1, 8)]).await;
         // c heartbeats once and then "is killed".
-        c.heartbeat(&[room("rc", 0, 8)]).await.unwrap();
+        c.heartbeat(&[room("rc", 0, 8)], claims_so_far())
+            .await
+            .unwrap();
         let stopped = Instant::now();
         let nodes = |rooms: &[tickwire_server::directory::RoomInfo]| {
             let mut n: Vec<String> = rooms.iter().map(|r| r.node.clone()).collect();
@@ -373,8 +432,10 @@ async fn directory_redis_outage_and_recovery() {
         let a = dir(&redis, "a", LEASE, SEAT_TTL).await;
         let b = dir(&redis, "b", LEASE, SEAT_TTL).await;
         let a_rooms = [room("ra", 2, 8)];
-        a.heartbeat(&a_rooms).await.unwrap();
-        b.heartbeat(&[room("rb", 0, 8)]).await.unwrap();
+        a.heartbeat(&a_rooms, claims_so_far()).await.unwrap();
+        b.heartbeat(&[room("rb", 0, 8)], claims_so_far())
+            .await
+            .unwrap();
         assert_eq!(a.rooms().await.unwrap().len(), 2);
 
         redis.stop();
@@ -388,12 +449,13 @@ async fn directory_redis_outage_and_recovery() {
             assert!(t.elapsed() < bound, "join_or_create took {:?}", t.elapsed());
             let t = Instant::now();
             assert!(matches!(
-                a.heartbeat(&a_rooms).await,
+                a.heartbeat(&a_rooms, claims_so_far()).await,
                 Err(MatchError::Unavailable(_))
             ));
             assert!(matches!(a.rooms().await, Err(MatchError::Unavailable(_))));
             assert!(matches!(
-                b.claim(&format!("ra.1.{}", "a".repeat(26))).await,
+                b.claim(&format!("ra.1.{}", "a".repeat(26)), next_claim())
+                    .await,
                 Err(ClaimError::Unavailable(_))
             ));
             assert!(t.elapsed() < bound * 3, "took {:?}", t.elapsed());
@@ -408,7 +470,7 @@ async fn directory_redis_outage_and_recovery() {
         redis.restart(); // empty
         let deadline = Instant::now() + Duration::from_secs(10);
         for (d, rooms) in [(&a, &a_rooms[..]), (&b, &[room("rb", 0, 8)][..])] {
-            while d.heartbeat(rooms).await.is_err() {
+            while d.heartbeat(rooms, claims_so_far()).await.is_err() {
                 assert!(Instant::now() < deadline, "no recovery after the restart");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -421,7 +483,7 @@ async fn directory_redis_outage_and_recovery() {
         assert_eq!(ids, [("ra", "a", 2), ("rb", "b", 0)]);
         let seat = late.join_or_create("arena", 8).await.unwrap();
         assert_eq!(seat.room_id, "ra", "oldest open room first");
-        a.claim(&seat.seat_token).await.unwrap();
+        a.claim(&seat.seat_token, next_claim()).await.unwrap();
     })
     .await;
 }

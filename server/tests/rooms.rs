@@ -313,25 +313,26 @@ async fn registered_kinds_make_rooms_that_can_lock() {
         .unwrap();
     // Two players: the game locks, the next heartbeat tells the directory.
     let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, v) = post_json(s.addr, &format!("/matchmake/join/{room}"), &json!({})).await;
-        if status == 409 {
-            assert_eq!(v["error"], "room_locked", "{v}");
-            break;
+    let r = loop {
+        let (_, rooms) = get_json(s.addr, "/rooms").await;
+        let r = rooms
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room_id"] == room.as_str())
+            .unwrap()
+            .clone();
+        if r["locked"] == true {
+            break r;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never locked: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (_, rooms) = get_json(s.addr, "/rooms").await;
-    let r = rooms
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["room_id"] == room.as_str())
-        .unwrap()
-        .clone();
+        assert!(tokio::time::Instant::now() < deadline, "never locked: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(r["kind"], "duel");
-    assert_eq!(r["locked"], true);
+    assert_eq!(r["clients"], 2);
+    let (status, v) = post_json(s.addr, &format!("/matchmake/join/{room}"), &json!({})).await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"], "room_locked", "{v}");
     // join_or_create skips a locked room.
     let v = seat(&s, "/matchmake/join_or_create/duel", json!({})).await;
     assert_ne!(v["room_id"], room.as_str());

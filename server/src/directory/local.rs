@@ -44,9 +44,11 @@ struct Room {
     locked: bool,
     matchmaking: bool,
     clients: u32,
-    /// The claim guard (see the module docs of `directory`).
-    clc: u32,
-    clp: u32,
+    /// Claims since the owner's last report that includes them (see the module docs of
+    /// `directory`).
+    claims: u32,
+    /// The number of the last claim here.
+    last_claim: u64,
     created: u64,
     /// Gone after this (renewed by heartbeats and reservations).
     until: u64,
@@ -59,8 +61,7 @@ impl Room {
         self.seats.retain(|_, exp| *exp > now);
         let seats = u32::try_from(self.seats.len()).unwrap_or(u32::MAX);
         self.clients
-            .saturating_add(self.clc)
-            .saturating_add(self.clp)
+            .saturating_add(self.claims)
             .saturating_add(seats)
     }
 
@@ -145,8 +146,8 @@ impl LocalDirectory {
                 locked: false,
                 matchmaking: true,
                 clients: 0,
-                clc: 0,
-                clp: 0,
+                claims: 0,
+                last_claim: 0,
                 created: now,
                 until: now,
                 seats: HashMap::new(),
@@ -208,7 +209,7 @@ impl LocalDirectory {
     }
 
     /// See [`Directory::claim`](super::Directory::claim).
-    pub async fn claim(&self, seat_token: &str) -> Result<Claimed, ClaimError> {
+    pub async fn claim(&self, seat_token: &str, seq: u64) -> Result<Claimed, ClaimError> {
         let token = Token::parse(seat_token).ok_or(ClaimError::Invalid)?;
         let now = self.now();
         let mut st = self.lock();
@@ -227,7 +228,8 @@ impl LocalDirectory {
             Some(exp) if exp > now => {}
             _ => return Err(ClaimError::Expired),
         }
-        room.clc += 1;
+        room.claims += 1;
+        room.last_claim = seq;
         room.until = room.until.max(now + millis(DEFAULT_LEASE + SLACK));
         Ok(Claimed {
             room_id,
@@ -237,7 +239,7 @@ impl LocalDirectory {
     }
 
     /// See [`Directory::heartbeat`](super::Directory::heartbeat).
-    pub async fn heartbeat(&self, rooms: &[LocalRoom]) -> Result<(), MatchError> {
+    pub async fn heartbeat(&self, rooms: &[LocalRoom], last_claim: u64) -> Result<(), MatchError> {
         let now = self.now();
         let until = now + millis(DEFAULT_LEASE);
         let mut st = self.lock();
@@ -254,8 +256,8 @@ impl LocalDirectory {
                 locked: lr.locked,
                 matchmaking: lr.matchmaking,
                 clients: 0,
-                clc: 0,
-                clp: 0,
+                claims: 0,
+                last_claim: 0,
                 created: now,
                 until,
                 seats: HashMap::new(),
@@ -269,8 +271,11 @@ impl LocalDirectory {
             room.max = lr.max_clients;
             room.locked = lr.locked;
             room.matchmaking = lr.matchmaking;
-            room.clients = lr.clients;
-            room.clp = std::mem::take(&mut room.clc);
+            // A report older than a claim here does not include it: keep counting the claim.
+            if room.last_claim <= last_claim {
+                room.clients = lr.clients;
+                room.claims = 0;
+            }
             room.until = room.until.max(until);
             let key = (room.created, lr.room_id.clone());
             let open = st.open.entry(lr.kind.clone()).or_default();
@@ -374,13 +379,13 @@ mod tests {
         assert_eq!(r.room_id.len(), ROOM_ID_LEN);
         assert_eq!(r.node, node());
         assert!(r.seat_token.len() <= 128 && r.seat_token.is_ascii());
-        let c = d.claim(&r.seat_token).await.unwrap();
+        let c = d.claim(&r.seat_token, 1).await.unwrap();
         assert_eq!(
             (c.room_id.as_str(), c.kind.as_str(), c.max_clients),
             (r.room_id.as_str(), "arena", 4)
         );
-        assert_eq!(d.claim(&r.seat_token).await, Err(ClaimError::Invalid));
-        assert_eq!(d.claim("garbage").await, Err(ClaimError::Invalid));
+        assert_eq!(d.claim(&r.seat_token, 2).await, Err(ClaimError::Invalid));
+        assert_eq!(d.claim("garbage", 3).await, Err(ClaimError::Invalid));
         // join_or_create fills the same room; a full room is refused; then a new room
         let mut ids = vec![];
         for _ in 0..3 {
@@ -409,7 +414,7 @@ mod tests {
             "a seat is pending"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(d.claim(&r.seat_token).await, Err(ClaimError::Expired));
+        assert_eq!(d.claim(&r.seat_token, 4).await, Err(ClaimError::Expired));
         assert!(d.try_remove_room(&r.room_id).await.unwrap());
         assert_eq!(
             d.join(&r.room_id).await.unwrap_err(),
@@ -417,7 +422,7 @@ mod tests {
         );
         // a forged token with an expiry in the future and an unknown secret
         let forged = Token::format(&r.room_id, u64::MAX / 4096, &"a".repeat(26));
-        assert_eq!(d.claim(&forged).await, Err(ClaimError::Invalid));
+        assert_eq!(d.claim(&forged, 5).await, Err(ClaimError::Invalid));
     }
 
     #[tokio::test]
@@ -425,7 +430,7 @@ mod tests {
         let d = Directory::local(node(), Duration::from_secs(15));
         let mut lobby = local_room("lobby", 0, 100);
         lobby.matchmaking = false;
-        d.heartbeat(&[lobby.clone()]).await.unwrap();
+        d.heartbeat(&[lobby.clone()], 0).await.unwrap();
         // the default room is listed and joinable by id, never chosen by join_or_create
         assert!(
             d.rooms()
@@ -439,19 +444,25 @@ mod tests {
 
         let mut locked = local_room("locked", 0, 4);
         locked.locked = true;
-        d.heartbeat(&[lobby.clone(), locked]).await.unwrap();
+        d.heartbeat(&[lobby.clone(), locked], 0).await.unwrap();
         assert_eq!(d.join("locked").await.unwrap_err(), MatchError::RoomLocked);
 
-        // the claim guard: a stale heartbeat (snapshot before the claim) never empties the room
-        d.heartbeat(&[local_room("g", 1, 2)]).await.unwrap();
+        // claims: a late report from before a claim never empties the room, and a report
+        // that includes the claim counts it once
+        d.heartbeat(&[local_room("g", 1, 3)], 5).await.unwrap();
         let seat = d.join("g").await.unwrap();
-        d.claim(&seat.seat_token).await.unwrap();
-        d.heartbeat(&[local_room("g", 1, 2)]).await.unwrap(); // stale: taken before the claim
+        d.claim(&seat.seat_token, 6).await.unwrap();
+        // late: read before claim 6
+        d.heartbeat(&[local_room("g", 1, 3)], 5).await.unwrap();
+        let extra = d.join("g").await.unwrap(); // 1 + claim + this seat = 3
         assert_eq!(d.join("g").await.unwrap_err(), MatchError::RoomFull);
-        d.heartbeat(&[local_room("g", 2, 2)]).await.unwrap(); // includes the claim
+        d.claim(&extra.seat_token, 7).await.unwrap();
+        // includes both claims: counted once each, so exactly full
+        d.heartbeat(&[local_room("g", 3, 3)], 7).await.unwrap();
         assert_eq!(d.join("g").await.unwrap_err(), MatchError::RoomFull);
-        d.heartbeat(&[local_room("g", 1, 2)]).await.unwrap(); // the player left
+        d.heartbeat(&[local_room("g", 2, 3)], 7).await.unwrap(); // a player left
         assert_eq!(d.join("g").await.unwrap().room_id, "g");
+        assert_eq!(d.join("g").await.unwrap_err(), MatchError::RoomFull);
 
         d.deregister().await;
         assert!(d.rooms().await.unwrap().is_empty());

@@ -12,33 +12,23 @@
 //!
 //! # Occupancy
 //!
-//! A room's occupancy is what its owner last reported (`clients`: connected players plus
-//! claims in flight) + claims the directory processed that the owner's reports may not
-//! include yet (the *claim guard*, below) + live (unexpired) reserved seats. A seat is
-//! reserved only if occupancy < `max_clients`.
+//! A room's occupancy is the sum of what its owner last reported (`clients`: its sessions in
+//! the room), the claims the directory processed since that report, and the live (unexpired)
+//! reserved seats. A seat is reserved only if occupancy < `max_clients`. Nothing is counted twice and nothing
+//! is missed, so rooms fill exactly to `max_clients`.
 //!
-//! ## Why a heartbeat's overwrite never makes a room look emptier than it is
+//! ## Why a report never makes a room look emptier (or fuller) than it is
 //!
-//! The owner increments its local count before calling `claim` and a successful claim
-//! removes the seat from the reserved set, so something must keep counting that player until
-//! the owner's reports include it. Ordering on the wire is not enough: the owner's snapshot
-//! for a heartbeat is taken *before* `heartbeat` is called, so a snapshot taken just before
-//! a claim's increment can reach the directory after the claim (another task, another
-//! thread, a reconnect in between). Instead each room keeps two claim counters: `clc`
-//! (claims since the last heartbeat for that room was processed) and `clp` (claims
-//! processed between the two last heartbeats); a claim increments `clc`, a heartbeat sets
-//! `clients` to the reported count, `clp = clc`, `clc = 0`. Both count towards occupancy.
-//!
-//! Take a claim C processed between heartbeats H(j-1) and H(j). It is counted in `clc` until
-//! H(j) and in `clp` until H(j+1). H(j+1)'s snapshot was taken after H(j) returned
-//! (heartbeats of one node are sequential: see [`Directory::heartbeat`]), H(j) returned
-//! after it was processed, which is after C was processed, which is after the owner's
-//! increment for C. So H(j+1) reports C's player (unless the owner has really let them
-//! go), and at every instant C is counted at least once. This holds whatever the order on
-//! the wire and across reconnects. The cost: a claimed seat is counted twice for up to two
-//! heartbeats (about 1-2 s at one heartbeat a second; less when the owner heartbeats right
-//! after a change), which can make a nearly full room look full a moment early — never
-//! the reverse.
+//! The owner numbers its claims 1, 2, 3, … and passes the number to [`Directory::claim`]. It
+//! never claims while it reads its rooms for a heartbeat and sends them (the server's claim
+//! gate: claims hold it shared, from the claim until the session is counted locally; a
+//! heartbeat holds it exclusively), and passes the number of its last claim with the report.
+//! So a report includes every claim up to that number and none after it. On a report the
+//! directory sets `clients` and clears the room's claim count, unless the room has a claim
+//! numbered after the report (a report delayed past its caller's timeout and applied late):
+//! then it leaves both alone, and the next report sets them. A claim increments the count and
+//! records its number. In Redis the numbers are kept per owner process (an epoch drawn at
+//! start), so a restarted node with the same id is not mistaken for a delayed report.
 //!
 //! # Seat tokens
 //!
@@ -251,19 +241,18 @@ impl Directory {
     }
 
     /// Called by the owning node when a client's Hello carries `seat_token`: single use;
-    /// the seat stops being reserved and starts counting as connected in one step. The owner
-    /// increments its local count before the call and decrements it if the claim fails.
-    pub async fn claim(&self, seat_token: &str) -> Result<Claimed, ClaimError> {
-        each!(self, d => d.claim(seat_token).await)
+    /// the seat stops being reserved and starts counting as a claim in one step. `seq` numbers
+    /// this node's claims (1, 2, …; see "Occupancy" above).
+    pub async fn claim(&self, seat_token: &str, seq: u64) -> Result<Claimed, ClaimError> {
+        each!(self, d => d.claim(seat_token, seq).await)
     }
 
-    /// Renews this node's lease and publishes every local room. Call it about once a second
-    /// and right after a change, from one task: heartbeats of one node must not overlap, and
-    /// `rooms` must be read after the previous heartbeat call returned (the claim guard in
-    /// the module docs depends on it). After a Redis restart this alone re-registers the
-    /// node and its rooms.
-    pub async fn heartbeat(&self, rooms: &[LocalRoom]) -> Result<(), MatchError> {
-        each!(self, d => d.heartbeat(rooms).await)
+    /// Renews this node's lease and publishes every local room. Call it about once a second,
+    /// with no claim running between reading `rooms` and the call returning; `last_claim` is
+    /// the number of the node's last claim (0 before any; see "Occupancy" above). After a
+    /// Redis restart this alone re-registers the node and its rooms.
+    pub async fn heartbeat(&self, rooms: &[LocalRoom], last_claim: u64) -> Result<(), MatchError> {
+        each!(self, d => d.heartbeat(rooms, last_claim).await)
     }
 
     /// Removes the room unless it has live reserved seats (then `false`, and the owner keeps

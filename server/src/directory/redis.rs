@@ -14,18 +14,18 @@
 //! | `tw:nodes` | zset | node id → lease expiry (ms). Live ⇔ score > now. |
 //! | `tw:node:{node}` | string | the node's [`NodeInfo`] as JSON, `PX` lease |
 //! | `tw:node:{node}:rooms` | zset | room id → until when the room counts for this node (heartbeat: now + lease + slack; reservation: seat expiry + slack). Its live size is the node's load. |
-//! | `tw:room:{room}` | hash | `kind`, `max`, `owner`, `locked` (0/1), `mm` (matchmaking 0/1), `clients` (as reported), `clc`/`clp` (the claim guard, see [`directory`](super)), `created` (ms). `PEXPIRE` lease + slack, or seat expiry + slack for a room not instantiated yet. |
+//! | `tw:room:{room}` | hash | `kind`, `max`, `owner`, `locked` (0/1), `mm` (matchmaking 0/1), `clients` (as reported), `claims` (claims since the owner's last report that includes them), `ce`/`cs` (the epoch of the owner process and the number of its last claim here; see [`directory`](super)), `created` (ms). `PEXPIRE` lease + slack, or seat expiry + slack for a room not instantiated yet. |
 //! | `tw:room:{room}:seats` | zset | seat secret → seat expiry (ms): the reserved seats |
 //! | `tw:seat:{secret}` | string | room id, `PX` seat TTL + slack: tells a valid seat whose room is gone from a bad token |
 //! | `tw:open:{kind}` | zset | room id → created (ms): rooms of that kind open for matchmaking, oldest first. Rooms that turned full, locked or dead are dropped when a join meets them; heartbeats put a room back when it has seats again. |
 //!
 //! A room is live when its hash exists and its owner is live; occupancy is
-//! `clients + clc + clp + ZCOUNT(seats, (now, +inf))`.
+//! `clients + claims + ZCOUNT(seats, (now, +inf))`.
 //!
 //! # Scripts
 //!
 //! * `heartbeat(node json, lease, rooms…)`: renews the lease and the node record, writes each
-//!   reported room (skipping one that a different live node owns), shifts the claim guard,
+//!   reported room (skipping one that a different live node owns), clears the claim counts the report covers,
 //!   puts the room into or out of its open set, prunes the node's room zset.
 //! * `join_or_create(kind, max, secret, new id)`: walks `tw:open:{kind}` oldest first,
 //!   dropping rooms it cannot use, and reserves in the first room with a free seat; else
@@ -72,9 +72,8 @@ end
 local function occupancy(r)
   local seats = r .. ':seats'
   redis.call('ZREMRANGEBYSCORE', seats, '-inf', now)
-  local f = redis.call('HMGET', r, 'clients', 'clc', 'clp')
-  return (tonumber(f[1]) or 0) + (tonumber(f[2]) or 0) + (tonumber(f[3]) or 0)
-    + redis.call('ZCARD', seats)
+  local f = redis.call('HMGET', r, 'clients', 'claims')
+  return (tonumber(f[1]) or 0) + (tonumber(f[2]) or 0) + redis.call('ZCARD', seats)
 end
 -- a seat in room rid (hash key r) owned by owner; returns its expiry
 local function reserve(rid, r, owner, secret, ttl, slack)
@@ -106,33 +105,40 @@ local function create(kind, max, rid, secret, ttl, slack)
   end
   if not best then return {'nonode'} end
   redis.call('HSET', r, 'kind', kind, 'max', max, 'owner', best, 'locked', '0', 'mm', '1',
-    'clients', '0', 'clc', '0', 'clp', '0', 'created', fmt(now))
+    'clients', '0', 'claims', '0', 'created', fmt(now))
   local exp = reserve(rid, r, best, secret, ttl, slack)
   if max > 1 then redis.call('ZADD', P .. 'open:' .. kind, now, rid) end
   return {'ok', rid, fmt(exp), info}
 end
 "#;
 
-/// ARGV: P, me, node json, lease, slack, then (id, kind, max, clients, locked, mm)…
+/// ARGV: P, me, node json, lease, slack, epoch, last claim, then (id, kind, max, clients,
+/// locked, mm)…
 const HEARTBEAT: &str = r#"
 local me, lease, slack = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local epoch, last = ARGV[6], tonumber(ARGV[7])
 redis.call('ZADD', P .. 'nodes', now + lease, me)
 redis.call('SET', P .. 'node:' .. me, ARGV[3], 'PX', lease)
 local nr = P .. 'node:' .. me .. ':rooms'
 local keep = lease + slack
 local conflicts = {}
-for i = 6, #ARGV, 6 do
+for i = 8, #ARGV, 6 do
   local rid, kind, max, clients, locked, mm =
     ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local r = P .. 'room:' .. rid
-  local f = redis.call('HMGET', r, 'owner', 'clc', 'created', 'kind')
+  local f = redis.call('HMGET', r, 'owner', 'ce', 'created', 'kind', 'cs')
   if f[1] and f[1] ~= me and live(f[1]) then
     table.insert(conflicts, rid)
   else
     local created = f[3] or fmt(now)
     if f[4] and f[4] ~= kind then redis.call('ZREM', P .. 'open:' .. f[4], rid) end
     redis.call('HSET', r, 'kind', kind, 'max', max, 'owner', me, 'locked', locked, 'mm', mm,
-      'clients', clients, 'clp', f[2] or '0', 'clc', '0', 'created', created)
+      'created', created)
+    -- A report that predates one of this process's claims here (it was delayed past its
+    -- caller's timeout) must not overwrite the count: the claim is not in it.
+    if not (f[2] == epoch and tonumber(f[5] or '0') > last) then
+      redis.call('HSET', r, 'clients', clients, 'claims', '0')
+    end
     extend(r, keep)
     extend(r .. ':seats', keep)
     redis.call('ZADD', nr, 'GT', now + keep, rid)
@@ -197,7 +203,7 @@ if occ + 1 >= m then redis.call('ZREM', P .. 'open:' .. f[4], rid) end
 return {'ok', rid, fmt(exp), info}
 "#;
 
-/// ARGV: P, me, room id, secret, expiry in the token, lease, slack
+/// ARGV: P, me, room id, secret, expiry in the token, lease, slack, epoch, claim number
 const CLAIM: &str = r#"
 local me, rid, secret, texp = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local sk = P .. 'seat:' .. secret
@@ -220,7 +226,8 @@ redis.call('DEL', sk)
 redis.call('ZREM', seats, secret)
 -- a seat missing from the zset with its key still there was pruned: expired
 if not score or tonumber(score) <= now then return {'expired'} end
-redis.call('HINCRBY', r, 'clc', 1)
+redis.call('HINCRBY', r, 'claims', 1)
+redis.call('HSET', r, 'ce', ARGV[8], 'cs', ARGV[9])
 local keep = tonumber(ARGV[6]) + tonumber(ARGV[7])
 extend(r, keep)
 local nr = P .. 'node:' .. me .. ':rooms'
@@ -323,6 +330,8 @@ pub struct RedisDirectory {
     conn: ConnectionManager,
     scripts: Box<Scripts>,
     entropy: Entropy,
+    /// Tells this process's claims from an earlier process's with the same node id.
+    epoch: String,
 }
 
 /// An argument list for a script (ARGV[1] is always the prefix, ARGV[2] this node).
@@ -354,6 +363,7 @@ impl RedisDirectory {
             seat_ttl,
             conn,
             scripts: Box::new(Scripts::new()),
+            epoch: Entropy::new().secret(),
             entropy: Entropy::new(),
         })
     }
@@ -485,7 +495,7 @@ impl RedisDirectory {
     }
 
     /// See [`Directory::claim`](super::Directory::claim).
-    pub async fn claim(&self, seat_token: &str) -> Result<Claimed, ClaimError> {
+    pub async fn claim(&self, seat_token: &str, seq: u64) -> Result<Claimed, ClaimError> {
         let token = Token::parse(seat_token).ok_or(ClaimError::Invalid)?;
         let mut args = self.args();
         args.extend([
@@ -494,6 +504,8 @@ impl RedisDirectory {
             token.expires_ms.to_string(),
             millis(self.lease).to_string(),
             millis(SLACK).to_string(),
+            self.epoch.clone(),
+            seq.to_string(),
         ]);
         let reply: Vec<String> = self
             .run(&self.scripts.claim, &args)
@@ -518,13 +530,15 @@ impl RedisDirectory {
     }
 
     /// See [`Directory::heartbeat`](super::Directory::heartbeat).
-    pub async fn heartbeat(&self, rooms: &[LocalRoom]) -> Result<(), MatchError> {
+    pub async fn heartbeat(&self, rooms: &[LocalRoom], last_claim: u64) -> Result<(), MatchError> {
         let mut args = self.args();
-        args.reserve(3 + rooms.len() * 6);
+        args.reserve(5 + rooms.len() * 6);
         args.extend([
             self.node_json.clone(),
             millis(self.lease).to_string(),
             millis(SLACK).to_string(),
+            self.epoch.clone(),
+            last_claim.to_string(),
         ]);
         for r in rooms {
             if !valid_room_id(&r.room_id) || r.kind.is_empty() {
