@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     /// session counts and sends them, so a report and a claim never interleave (see
     /// [`fleet`]).
     claim_gate: tokio::sync::RwLock<()>,
+    /// The room a `Hello` without a seat joins, if this node has one.
+    default_room: Option<String>,
     client_ids: http::AtomicClientIds,
     /// Claims made so far: each claim takes the next number (see [`fleet`]).
     claims: std::sync::atomic::AtomicU64,
@@ -205,14 +207,18 @@ impl Server {
             cfg.seed,
             metrics.clone(),
         ));
-        if cfg.rooms.default_room {
+        let default_room = cfg
+            .rooms
+            .default_room
+            .then(|| registry::default_room_id(&cfg.rooms.node_id, cfg.rooms.redis.is_some()));
+        if let Some(id) = &default_room {
             let max = u32::try_from(cfg.max_clients).unwrap_or(u32::MAX);
             let made = match default_game {
-                Some(game) => registry.insert(registry::DEFAULT_ROOM, "arena", game, max, false),
+                Some(game) => registry.insert(id, "arena", game, max, false),
                 None => {
                     let arena =
                         Arena::new(cfg.world.clone(), ArenaRules::default(), cfg.npcs, cfg.seed);
-                    registry.insert(registry::DEFAULT_ROOM, "arena", arena, max, false)
+                    registry.insert(id, "arena", arena, max, false)
                 }
             };
             made.map_err(ServerError::DefaultRoom)?;
@@ -245,6 +251,7 @@ impl Server {
             registry: registry.clone(),
             directory,
             claim_gate: tokio::sync::RwLock::new(()),
+            default_room,
             client_ids: http::AtomicClientIds::default(),
             claims: std::sync::atomic::AtomicU64::new(0),
             shutdown: shutdown_rx,

@@ -52,8 +52,23 @@ pub enum RoomError {
     Full,
 }
 
-/// The id of the permanent room that a `Hello` without a seat joins.
+/// The id of the permanent room that a `Hello` without a seat joins, on a node without a
+/// shared directory. In a fleet every node has one, so there it is [`default_room_id`].
 pub const DEFAULT_ROOM: &str = "default";
+
+/// The default room's id: [`DEFAULT_ROOM`] alone, or `default-NODE` in a fleet (room ids are
+/// fleet-wide; `.` in a node id becomes `-`).
+pub fn default_room_id(node_id: &str, fleet: bool) -> String {
+    if fleet {
+        let node: String = node_id
+            .chars()
+            .map(|c| if c == '.' { '-' } else { c })
+            .collect();
+        format!("{DEFAULT_ROOM}-{node}")
+    } else {
+        DEFAULT_ROOM.to_owned()
+    }
+}
 
 /// A session's place in a room; given back when dropped.
 #[derive(Debug)]
@@ -344,5 +359,19 @@ impl Registry {
     /// Stops the driver threads (after every session has ended).
     pub(crate) fn stop(&self) {
         self.driver.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_room_ids_are_unique_in_a_fleet() {
+        assert_eq!(default_room_id("node-a", false), "default");
+        assert_eq!(default_room_id("node-a", true), "default-node-a");
+        let id = default_room_id("eu1.game.7", true);
+        assert_eq!(id, "default-eu1-game-7");
+        assert!(crate::directory::valid_room_id(&id));
     }
 }

@@ -20,7 +20,7 @@ use crate::Shared;
 use crate::close;
 use crate::directory::ClaimError;
 use crate::metrics::DisconnectReason;
-use crate::registry::{DEFAULT_ROOM, Place, RoomError};
+use crate::registry::{Place, RoomError};
 use crate::replication::SnapshotFrame;
 use crate::room::{Control, InputMsg, Outbound};
 
@@ -482,7 +482,7 @@ impl<T: Transport> Session<T> {
         let Some(token) = seat else {
             let room = resume
                 .and_then(|t| sh.registry.resume_room(t))
-                .or_else(|| sh.cfg.rooms.default_room.then(|| DEFAULT_ROOM.to_owned()));
+                .or_else(|| sh.default_room.clone());
             let Some(room) = room else {
                 return Err(End::close(
                     DisconnectReason::SeatMissing,
