@@ -10,72 +10,55 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::http::{get_json, post_json};
+use support::process::ServerProcess;
 use support::redis::RedisServer;
 use tickwire_bot_client::{Client, Event, HelloArgs};
 
 const LEASE_S: f64 = 2.0;
 
-/// One server process, killed (by its handle) when dropped.
+/// One server node.
 struct Node {
-    child: Child,
+    proc: ServerProcess,
     addr: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Node {
     fn start(redis_url: &str, id: &str) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire-server"))
-            .args(["--listen", "127.0.0.1:0", "--no-quic", "--no-default-room"])
-            .args(["--redis", redis_url, "--node-id", id])
-            .args(["--lease", &LEASE_S.to_string(), "--room-npcs", "0"])
-            .args(["--room-size", "10", "--room-threads", "1"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the server logs its address");
-            if let Some(a) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-            {
-                break a.parse().unwrap();
-            }
-        };
-        // Keep draining, so the server never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
-        Node { child, addr }
+        let lease = LEASE_S.to_string();
+        let proc = ServerProcess::start(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-quic",
+            "--no-default-room",
+            "--redis",
+            redis_url,
+            "--node-id",
+            id,
+            "--lease",
+            &lease,
+            "--room-npcs",
+            "0",
+            "--room-size",
+            "10",
+            "--room-threads",
+            "1",
+        ]);
+        let [addr] = proc.wait_for_fields(["addr"]);
+        Node {
+            addr: addr.parse().unwrap(),
+            proc,
+        }
     }
 
     fn kill9(&mut self) {
-        // SIGKILL to our own child, by its handle.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.proc.kill9();
     }
 }
 

@@ -3,59 +3,24 @@
 //! (WebSocket and QUIC) with 1001 and exiting within 2 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::process::ServerProcess;
 use tickwire_bot_client::quic::parse_sha256;
 use tickwire_bot_client::{Client, Event, QuicClient, ServerCert};
 use tokio::time::timeout;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Only our own child, by its handle.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the binary on port 0 (TCP and QUIC) and returns it with the WebSocket address it
 /// logged, then the QUIC address and certificate fingerprint.
-fn start(args: &[&str]) -> (Proc, String, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire-server"))
-        .args(["--listen", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    // A reader thread drains stderr for the whole run, so the server never blocks on a full
-    // pipe, and hands lines over so a silent server fails the test instead of hanging it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let field = |line: &str, key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(str::to_owned)
-    };
-    let (mut addr, mut quic, mut cert) = (None, None, None);
-    while addr.is_none() || quic.is_none() || cert.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server logs its addresses");
-        addr = addr.or_else(|| field(&line, "addr="));
-        quic = quic.or_else(|| field(&line, "quic_addr="));
-        cert = cert.or_else(|| field(&line, "cert_sha256="));
-    }
-    (Proc(child), addr.unwrap(), quic.unwrap(), cert.unwrap())
+fn start(args: &[&str]) -> (ServerProcess, String, String, String) {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--quic", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let proc = ServerProcess::start(&all);
+    let [addr, quic, cert] = proc.wait_for_fields(["addr", "quic_addr", "cert_sha256"]);
+    (proc, addr, quic, cert)
 }
 
 #[test]
@@ -119,7 +84,7 @@ async fn sigterm_closes_every_client_with_1001_within_two_seconds() {
 
     let started = Instant::now();
     let status = Command::new("kill")
-        .args(["-TERM", &proc.0.id().to_string()])
+        .args(["-TERM", &proc.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -148,7 +113,7 @@ async fn sigterm_closes_every_client_with_1001_within_two_seconds() {
     };
     assert_eq!(code, 1001, "QUIC clients get 1001 too");
     let exit = loop {
-        if let Some(s) = proc.0.try_wait().unwrap() {
+        if let Some(s) = proc.child.try_wait().unwrap() {
             break s;
         }
         assert!(
