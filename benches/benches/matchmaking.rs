@@ -16,15 +16,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
+use tickwire_benches::RedisProcess;
 use tickwire_server::{Server, ServerConfig};
 
 /// Concurrent keep-alive connections.
@@ -33,56 +31,14 @@ const CONNECTIONS: usize = 32;
 const ROOM_SIZE: u32 = 10_000;
 const BODY: &str = "{\"max_clients\": 10000}";
 
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        // Our own child, by its handle.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Option<Redis> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = match Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
+fn start_redis() -> Option<RedisProcess> {
+    match RedisProcess::start(Duration::from_secs(10)) {
+        Ok(r) => Some(r),
         Err(e) => {
             println!("SKIPPED matchmaking bench: cannot run redis-server: {e}");
-            return None;
+            None
         }
-    };
-    let redis = Redis { child, port };
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut buf = [0u8; 7];
-            if s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG\r\n"
-            {
-                return Some(redis);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    println!("SKIPPED matchmaking bench: redis-server did not answer PING");
-    None
 }
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -133,7 +89,7 @@ fn matchmaking(c: &mut Criterion) {
         .unwrap();
     let mut cfg = ServerConfig::defaults();
     cfg.quic = None;
-    cfg.rooms.redis = Some(format!("redis://127.0.0.1:{}", redis.port));
+    cfg.rooms.redis = Some(redis.url());
     cfg.rooms.default_room = false;
     cfg.rooms.seat_ttl = Duration::from_secs(1);
     cfg.rooms.max_room_size = ROOM_SIZE;

@@ -255,3 +255,66 @@ pub fn naive_bytes(
         .map(|v| v.len())
         .unwrap_or(0)
 }
+
+/// A throwaway `redis-server` (no persistence) on a free loopback port, for the fleet
+/// scenarios and the matchmaking bench; killed by its handle when dropped.
+#[derive(Debug)]
+pub struct RedisProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        // Our own child only, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisProcess {
+    /// Starts `redis-server` and waits (up to `within`) until it answers PING.
+    pub fn start(within: std::time::Duration) -> std::io::Result<RedisProcess> {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let redis = RedisProcess { child, port };
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < within {
+            if redis.ping() {
+                return Ok(redis);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(std::io::Error::other(format!(
+            "redis-server on port {port} did not answer PING"
+        )))
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut conn) =
+            client.get_connection_with_timeout(std::time::Duration::from_millis(500))
+        else {
+            return false;
+        };
+        redis::cmd("PING")
+            .query::<String>(&mut conn)
+            .is_ok_and(|r| r == "PONG")
+    }
+}

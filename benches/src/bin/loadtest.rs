@@ -220,13 +220,100 @@ struct Args {
     rate: f64,
 }
 
-struct ServerProc(Child);
+/// A server child process (killed by its handle when dropped) and what its log says: the
+/// addresses it bound, then the room driver's status lines (tick p99, overruns).
+struct ServerProc {
+    child: Child,
+    pid: u32,
+    /// `(key, value)` of the address fields, as they are logged.
+    addrs: std::sync::mpsc::Receiver<(&'static str, String)>,
+    tick_p99_us: Arc<Mutex<Vec<u64>>>,
+    overruns: Arc<Mutex<u64>>,
+}
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
         // Our own child only, by its handle.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProc {
+    /// Starts `bin` with `args` (`RUST_LOG=info`) and a thread reading its log for the whole
+    /// run (so it never blocks on a full pipe).
+    fn spawn<S: AsRef<std::ffi::OsStr>>(
+        bin: &Path,
+        args: impl IntoIterator<Item = S>,
+    ) -> anyhow::Result<ServerProc> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id();
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (addr_tx, addrs) = std::sync::mpsc::channel();
+        let tick_p99_us: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let overruns: Arc<Mutex<u64>> = Arc::default();
+        let (p99s, over) = (tick_p99_us.clone(), overruns.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for key in ["addr", "quic_addr", "cert_sha256"] {
+                    if let Some(v) = field(&line, key) {
+                        let _ = addr_tx.send((key, v.to_owned()));
+                    }
+                }
+                if line.contains("status") && !line.contains("clients=0 ") {
+                    if let Some(v) = tick_p99_field(&line) {
+                        p99s.lock().unwrap_or_else(PoisonError::into_inner).push(v);
+                    }
+                    if let Some(v) = field(&line, "overruns").and_then(|v| v.parse::<u64>().ok()) {
+                        *over.lock().unwrap_or_else(PoisonError::into_inner) += v;
+                    }
+                }
+            }
+        });
+        Ok(ServerProc {
+            child,
+            pid,
+            addrs,
+            tick_p99_us,
+            overruns,
+        })
+    }
+
+    /// The logged values of `wanted` address fields, waiting up to `within`.
+    fn logged(
+        &self,
+        wanted: &[&'static str],
+        within: Duration,
+    ) -> anyhow::Result<std::collections::HashMap<&'static str, String>> {
+        let mut logged = std::collections::HashMap::new();
+        while !wanted.iter().all(|k| logged.contains_key(k)) {
+            let (k, v) = self
+                .addrs
+                .recv_timeout(within)
+                .context("the server did not log its addresses")?;
+            logged.insert(k, v);
+        }
+        Ok(logged)
+    }
+
+    /// The worst tick p99 of its status lines, in ms.
+    fn tick_p99_ms(&self) -> f64 {
+        let v = self
+            .tick_p99_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        v.iter().copied().max().unwrap_or(0) as f64 / 1000.0
+    }
+
+    /// Overruns its status lines reported, added up.
+    fn overruns(&self) -> u64 {
+        *self.overruns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -371,61 +458,23 @@ fn main() -> anyhow::Result<()> {
         TransportKind::Ws => &["--no-quic"],
         TransportKind::Quic => &["--quic", "127.0.0.1:0"],
     };
-    let mut child = Command::new(&server_bin)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(quic_args)
-        .args(["--tick-rate", &tick_rate.to_string()])
-        .args(["--npcs", &npcs.to_string()])
-        .args(["--max-clients", &(args.bots + 100).to_string()])
-        .args(&scenario_args)
-        .args(&args.server_args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", server_bin.display()))?;
-    let pid = child.id();
-    let stderr = child.stderr.take().context("no stderr")?;
-    let server = ServerProc(child);
-
-    // Read the server's log: its addresses first, then the 10-second status lines.
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let tick_p99_us: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let overruns: Arc<Mutex<u64>> = Arc::default();
-    {
-        let (tick_p99_us, overruns) = (tick_p99_us.clone(), overruns.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for key in ["addr", "quic_addr", "cert_sha256"] {
-                    if let Some(v) = field(&line, key) {
-                        let _ = addr_tx.send((key, v.to_owned()));
-                    }
-                }
-                if line.contains("status") && !line.contains("clients=0 ") {
-                    if let Some(v) = tick_p99_field(&line) {
-                        tick_p99_us
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(v);
-                    }
-                    if let Some(v) = field(&line, "overruns").and_then(|v| v.parse::<u64>().ok()) {
-                        *overruns.lock().unwrap_or_else(PoisonError::into_inner) += v;
-                    }
-                }
-            }
-        });
-    }
-    let mut logged = std::collections::HashMap::new();
+    let mut server_args: Vec<String> = ["--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(quic_args)
+        .map(|a| (*a).to_owned())
+        .collect();
+    server_args.extend(["--tick-rate".to_owned(), tick_rate.to_string()]);
+    server_args.extend(["--npcs".to_owned(), npcs.to_string()]);
+    server_args.extend(["--max-clients".to_owned(), (args.bots + 100).to_string()]);
+    server_args.extend(scenario_args.iter().cloned());
+    server_args.extend(args.server_args.iter().cloned());
+    let server = ServerProc::spawn(&server_bin, &server_args)?;
+    let pid = server.pid;
     let wanted: &[&str] = match args.transport {
         TransportKind::Ws => &["addr"],
         TransportKind::Quic => &["addr", "quic_addr", "cert_sha256"],
     };
-    while !wanted.iter().all(|k| logged.contains_key(k)) {
-        let (k, v) = addr_rx
-            .recv_timeout(Duration::from_secs(20))
-            .context("the server did not log its addresses")?;
-        logged.insert(k, v);
-    }
+    let logged = server.logged(wanted, Duration::from_secs(20))?;
     let (url, cert_sha256) = match args.transport {
         TransportKind::Ws => (format!("ws://{}/ws", logged["addr"]), None),
         TransportKind::Quic => (
@@ -460,7 +509,6 @@ fn main() -> anyhow::Result<()> {
     let cpu1 = cpu_ticks(pid)?;
     let bots_cpu_s = (cpu_ticks(std::process::id())? - bots_cpu0) as f64 / 100.0;
     peak_rss = peak_rss.max(rss_kb(pid).unwrap_or(0));
-    drop(server);
     drop(world_file);
 
     // /proc reports CPU time in USER_HZ, which Linux fixes at 100 on every architecture.
@@ -468,12 +516,8 @@ fn main() -> anyhow::Result<()> {
     // Client-snapshots the bots received (what the CPU bought), verified or not.
     let snapshots = (report.full_snapshots + report.delta_snapshots) as f64;
     let cpu_us_per_snap = server_cpu_s * 1e6 / snapshots.max(1.0);
-    let p99s = tick_p99_us
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let tick_p99_ms = p99s.iter().copied().max().unwrap_or(0) as f64 / 1000.0;
-    let overruns = *overruns.lock().unwrap_or_else(PoisonError::into_inner);
+    let tick_p99_ms = server.tick_p99_ms();
+    let overruns = server.overruns();
 
     println!(
         "loadtest scenario={} transport={} bots={} verifying={} tick_rate={} input_hz={} npcs={} delivery={:.4} \

@@ -13,149 +13,48 @@
 //!   of. RSS is sampled after a warm-up, every 5 s, at the end of the loop and 5 s later;
 //!   `GET /rooms` then counts the rooms still alive.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
+use tickwire_benches::RedisProcess;
 use tickwire_bot_client::matchmake::{Mode, request_seat};
 use tickwire_bot_client::{
     Client, HelloArgs, LoadConfig, MatchmakeConfig, MatchmakerUrl, TransportKind, run,
 };
 use tickwire_shared::rlimit;
 
-use super::{Args, ServerProc, cpu_ticks, field, rss_kb, tick_p99_field};
+use super::{Args, ServerProc, cpu_ticks, rss_kb};
 
 /// How long a starting server or redis-server gets.
 const START_WAIT: Duration = Duration::from_secs(20);
-
-/// A throwaway redis-server (no persistence) on a free loopback port, killed by its handle.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Redis {
-    fn start() -> anyhow::Result<Redis> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start redis-server (install it for --nodes > 1)")?;
-        let redis = Redis { child, port };
-        let t0 = Instant::now();
-        while t0.elapsed() < START_WAIT {
-            if ping(port) {
-                return Ok(redis);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("redis-server on port {port} did not answer PING");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
 
 /// One server process and what its log said.
 struct Node {
     id: String,
     proc: ServerProc,
-    pid: u32,
     addr: String,
-    tick_p99_us: Arc<Mutex<Vec<u64>>>,
-    overruns: Arc<Mutex<u64>>,
 }
 
 impl Node {
     fn start(id: &str, bin: &Path, args: &[String]) -> anyhow::Result<Node> {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--no-quic", "--no-default-room"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let pid = child.id();
-        let stderr = child.stderr.take().context("no stderr")?;
-        let proc = ServerProc(child);
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let tick_p99_us: Arc<Mutex<Vec<u64>>> = Arc::default();
-        let overruns: Arc<Mutex<u64>> = Arc::default();
-        {
-            let (tick_p99_us, overruns) = (tick_p99_us.clone(), overruns.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(v) = field(&line, "addr") {
-                        let _ = addr_tx.send(v.to_owned());
-                    }
-                    if line.contains("status") && !line.contains("clients=0 ") {
-                        if let Some(v) = tick_p99_field(&line) {
-                            tick_p99_us
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(v);
-                        }
-                        if let Some(v) =
-                            field(&line, "overruns").and_then(|v| v.parse::<u64>().ok())
-                        {
-                            *overruns.lock().unwrap_or_else(PoisonError::into_inner) += v;
-                        }
-                    }
-                }
-            });
-        }
-        let addr = addr_rx
-            .recv_timeout(START_WAIT)
-            .with_context(|| format!("server {id} did not log its address"))?;
+        let mut all: Vec<String> = ["--listen", "127.0.0.1:0", "--no-quic", "--no-default-room"]
+            .map(str::to_owned)
+            .to_vec();
+        all.extend(args.iter().cloned());
+        let proc = ServerProc::spawn(bin, &all)?;
+        let mut logged = proc
+            .logged(&["addr"], START_WAIT)
+            .with_context(|| format!("server {id}"))?;
         Ok(Node {
             id: id.to_owned(),
+            addr: logged.remove("addr").unwrap_or_default(),
             proc,
-            pid,
-            addr,
-            tick_p99_us,
-            overruns,
         })
-    }
-
-    fn tick_p99_ms(&self) -> f64 {
-        let v = self
-            .tick_p99_us
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        v.iter().copied().max().unwrap_or(0) as f64 / 1000.0
-    }
-
-    fn overruns(&self) -> u64 {
-        *self.overruns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -218,7 +117,10 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
     }
     raise_files(args.bots as u64 + 256)?;
     let redis = if args.nodes > 1 {
-        Some(Redis::start()?)
+        Some(
+            RedisProcess::start(START_WAIT)
+                .context("cannot start redis-server (install it for --nodes > 1)")?,
+        )
     } else {
         None
     };
@@ -264,14 +166,14 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
         .build()?;
     let cpu0: Vec<u64> = nodes
         .iter()
-        .map(|n| cpu_ticks(n.pid))
+        .map(|n| cpu_ticks(n.proc.pid))
         .collect::<anyhow::Result<_>>()?;
     let bots_cpu0 = cpu_ticks(std::process::id())?;
     let t0 = Instant::now();
     let mut peak = vec![0u64; nodes.len()];
     let sample = |peak: &mut Vec<u64>| {
         for (p, n) in peak.iter_mut().zip(&nodes) {
-            *p = (*p).max(rss_kb(n.pid).unwrap_or(0));
+            *p = (*p).max(rss_kb(n.proc.pid).unwrap_or(0));
         }
     };
     let report = rt.block_on(run(cfg, |r| {
@@ -282,7 +184,7 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
     sample(&mut peak);
     let cpu1: Vec<u64> = nodes
         .iter()
-        .map(|n| cpu_ticks(n.pid))
+        .map(|n| cpu_ticks(n.proc.pid))
         .collect::<anyhow::Result<_>>()?;
     let bots_cpu_s = (cpu_ticks(std::process::id())? - bots_cpu0) as f64 / 100.0;
     let per_node: Vec<NodeFigures> = nodes
@@ -294,8 +196,8 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
             // USER_HZ is 100 on Linux.
             cpu_s: (cpu1[i] - cpu0[i]) as f64 / 100.0,
             rss_mb: peak[i] as f64 / 1024.0,
-            tick_p99_ms: n.tick_p99_ms(),
-            tick_overruns: n.overruns(),
+            tick_p99_ms: n.proc.tick_p99_ms(),
+            tick_overruns: n.proc.overruns(),
         })
         .collect();
     for n in nodes {
@@ -476,7 +378,7 @@ pub(super) fn churn(args: &Args, bin: &Path) -> anyhow::Result<()> {
     }
     a.extend(args.server_args.iter().cloned());
     let node = Node::start("node-1", bin, &a)?;
-    let pid = node.pid;
+    let pid = node.proc.pid;
     let addr = node.addr.clone();
     let mm = MatchmakerUrl::parse(&format!("http://{addr}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
