@@ -296,6 +296,29 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl GameServer {
+    /// Where clients reach this GameServer: `ws://ADDRESS:PORT/ws` from the port named `ws`
+    /// (else the first port), and `quic://ADDRESS:PORT` from the port named `quic`; `None`
+    /// until Agones has scheduled it (no address or no port yet).
+    pub fn public_urls(&self) -> Option<(String, Option<String>)> {
+        let st = &self.status;
+        if st.address.is_empty() {
+            return None;
+        }
+        let host = if st.address.contains(':') {
+            format!("[{}]", st.address)
+        } else {
+            st.address.clone()
+        };
+        let port = |name: &str| st.ports.iter().find(|p| p.name == name).map(|p| p.port);
+        let ws = port("ws").or_else(|| st.ports.first().map(|p| p.port))?;
+        Some((
+            format!("ws://{host}:{ws}/ws"),
+            port("quic").map(|q| format!("quic://{host}:{q}")),
+        ))
+    }
+}
+
 /// `status` of a [`GameServer`].
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct GameServerStatus {
@@ -1190,5 +1213,37 @@ mod tests {
         let client = AgonesClient::new(port).with_timeout(Duration::from_secs(1));
         let err = client.health().await.unwrap_err();
         assert!(err.is_transport(), "{err}");
+    }
+
+    #[test]
+    fn public_urls_come_from_the_address_and_named_ports() {
+        let gs = |json: serde_json::Value| -> GameServer { serde_json::from_value(json).unwrap() };
+        let scheduled = gs(
+            serde_json::json!({"status": {"address": "10.0.0.7", "ports": [
+            {"name": "quic", "port": 7001}, {"name": "ws", "port": 7000}]}}),
+        );
+        assert_eq!(
+            scheduled.public_urls(),
+            Some((
+                "ws://10.0.0.7:7000/ws".to_owned(),
+                Some("quic://10.0.0.7:7001".to_owned())
+            ))
+        );
+        let v6 = gs(
+            serde_json::json!({"status": {"address": "fd00::7", "ports": [
+            {"name": "game", "port": 7777}]}}),
+        );
+        assert_eq!(
+            v6.public_urls(),
+            Some(("ws://[fd00::7]:7777/ws".to_owned(), None))
+        );
+        assert_eq!(
+            gs(serde_json::json!({"status": {"address": ""}})).public_urls(),
+            None
+        );
+        assert_eq!(
+            gs(serde_json::json!({"status": {"address": "10.0.0.7", "ports": []}})).public_urls(),
+            None
+        );
     }
 }

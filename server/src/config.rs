@@ -162,7 +162,8 @@ pub struct Cli {
     pub node_id: Option<String>,
 
     /// The base URL clients reach this node's game port at (`http://host:port`); matchmaking
-    /// answers give `ws://host:port/ws` from it. Default: from --listen.
+    /// answers give `ws://host:port/ws` from it. Default: under Agones, the GameServer's
+    /// address and the host port named `ws`; otherwise from --listen.
     #[arg(long)]
     pub public_url: Option<String>,
 
@@ -205,6 +206,9 @@ pub struct RoomsConfig {
     pub ws_url: String,
     /// `quic://…` clients are sent to, if QUIC is served.
     pub quic_url: Option<String>,
+    /// The URLs came from `--public-url`/`--public-quic-url`; otherwise, under Agones, the
+    /// server takes them from its GameServer's address and host ports.
+    pub public_urls_given: bool,
     /// Directory lease.
     pub lease: Duration,
     /// The Agones SDK sidecar's HTTP port, when reporting to Agones.
@@ -484,6 +488,7 @@ impl Cli {
             node_id,
             ws_url,
             quic_url,
+            public_urls_given: self.public_url.is_some() || self.public_quic_url.is_some(),
             lease: seconds("lease", self.lease, 0.5, 600.0)?,
             agones_port: self.agones.then_some(crate::agones::DEFAULT_HTTP_PORT),
         })

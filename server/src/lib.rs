@@ -223,6 +223,33 @@ impl Server {
             };
             made.map_err(ServerError::DefaultRoom)?;
         }
+        if let Some(port) = cfg.rooms.agones_port
+            && !cfg.rooms.public_urls_given
+        {
+            // Before the reporter starts: Ready is the first thing the sidecar hears of us
+            // but this read.
+            match public_urls_from_agones(&agones::AgonesClient::new(port)).await {
+                Some((ws, q)) => {
+                    info!(ws_url = %ws, "Agones: clients reach this GameServer at its address and host port");
+                    cfg.rooms.ws_url = ws;
+                    if cfg.rooms.quic_url.is_some() {
+                        cfg.rooms.quic_url = q;
+                    }
+                }
+                None => {
+                    warn!("Agones: no GameServer address yet; matchmaking answers name --listen")
+                }
+            }
+        }
+        if ["ws://0.0.0.0:", "ws://[::]:"]
+            .iter()
+            .any(|p| cfg.rooms.ws_url.starts_with(p))
+        {
+            warn!(
+                ws_url = %cfg.rooms.ws_url,
+                "matchmaking answers name an unspecified address: set --public-url"
+            );
+        }
         let node = directory::NodeInfo {
             node_id: cfg.rooms.node_id.clone(),
             ws_url: cfg.rooms.ws_url.clone(),
@@ -286,8 +313,8 @@ impl Server {
                 let a = agones::AgonesHandle::start(port, agones::DEFAULT_HEALTH_EVERY);
                 // The listeners are bound: this node can take players.
                 match a.ready().await {
-                    Ok(()) => info!(port, "Agones: Ready"),
-                    Err(e) => warn!(port, error = %e, "Agones: Ready failed"),
+                    Ok(()) => info!("Agones: Ready"),
+                    Err(e) => warn!(error = %e, "Agones: Ready failed"),
                 }
                 Some(Arc::new(a))
             }
@@ -370,6 +397,24 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || registry.stop()).await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// The GameServer's public URLs, asking the sidecar for up to 5 s while it has none yet.
+async fn public_urls_from_agones(
+    client: &agones::AgonesClient,
+) -> Option<(String, Option<String>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(gs) = client.get_gameserver().await
+            && let Some(urls) = gs.public_urls()
+        {
+            return Some(urls);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

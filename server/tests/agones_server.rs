@@ -35,6 +35,9 @@ async fn ready_health_counter_list_and_shutdown_in_order() {
     for _ in 0..2 {
         let (status, v) = post_json(s.addr, "/matchmake/create/arena", &json!({})).await;
         assert_eq!(status, 200, "{v}");
+        // Clients are sent to the GameServer's address and host port (the recorded status:
+        // 127.0.0.1, port "game" 7777), not to the listen address.
+        assert_eq!(v["ws_url"], "ws://127.0.0.1:7777/ws", "{v}");
         let hello = HelloArgs::new("p").with_seat(v["seat_token"].as_str().map(str::to_owned));
         players.push(
             Client::connect_with(&s.url, &hello, None, WAIT)
