@@ -84,13 +84,9 @@ impl Grid {
         }
         self.items.clear();
         self.items.resize(n, 0);
-        let cells = self.nx * self.ny;
-        if cells <= MAX_COVER_CELLS {
-            self.lo.clear();
-            self.lo.resize(cells, Vec2::INFINITY);
-            self.hi.clear();
-            self.hi.resize(cells, Vec2::NEG_INFINITY);
-        }
+        // Boxes from an earlier rebuild_with_boxes describe other positions.
+        self.lo.clear();
+        self.hi.clear();
         // Fill back to front so each cell's items end up in ascending index order.
         self.fill.clone_from(&self.starts);
         for (i, &c) in self.cell_of.iter().enumerate().rev() {
@@ -102,9 +98,13 @@ impl Grid {
     /// As [`Grid::rebuild`], also keeping each cell's bounding box for [`Grid::covered`].
     pub fn rebuild_with_boxes(&mut self, positions: &[Vec2]) {
         self.rebuild(positions.iter().copied());
-        if self.lo.len() != self.nx * self.ny {
+        let cells = self.nx * self.ny;
+        if cells > MAX_COVER_CELLS {
             return;
         }
+        // Only here: a plain rebuild (the arena's hit tests) pays nothing for boxes.
+        self.lo.resize(cells, Vec2::INFINITY);
+        self.hi.resize(cells, Vec2::NEG_INFINITY);
         for (p, &c) in positions.iter().zip(&self.cell_of) {
             let c = c as usize;
             // A NaN box stays NaN: `Vec2::min` would pick the finite side over a NaN.
