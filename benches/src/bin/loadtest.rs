@@ -161,9 +161,10 @@ struct Args {
     /// or `crowd` (assets/worlds/crowd.toml: 1,000 x 1,000 open world, --view-radius 2000 so
     /// everyone sees everyone, 0 NPCs, inputs at 20 Hz), `rooms` (matchmade arena rooms of
     /// --room-size, 16 NPCs each by the server's default, on --nodes servers) or `churn`
-    /// (create/connect/close rooms at --rate). Explicit flags override it.
-    #[arg(long, value_enum, default_value_t = Scenario::Arena)]
-    scenario: Scenario,
+    /// (create/connect/close rooms at --rate). Explicit flags override it. Default: `rooms`
+    /// with --nodes above 1, else `arena`.
+    #[arg(long, value_enum)]
+    scenario: Option<Scenario>,
     /// Bots.
     #[arg(long, default_value_t = 2000)]
     bots: usize,
@@ -408,9 +409,23 @@ fn find_server_bin(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(server_bin)
 }
 
+impl Args {
+    /// The scenario: as given, or `rooms` for a fleet (`--nodes` above 1), else `arena`.
+    fn scenario(&self) -> Scenario {
+        self.scenario.unwrap_or(if self.nodes > 1 {
+            Scenario::Rooms
+        } else {
+            Scenario::Arena
+        })
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let scenario = args.scenario.defaults();
+    if args.nodes > 1 && args.scenario() != Scenario::Rooms {
+        bail!("--nodes {} needs --scenario rooms", args.nodes);
+    }
+    let scenario = args.scenario().defaults();
     let tick_rate = args.tick_rate.unwrap_or(scenario.tick_rate);
     let npcs = args.npcs.unwrap_or(scenario.npcs);
     let input_hz = args
@@ -423,7 +438,7 @@ fn main() -> anyhow::Result<()> {
     if !(input_hz.is_finite() && input_hz > 0.0 && args.ramp > 0.0) {
         bail!("--input-hz and --ramp must be positive");
     }
-    match args.scenario {
+    match args.scenario() {
         Scenario::Rooms => return fleet::rooms(&args, &find_server_bin(&args)?, tick_rate),
         Scenario::Churn => return fleet::churn(&args, &find_server_bin(&args)?),
         Scenario::Arena | Scenario::Crowd => {}
@@ -441,7 +456,7 @@ fn main() -> anyhow::Result<()> {
             let path = std::env::temp_dir().join(format!(
                 "tickwire-loadtest-{}-{}.toml",
                 std::process::id(),
-                args.scenario.name()
+                args.scenario().name()
             ));
             std::fs::write(&path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -523,7 +538,7 @@ fn main() -> anyhow::Result<()> {
         "loadtest scenario={} transport={} bots={} verifying={} tick_rate={} input_hz={} npcs={} delivery={:.4} \
          desyncs={} server_cpu_us_per_client_snapshot={:.2} server_rss_mb={:.1} bytes_per_client_s={:.0} \
          input_latency_p99_ms={:.2} tick_p99_ms={:.2} server_cpu_s={:.1} bots_cpu_s={:.1}",
-        args.scenario.name(),
+        args.scenario().name(),
         transport_name(args.transport),
         args.bots,
         report.verifying_bots,
@@ -542,7 +557,7 @@ fn main() -> anyhow::Result<()> {
     );
     let json = LoadtestJson {
         loadtest: Summary {
-            scenario: args.scenario.name(),
+            scenario: args.scenario().name(),
             transport: transport_name(args.transport),
             bots: args.bots,
             tick_rate,
@@ -621,25 +636,31 @@ mod tests {
     #[test]
     fn rooms_and_churn_flags() {
         let a = Args::try_parse_from(["loadtest", "--scenario", "rooms"]).unwrap();
-        assert_eq!((a.scenario, a.room_size, a.nodes), (Scenario::Rooms, 8, 1));
+        assert_eq!(
+            (a.scenario(), a.room_size, a.nodes),
+            (Scenario::Rooms, 8, 1)
+        );
         assert_eq!(a.room_npcs, None);
         let a = Args::try_parse_from(["loadtest", "--scenario", "rooms", "--nodes", "2"]).unwrap();
         assert_eq!(a.nodes, 2);
+        // The issue's `loadtest --nodes 2 --room-size 8` is the rooms scenario.
+        let a = Args::try_parse_from(["loadtest", "--nodes", "2", "--room-size", "8"]).unwrap();
+        assert_eq!(a.scenario(), Scenario::Rooms);
         assert!(Args::try_parse_from(["loadtest", "--nodes", "0"]).is_err());
         let a = Args::try_parse_from(["loadtest", "--scenario", "churn", "--rate", "50"]).unwrap();
-        assert_eq!((a.scenario, a.rate), (Scenario::Churn, 50.0));
+        assert_eq!((a.scenario(), a.rate), (Scenario::Churn, 50.0));
     }
 
     #[test]
     fn explicit_flags_override_the_scenario() {
         let a =
             Args::try_parse_from(["loadtest", "--scenario", "crowd", "--input-hz", "60"]).unwrap();
-        assert_eq!(a.scenario, Scenario::Crowd);
+        assert_eq!(a.scenario(), Scenario::Crowd);
         assert_eq!(a.input_hz, Some(60.0));
         assert_eq!(a.npcs, None);
         assert_eq!(a.verify, 1.0);
         let a = Args::try_parse_from(["loadtest"]).unwrap();
-        assert_eq!(a.scenario, Scenario::Arena);
+        assert_eq!(a.scenario(), Scenario::Arena);
         assert!(Args::try_parse_from(["loadtest", "--verify", "1.5"]).is_err());
         assert!(Args::try_parse_from(["loadtest", "--verify", "-0.5"]).is_err());
         assert_eq!(
