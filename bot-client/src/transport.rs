@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickwire_shared::{InputSeq, Welcome};
+use tickwire_shared::{CloseCode, InputSeq, Welcome};
 
 use crate::client::{Client, ClientError, Event, HelloArgs};
 use crate::load::LoadConfig;
@@ -67,7 +67,9 @@ impl BotError {
     /// because the directory was unreachable (1013), the seat expired or was refused (4004,
     /// 4005) or the room filled or went away (4007).
     pub fn wants_new_seat(&self) -> bool {
-        matches!(self.close_code(), Some(1013 | 4004 | 4005 | 4007))
+        self.close_code()
+            .and_then(CloseCode::from_code)
+            .is_some_and(CloseCode::wants_new_seat)
     }
 
     /// Whether the server broke the protocol (an undecodable frame, a message out of order),

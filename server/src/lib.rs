@@ -13,7 +13,6 @@
 //! and Agones current; nothing there touches a room's thread.
 
 pub mod agones;
-pub mod close;
 pub mod config;
 pub mod directory;
 pub mod driver;
@@ -38,6 +37,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tickwire_shared::CloseCode;
 
 use quinn::VarInt;
 use tickwire_shared::quant::BoundsError;
@@ -380,7 +380,7 @@ impl Server {
             // Anything still open (a handshake in progress) goes with 1001 too; then give the
             // CONNECTION_CLOSE frames a moment to leave.
             ep.close(
-                VarInt::from_u32(close::GOING_AWAY.into()),
+                VarInt::from_u32(CloseCode::GoingAway.into()),
                 b"server shutting down",
             );
             let _ = timeout(QUIC_DRAIN, ep.wait_idle()).await;

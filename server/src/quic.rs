@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+use tickwire_shared::CloseCode;
 
 use bytes::Bytes;
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
@@ -30,7 +31,6 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
 use crate::Shared;
-use crate::close;
 use crate::metrics::Metrics;
 use crate::replication::SnapshotFrame;
 use crate::session::{self, Channel, End, Inbound, SessionSlot, Transport};
@@ -335,7 +335,7 @@ pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId
         .and_then(|d| d.protocol);
     if alpn.as_deref() != Some(ALPN) {
         conn.close(
-            VarInt::from_u32(close::PROTOCOL_ERROR.into()),
+            VarInt::from_u32(CloseCode::ProtocolError.into()),
             b"ALPN tickwire/1 required",
         );
         return;
@@ -539,7 +539,7 @@ impl Transport for QuicTransport {
         }
     }
 
-    async fn close(mut self, code: u16, reason: &str, disconnect: Option<&[u8]>) {
+    async fn close(mut self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>) {
         if let (Some((send, _)), Some(frame)) = (self.control.as_mut(), disconnect) {
             length_prefixed(&mut self.out, frame);
             let out = &self.out;

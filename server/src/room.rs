@@ -13,13 +13,13 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+use tickwire_shared::CloseCode;
 
 use tickwire_shared::baseline::AckOutcome;
 use tickwire_shared::{ClientId, EntityId, InputFrame, PROTOCOL_VERSION, Quantizer, Tick, Welcome};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use crate::close;
 use crate::config::SimConfig;
 use crate::game::Game;
 use crate::metrics::Metrics;
@@ -67,7 +67,23 @@ pub struct OutboundState {
     /// The newest snapshot not yet taken.
     pub snapshot: Option<SnapshotFrame>,
     /// The simulation wants the connection closed with this code and reason.
-    pub close: Option<(u16, &'static str)>,
+    pub close: Option<Closing>,
+}
+
+/// A close to send: the code, and the reason text for the close frame and `Disconnect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closing {
+    /// The close code.
+    pub code: CloseCode,
+    /// A short human-readable reason (at most 123 bytes).
+    pub reason: &'static str,
+}
+
+impl Closing {
+    /// A close with `code` and `reason`.
+    pub const fn new(code: CloseCode, reason: &'static str) -> Closing {
+        Closing { code, reason }
+    }
 }
 
 /// A connection's latest-wins mailbox from the simulation, plus its wake-up.
@@ -263,15 +279,19 @@ impl<G: Game> Room<G> {
 
     /// The entity behind a resume token: a dropped player waiting in the grace period, or a
     /// connected one whose old connection has not noticed it is dead yet (that connection is
-    /// closed with [`close::REPLACED`]).
+    /// closed with [`CloseCode::Replaced`]).
     fn take_over(&mut self, token: u64) -> Option<EntityId> {
         if let Some(i) = self.detached.iter().position(|d| d.token == token) {
             return Some(self.detached.remove(i).entity);
         }
         let old = self.clients.iter().find(|c| c.token == token)?.id;
         let c = self.remove_client(old)?;
-        c.v.out
-            .put(|s| s.close = Some((close::REPLACED, "session resumed elsewhere")));
+        c.v.out.put(|s| {
+            s.close = Some(Closing::new(
+                CloseCode::Replaced,
+                "session resumed elsewhere",
+            ))
+        });
         Some(c.v.entity)
     }
 
@@ -336,8 +356,12 @@ impl<G: Game> Room<G> {
             let c = &self.clients[i];
             if now.saturating_sub(c.acked_at) > timeout {
                 let id = c.id;
-                c.v.out
-                    .put(|s| s.close = Some((close::ACK_TIMEOUT, "no acknowledgement in time")));
+                c.v.out.put(|s| {
+                    s.close = Some(Closing::new(
+                        CloseCode::AckTimeout,
+                        "no acknowledgement in time",
+                    ))
+                });
                 if let Some(c) = self.remove_client(id) {
                     self.game.despawn_player(c.v.entity);
                 }
@@ -499,7 +523,10 @@ mod tests {
         for _ in 0..31 {
             s.tick();
         }
-        assert_eq!(out.take().close.map(|c| c.0), Some(close::ACK_TIMEOUT));
+        assert_eq!(
+            out.take().close.map(|c| c.code),
+            Some(CloseCode::AckTimeout)
+        );
         assert_eq!(s.client_count(), 0);
         assert!(s.game().entities().is_empty(), "the player was removed");
     }

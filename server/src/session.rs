@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use tickwire_shared::CloseCode;
 
 use tickwire_shared::codec::{DecodeError, decode_client, encode_server, peek_hello_version};
 use tickwire_shared::message::MAX_REASON_BYTES;
@@ -17,12 +18,11 @@ use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
 use crate::Shared;
-use crate::close;
 use crate::directory::ClaimError;
 use crate::metrics::DisconnectReason;
 use crate::registry::{Place, RoomError};
 use crate::replication::SnapshotFrame;
-use crate::room::{Control, InputMsg, Outbound};
+use crate::room::{Closing, Control, InputMsg, Outbound};
 
 /// How a session ended.
 #[derive(Debug)]
@@ -31,17 +31,17 @@ pub(crate) struct End {
     pub(crate) why: DisconnectReason,
     /// Close code and reason to send, if the connection can still take them. `None` drops the
     /// connection without a code.
-    pub(crate) close: Option<(u16, &'static str)>,
+    pub(crate) close: Option<Closing>,
     /// The player is gone for good (no resume).
     pub(crate) graceful: bool,
 }
 
 impl End {
     /// Close with a code (after a `Disconnect` with the same code).
-    pub(crate) fn close(why: DisconnectReason, code: u16, reason: &'static str) -> Self {
+    pub(crate) fn close(why: DisconnectReason, code: CloseCode, reason: &'static str) -> Self {
         Self {
             why,
-            close: Some((code, reason)),
+            close: Some(Closing::new(code, reason)),
             graceful: true,
         }
     }
@@ -77,7 +77,7 @@ impl End {
     pub(crate) fn shutdown() -> Self {
         Self::close(
             DisconnectReason::Shutdown,
-            close::GOING_AWAY,
+            CloseCode::GoingAway,
             "server shutting down",
         )
     }
@@ -86,7 +86,7 @@ impl End {
     pub(crate) fn protocol(reason: &'static str) -> Self {
         Self::close(
             DisconnectReason::ProtocolError,
-            close::PROTOCOL_ERROR,
+            CloseCode::ProtocolError,
             reason,
         )
     }
@@ -95,14 +95,18 @@ impl End {
     pub(crate) fn bad_version() -> Self {
         Self::close(
             DisconnectReason::BadVersion,
-            close::BAD_VERSION,
+            CloseCode::BadVersion,
             "unsupported protocol version",
         )
     }
 
     /// A message over the size limit.
     pub(crate) fn too_big() -> Self {
-        Self::close(DisconnectReason::TooBig, close::TOO_BIG, "message too big")
+        Self::close(
+            DisconnectReason::TooBig,
+            CloseCode::TooBig,
+            "message too big",
+        )
     }
 }
 
@@ -145,7 +149,7 @@ pub(crate) trait Transport {
 
     /// Best effort, bounded in time: `disconnect` (the encoded `Disconnect` envelope, when it
     /// could be encoded) reliably, then the transport's own close with `code` and `reason`.
-    async fn close(self, code: u16, reason: &str, disconnect: Option<&[u8]>);
+    async fn close(self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>);
 }
 
 /// The close for a room that cannot take the session.
@@ -158,7 +162,7 @@ fn room_end(e: RoomError) -> End {
     };
     End::close(
         DisconnectReason::RoomUnavailable,
-        close::ROOM_UNAVAILABLE,
+        CloseCode::RoomUnavailable,
         reason,
     )
 }
@@ -279,11 +283,11 @@ pub(crate) async fn run<T: Transport>(
     }
     s.sh.metrics.disconnect(end.why);
     debug!(why = end.why.label(), "session ended");
-    if let Some((code, reason)) = end.close {
+    if let Some(Closing { code, reason }) = end.close {
         let reason = &reason[..reason.len().min(MAX_REASON_BYTES)];
         s.buf.clear();
         let msg = ServerMessage::Disconnect {
-            code,
+            code: code.code(),
             reason: reason.to_owned(),
         };
         let disconnect = encode_server(&msg, &mut s.buf)
@@ -314,7 +318,7 @@ impl<T: Transport> Session<T> {
                 _ = &mut hello, if !self.welcomed => {
                     return End::close(
                         DisconnectReason::HandshakeTimeout,
-                        close::POLICY_VIOLATION,
+                        CloseCode::PolicyViolation,
                         "no Hello in time",
                     );
                 }
@@ -361,17 +365,17 @@ impl<T: Transport> Session<T> {
                 Err(end) => return Some(end),
             }
         }
-        if let Some((code, reason)) = st.close {
+        if let Some(closing) = st.close {
             // The simulation already dropped this client.
             self.joined = false;
-            let why = if code == close::ACK_TIMEOUT {
+            let why = if closing.code == CloseCode::AckTimeout {
                 DisconnectReason::AckTimeout
             } else {
                 DisconnectReason::Replaced
             };
             return Some(End {
                 why,
-                close: Some((code, reason)),
+                close: Some(closing),
                 graceful: true,
             });
         }
@@ -468,9 +472,11 @@ impl<T: Transport> Session<T> {
                 .await
                 .err()
             }
-            ClientMessage::Leave => {
-                Some(End::close(DisconnectReason::Normal, close::NORMAL, "bye"))
-            }
+            ClientMessage::Leave => Some(End::close(
+                DisconnectReason::Normal,
+                CloseCode::Normal,
+                "bye",
+            )),
         }
     }
 
@@ -486,7 +492,7 @@ impl<T: Transport> Session<T> {
             let Some(room) = room else {
                 return Err(End::close(
                     DisconnectReason::SeatMissing,
-                    close::SEAT_REQUIRED,
+                    CloseCode::SeatRequired,
                     "this server needs a seat from matchmaking",
                 ));
             };
@@ -497,23 +503,23 @@ impl<T: Transport> Session<T> {
         let claimed = sh.directory.claim(token, seq).await.map_err(|e| match e {
             ClaimError::Expired => End::close(
                 DisconnectReason::SeatExpired,
-                close::SEAT_EXPIRED,
+                CloseCode::SeatExpired,
                 "seat expired",
             ),
             ClaimError::Invalid => End::close(
                 DisconnectReason::SeatInvalid,
-                close::SEAT_INVALID,
+                CloseCode::SeatInvalid,
                 "seat unknown or used",
             ),
             ClaimError::Foreign => End::close(
                 DisconnectReason::SeatForeign,
-                close::SEAT_FOREIGN,
+                CloseCode::SeatForeign,
                 "seat for a room on another node",
             ),
             ClaimError::RoomGone => room_end(RoomError::Gone),
             ClaimError::Unavailable(_) => End::close(
                 DisconnectReason::DirectoryUnavailable,
-                close::TRY_AGAIN_LATER,
+                CloseCode::TryAgainLater,
                 "room directory unreachable",
             ),
         })?;
@@ -529,7 +535,7 @@ impl<T: Transport> Session<T> {
         if encode_server(msg, &mut self.buf).is_err() {
             return Err(End::close(
                 DisconnectReason::ProtocolError,
-                close::INTERNAL_ERROR,
+                CloseCode::InternalError,
                 "encode failed",
             ));
         }

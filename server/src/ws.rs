@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
+use tickwire_shared::CloseCode;
 
 use futures_util::{SinkExt, StreamExt};
 use tickwire_shared::ClientId;
@@ -17,12 +18,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::ProtocolError;
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::Shared;
-use crate::close;
 use crate::metrics::DisconnectReason;
 use crate::replication::SnapshotFrame;
 use crate::session::{self, Channel, End, Inbound, Transport};
@@ -95,7 +95,7 @@ impl Transport for WsTransport {
             Some(Err(_)) => End::dropped(),
             Some(Ok(Message::Text(_))) => End::close(
                 DisconnectReason::TextFrame,
-                close::UNSUPPORTED_DATA,
+                CloseCode::UnsupportedData,
                 "binary frames only",
             ),
             // Ping and pong are answered by tungstenite.
@@ -117,7 +117,7 @@ impl Transport for WsTransport {
 
     /// `Disconnect`, a close frame, then half-close and drain so the peer reads them instead
     /// of a reset. Bounded in time and bytes.
-    async fn close(mut self, code: u16, reason: &str, disconnect: Option<&[u8]>) {
+    async fn close(mut self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>) {
         let work = async {
             if let Some(frame) = disconnect {
                 let _ = self
@@ -128,7 +128,7 @@ impl Transport for WsTransport {
             let _ = self
                 .ws
                 .close(Some(CloseFrame {
-                    code: CloseCode::from(code),
+                    code: WsCloseCode::from(code.code()),
                     reason: reason.into(),
                 }))
                 .await;

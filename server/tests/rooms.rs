@@ -7,12 +7,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tickwire_shared::CloseCode;
 
 use serde_json::{Value, json};
 use support::http::{get_json, post_json, request};
 use support::{TestServer, WAIT};
 use tickwire_bot_client::{Client, ClientError, Event, HelloArgs};
-use tickwire_server::close;
 
 /// Connects with a seat token; `Err` is the close code the server refused with.
 async fn connect(url: &str, name: &str, seat: Option<&str>) -> Result<Client, u16> {
@@ -145,7 +145,7 @@ async fn bad_seats_get_their_own_close_codes() {
     for bad in ["", "garbage", "xxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyy"] {
         assert_eq!(
             connect(&ws, "x", Some(bad)).await.err(),
-            Some(close::SEAT_INVALID),
+            Some(CloseCode::SeatInvalid.code()),
             "{bad:?}"
         );
     }
@@ -155,14 +155,14 @@ async fn bad_seats_get_their_own_close_codes() {
     let first = connect(&ws, "a", Some(token)).await.unwrap();
     assert_eq!(
         connect(&ws, "b", Some(token)).await.err(),
-        Some(close::SEAT_INVALID)
+        Some(CloseCode::SeatInvalid.code())
     );
     // Expired.
     let v = seat(&s, "/matchmake/create/arena", json!({})).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(
         connect(&ws, "c", v["seat_token"].as_str()).await.err(),
-        Some(close::SEAT_EXPIRED)
+        Some(CloseCode::SeatExpired.code())
     );
     drop(first);
     s.shutdown().await;
@@ -171,7 +171,7 @@ async fn bad_seats_get_their_own_close_codes() {
     let s = TestServer::start(|c| c.rooms.default_room = false).await;
     assert_eq!(
         connect(&s.url, "d", None).await.err(),
-        Some(close::SEAT_REQUIRED)
+        Some(CloseCode::SeatRequired.code())
     );
     s.shutdown().await;
 }
@@ -361,6 +361,6 @@ async fn a_version_1_hello_gets_4001() {
         Err((code, _)) => code,
         Ok(other) => panic!("{other:?}"),
     };
-    assert_eq!(code, close::BAD_VERSION);
+    assert_eq!(code, CloseCode::BadVersion.code());
     s.shutdown().await;
 }

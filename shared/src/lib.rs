@@ -6,6 +6,7 @@
 //! reference implementation and the tests keep the two in step.
 //!
 //! The layers, bottom up:
+//! - [`close`]: the close codes, one [`CloseCode`] enum for server, clients and docs.
 //! - [`ids`]: newtypes for ticks, client ids, entity ids and input sequence numbers.
 //! - [`message`]: the messages both sides exchange, and the [`codec`] that frames them in
 //!   bincode's wire format (through `wincode`) with explicit size limits.
@@ -21,6 +22,7 @@
 
 pub mod baseline;
 pub mod bits;
+pub mod close;
 pub mod codec;
 pub mod ids;
 pub mod input;
@@ -33,6 +35,7 @@ pub mod rlimit;
 pub mod snapshot;
 
 pub use baseline::{BaselineTracker, EncodedSnapshot};
+pub use close::CloseCode;
 pub use codec::{DecodeError, EncodeError};
 pub use ids::{ClientId, EntityId, InputSeq, Tick};
 pub use input::InputHistory;
