@@ -113,8 +113,9 @@ function connect() {
     stats.connected = false;
     stats.status = `closed ${code}${reason ? ` (${reason})` : ""}`;
     // Reconnect (resuming the same player) unless the code says not to (PROTOCOL.md 6).
-    // 4002: another tab resumed this player; 4001: wrong version; 100x: a bug or a goodbye.
-    if ([1000, 1002, 1003, 1009, 4001, 4002].includes(code)) return;
+    // 4002: another tab resumed this player; 4001: wrong version; 4003: the server needs a
+    // seat; 4008-4011: the server needs a (new) player token; 100x: a bug or a goodbye.
+    if ([1000, 1002, 1003, 1009, 4001, 4002, 4003, 4008, 4009, 4010, 4011, 4013].includes(code)) return;
     stats.status += `, reconnecting in ${(reconnectDelay / 1000).toFixed(1)} s`;
     setTimeout(connect, reconnectDelay);
     reconnectDelay = Math.min(reconnectDelay * 2, 10000);

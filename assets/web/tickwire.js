@@ -28,12 +28,13 @@
 // ---------------------------------------------------------------------------------------
 // Constants (PROTOCOL.md section 4)
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const MAX_CLIENT_MESSAGE_BYTES = 512;
 export const MAX_SERVER_MESSAGE_BYTES = 1 << 20;
 export const MAX_INPUT_FRAMES = 8;
 export const MAX_NAME_BYTES = 32;
 export const MAX_SEAT_BYTES = 128;
+export const MAX_AUTH_BYTES = 256;
 export const MAX_REASON_BYTES = 123;
 export const MAX_VIEW_ENTITIES = 65536;
 export const DEFAULT_RING = 32;
@@ -64,6 +65,12 @@ export const CLOSE = Object.freeze({
   SEAT_INVALID: 4005,
   SEAT_OTHER_NODE: 4006,
   ROOM_UNAVAILABLE: 4007,
+  TOKEN_REQUIRED: 4008,
+  TOKEN_EXPIRED: 4009,
+  TOKEN_INVALID: 4010,
+  TOKEN_WRONG_ROOM: 4011,
+  TOO_FAR_BEHIND: 4012,
+  FLOODING: 4013,
 });
 
 const U16_MAX = 0xffff;
@@ -272,12 +279,13 @@ function readFrame(r) {
 
 /**
  * Encodes a client message:
- * `{type: "Hello", protocolVersion, name, resumeToken, seat}` (resumeToken: BigInt or null;
- * seat: the matchmaker's seat token, a string, or null),
+ * `{type: "Hello", protocolVersion, name, resumeToken, seat, auth}` (resumeToken: BigInt or
+ * null; seat: the matchmaker's seat token, a string, or null; auth: a signed player token
+ * from the game's backend, a string, or null),
  * `{type: "Input", ackTick, frames: [{seq, moveX, moveY, aimYaw, buttons}]}`,
  * `{type: "Ping", clientTime}` (BigInt), `{type: "Leave"}`. Returns a Uint8Array.
  * Throws ProtocolError for values out of range or a broken limit (name over 32 bytes, seat
- * over 128 bytes, more than 8 frames, over 512 bytes).
+ * over 128 bytes, auth over 256 bytes, more than 8 frames, over 512 bytes).
  */
 export function encodeClientMessage(msg) {
   const w = new Writer();
@@ -297,6 +305,12 @@ export function encodeClientMessage(msg) {
       } else {
         w.u8(1);
         w.string(msg.seat, MAX_SEAT_BYTES);
+      }
+      if (msg.auth === null || msg.auth === undefined) {
+        w.u8(0);
+      } else {
+        w.u8(1);
+        w.string(msg.auth, MAX_AUTH_BYTES);
       }
       break;
     case "Input": {
@@ -348,6 +362,7 @@ export function decodeClientMessage(data) {
         name: r.string(MAX_NAME_BYTES),
         resumeToken: r.option(() => r.u64()),
         seat: r.option(() => r.string(MAX_SEAT_BYTES)),
+        auth: r.option(() => r.string(MAX_AUTH_BYTES)),
       };
       break;
     case 1: {
@@ -870,7 +885,8 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
  * Options: `name` (at most 32 bytes of UTF-8), `resumeToken` (BigInt from an earlier
  * Welcome), `seat` (the `seat_token` of a matchmake() answer, connecting to its `ws_url`;
  * single-use, so leave it out when resuming; without one the server puts the player in its
- * default room), `WebSocket` (a constructor; default globalThis.WebSocket), `pingIntervalMs`
+ * default room), `auth` (a signed player token from the game's backend, PROTOCOL.md
+ * section 13; required by a server with `--auth-secret-file`), `WebSocket` (a constructor; default globalThis.WebSocket), `pingIntervalMs`
  * (default 1000), `history` (baselines kept, default 32), `autoAck` (default true: after a
  * verified snapshot, if no Input has carried the new ack within about one snapshot
  * interval, send an Input with no frames so the server never times the client out).
@@ -891,6 +907,7 @@ export class TickwireClient {
       name = "",
       resumeToken = null,
       seat = null,
+      auth = null,
       WebSocket: WebSocketImpl = globalThis.WebSocket,
       pingIntervalMs = 1000,
       history = DEFAULT_RING,
@@ -901,6 +918,9 @@ export class TickwireClient {
     }
     if (seat !== null && (typeof seat !== "string" || utf8Encoder.encode(seat).length > MAX_SEAT_BYTES)) {
       throw new RangeError(`seat must be a string of at most ${MAX_SEAT_BYTES} bytes`);
+    }
+    if (auth !== null && (typeof auth !== "string" || utf8Encoder.encode(auth).length > MAX_AUTH_BYTES)) {
+      throw new RangeError(`auth must be a string of at most ${MAX_AUTH_BYTES} bytes`);
     }
     if (typeof WebSocketImpl !== "function") {
       throw new TypeError("no WebSocket implementation: pass options.WebSocket");
@@ -944,6 +964,7 @@ export class TickwireClient {
     this._pingIntervalMs = pingIntervalMs;
     this._resumeToken = resumeToken;
     this._seat = seat;
+    this._auth = auth;
     this._nextSeq = 1;
     this._recent = [];
     this._sentAck = 0;
@@ -964,6 +985,7 @@ export class TickwireClient {
         name: this.name,
         resumeToken: this._resumeToken,
         seat: this._seat,
+        auth: this._auth,
       });
     };
     ws.onmessage = (ev) => this._onMessage(ev.data);

@@ -51,6 +51,7 @@ fn setup(cfg: &ServerConfig, clients: usize, npcs: usize) -> Setup {
             sim.control(Control::Join {
                 client: ClientId(i as u32 + 1),
                 resume: None,
+                player_id: None,
                 out: out.clone(),
             });
             out

@@ -238,7 +238,8 @@ pub async fn next_message(
 }
 
 /// What a client says in its `Hello`, besides the protocol version: its name, the resume
-/// token of an earlier `Welcome`, and the seat token matchmaking gave it.
+/// token of an earlier `Welcome`, the seat token matchmaking gave it, and a signed player
+/// token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HelloArgs {
     /// Display name, at most [`tickwire_shared::message::MAX_NAME_BYTES`] bytes.
@@ -248,6 +249,9 @@ pub struct HelloArgs {
     /// The `seat_token` of a matchmaking answer, at most
     /// [`tickwire_shared::message::MAX_SEAT_BYTES`] bytes; `None` joins the default room.
     pub seat: Option<String>,
+    /// A signed player token (`--auth-secret-file`), at most
+    /// [`tickwire_shared::message::MAX_AUTH_BYTES`] bytes.
+    pub auth: Option<String>,
 }
 
 impl HelloArgs {
@@ -271,6 +275,12 @@ impl HelloArgs {
         self
     }
 
+    /// The same, presenting the signed player token `auth`.
+    pub fn with_auth(mut self, auth: Option<String>) -> HelloArgs {
+        self.auth = auth;
+        self
+    }
+
     /// The `Hello` message, for this crate's protocol version.
     pub fn message(&self) -> ClientMessage {
         ClientMessage::Hello {
@@ -278,6 +288,7 @@ impl HelloArgs {
             name: self.name.clone(),
             resume_token: self.resume_token,
             seat: self.seat.clone(),
+            auth: self.auth.clone(),
         }
     }
 }

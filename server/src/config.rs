@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use tickwire_shared::token::{PlayerClaims, TokenKey};
 
 use crate::quic::{QuicError, TlsIdentity};
 use crate::world::{World, WorldError};
@@ -24,8 +26,18 @@ pub enum LogFormat {
 ///
 /// Log level comes from RUST_LOG (default: info).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tickwire-server", version, about, long_about = None)]
+#[command(
+    name = "tickwire-server",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    /// A tool instead of the server (`token`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address for HTTP and WebSocket (one port; the WebSocket endpoint is /ws).
     /// Port 0 picks a free port; the bound address is logged.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -179,6 +191,66 @@ pub struct Cli {
     /// Report to the Agones SDK sidecar (also on when AGONES_SDK_HTTP_PORT is set).
     #[arg(long)]
     pub agones: bool,
+
+    /// Require a signed player token in every Hello (PROTOCOL.md section 13), checked with
+    /// the HMAC-SHA256 secret in this file (at least 32 bytes; trailing whitespace is not
+    /// part of it). Closes 4008 without a token, 4009 expired, 4010 invalid, 4011 another
+    /// room's. Without it, tokens are not checked and players have no player id.
+    #[arg(long)]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+/// Tools the binary also offers.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print a signed player token (PROTOCOL.md section 13), for operators and tests.
+    Token(TokenArgs),
+}
+
+/// `tickwire-server token`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The secret file the server is started with (`--auth-secret-file`).
+    #[arg(long)]
+    pub secret_file: PathBuf,
+    /// The player id to bind (1 to 64 bytes of UTF-8).
+    #[arg(long)]
+    pub player: String,
+    /// Seconds the token is valid from now.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    /// Bind the token to this room id (`default` is the default room). Default: any room.
+    #[arg(long)]
+    pub room: Option<String>,
+}
+
+impl TokenArgs {
+    /// The token text.
+    pub fn mint(&self) -> Result<String, ConfigError> {
+        let key = read_secret(&self.secret_file)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        key.sign(&PlayerClaims {
+            player_id: self.player.clone(),
+            expires_at: now.saturating_add(self.ttl),
+            room: self.room.clone(),
+        })
+        .map_err(|e| ConfigError::AuthSecret {
+            path: self.secret_file.clone(),
+            why: e.to_string(),
+        })
+    }
+}
+
+/// The token key from a secret file.
+pub fn read_secret(path: &PathBuf) -> Result<TokenKey, ConfigError> {
+    let bad = |why: String| ConfigError::AuthSecret {
+        path: path.clone(),
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    TokenKey::from_file_contents(&bytes).map_err(|e| bad(e.to_string()))
 }
 
 /// Rooms, matchmaking and the fleet.
@@ -266,6 +338,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsIdentity>,
     /// Rooms, matchmaking and the fleet.
     pub rooms: RoomsConfig,
+    /// The key signed player tokens are checked with; `None` checks none.
+    pub auth: Option<Arc<TokenKey>>,
 }
 
 /// A configuration the server cannot run with.
@@ -303,6 +377,14 @@ pub enum ConfigError {
     /// The TLS files do not hold a usable certificate and key.
     #[error("--tls-cert/--tls-key: {0}")]
     Tls(#[from] QuicError),
+    /// The token secret file could not be read or is too short.
+    #[error("token secret {path}: {why}")]
+    AuthSecret {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 fn read_tls(flag: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
@@ -392,6 +474,10 @@ impl Cli {
             seed: self.seed,
             quic,
             tls,
+            auth: match &self.auth_secret_file {
+                Some(p) => Some(Arc::new(read_secret(p)?)),
+                None => None,
+            },
         })
     }
 }

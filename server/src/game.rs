@@ -22,12 +22,32 @@ pub struct Replicated {
     pub state: EntityState,
 }
 
+/// Who a joining player is: what [`Game::spawn_player`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayerInfo<'a> {
+    /// The connection's id (unique within the server process).
+    pub client: ClientId,
+    /// The player id of the client's signed token (`--auth-secret-file`, PROTOCOL.md
+    /// section 13): who the game's backend says this is. `None` on a server without tokens.
+    pub player_id: Option<&'a str>,
+}
+
+impl PlayerInfo<'static> {
+    /// A player with no token: only its connection id.
+    pub const fn anonymous(client: ClientId) -> PlayerInfo<'static> {
+        PlayerInfo {
+            client,
+            player_id: None,
+        }
+    }
+}
+
 /// The rules of a game, as the simulation thread sees them.
 pub trait Game: Send + 'static {
     /// The world every position is clamped into.
     fn bounds(&self) -> WorldBounds;
-    /// Creates the entity `client` controls.
-    fn spawn_player(&mut self, client: ClientId) -> EntityId;
+    /// Creates the entity a joining player controls.
+    fn spawn_player(&mut self, player: PlayerInfo<'_>) -> EntityId;
     /// Removes a player's entity (the client left or timed out).
     fn despawn_player(&mut self, entity: EntityId);
     /// Applies one input frame. Called once per frame, in sequence order, before the
@@ -51,8 +71,8 @@ impl Game for Box<dyn Game> {
     fn bounds(&self) -> WorldBounds {
         (**self).bounds()
     }
-    fn spawn_player(&mut self, client: ClientId) -> EntityId {
-        (**self).spawn_player(client)
+    fn spawn_player(&mut self, player: PlayerInfo<'_>) -> EntityId {
+        (**self).spawn_player(player)
     }
     fn despawn_player(&mut self, entity: EntityId) {
         (**self).despawn_player(entity)
@@ -251,7 +271,7 @@ impl Game for Arena {
         self.world.bounds
     }
 
-    fn spawn_player(&mut self, _client: ClientId) -> EntityId {
+    fn spawn_player(&mut self, _player: PlayerInfo<'_>) -> EntityId {
         let state = EntityState {
             kind: KIND_PLAYER,
             pos: self.free_spot(),
@@ -425,7 +445,7 @@ mod tests {
     #[test]
     fn speed_is_clamped_whatever_the_input() {
         let mut a = arena();
-        let e = a.spawn_player(ClientId(1));
+        let e = a.spawn_player(PlayerInfo::anonymous(ClientId(1)));
         let i = a.index(e).unwrap();
         a.reps[i].state.pos = Vec3::new(200.0, 200.0, 0.0);
         // A diagonal at full deflection and many frames in one tick.
@@ -442,7 +462,7 @@ mod tests {
     #[test]
     fn players_stop_at_obstacles_and_walls() {
         let mut a = arena();
-        let e = a.spawn_player(ClientId(1));
+        let e = a.spawn_player(PlayerInfo::anonymous(ClientId(1)));
         let i = a.index(e).unwrap();
         a.reps[i].state.pos = Vec3::new(-70.0, 0.0, 0.0); // west of the central block
         a.apply_input(e, &frame(127, 0, 0));
@@ -461,8 +481,8 @@ mod tests {
     #[test]
     fn projectiles_travel_hit_and_despawn() {
         let mut a = arena();
-        let shooter = a.spawn_player(ClientId(1));
-        let target = a.spawn_player(ClientId(2));
+        let shooter = a.spawn_player(PlayerInfo::anonymous(ClientId(1)));
+        let target = a.spawn_player(PlayerInfo::anonymous(ClientId(2)));
         let (si, ti) = (a.index(shooter).unwrap(), a.index(target).unwrap());
         a.reps[si].state.pos = Vec3::new(200.0, 200.0, 0.0);
         a.reps[ti].state.pos = Vec3::new(210.0, 200.0, 0.0);

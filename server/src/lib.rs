@@ -46,8 +46,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tracing::{Instrument, info, info_span, warn};
 
-pub use config::{Cli, LogFormat, RoomsConfig, ServerConfig, SimConfig};
-pub use game::{Arena, ArenaRules, Game, Replicated};
+pub use config::{Cli, Command, LogFormat, RoomsConfig, ServerConfig, SimConfig, TokenArgs};
+pub use game::{Arena, ArenaRules, Game, PlayerInfo, Replicated};
 pub use metrics::Metrics;
 pub use quic::{QuicListener, TlsIdentity};
 pub use registry::{GameFactory, RoomSpec};

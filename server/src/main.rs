@@ -2,12 +2,16 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use tickwire_server::{Cli, LogFormat, QuicListener, Server, TlsIdentity};
+use tickwire_server::{Cli, Command, LogFormat, QuicListener, Server, TlsIdentity};
 use tickwire_shared::rlimit;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Token(t)) = &cli.command {
+        println!("{}", t.mint()?);
+        return Ok(());
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr (stdout stays free for tools); colours only on a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::config::SimConfig;
-use crate::game::Game;
+use crate::game::{Game, PlayerInfo};
 use crate::metrics::Metrics;
 use crate::replication::{Replicator, SnapshotFrame, Viewer};
 
@@ -35,6 +35,8 @@ pub enum Control {
         client: ClientId,
         /// Its resume token, if it offered one.
         resume: Option<u64>,
+        /// The player id of its signed token, if the server checks tokens.
+        player_id: Option<String>,
         /// Where the simulation puts its Welcome and snapshots.
         out: Arc<Outbound>,
     },
@@ -225,10 +227,16 @@ impl<G: Game> Room<G> {
             Control::Join {
                 client,
                 resume,
+                player_id,
                 out,
             } => {
                 let resumed = resume.and_then(|t| self.take_over(t));
-                let entity = resumed.unwrap_or_else(|| self.game.spawn_player(client));
+                let entity = resumed.unwrap_or_else(|| {
+                    self.game.spawn_player(PlayerInfo {
+                        client,
+                        player_id: player_id.as_deref(),
+                    })
+                });
                 let token = self.new_token(client);
                 debug!(%client, %entity, resumed = resumed.is_some(), "joined");
                 self.index.insert(client, self.clients.len());
@@ -413,7 +421,7 @@ mod tests {
                 max: Vec3::new(100.0, 100.0, 0.0),
             }
         }
-        fn spawn_player(&mut self, _client: ClientId) -> EntityId {
+        fn spawn_player(&mut self, _player: PlayerInfo<'_>) -> EntityId {
             let id = EntityId(self.reps.len() as u32);
             self.reps.push(Replicated {
                 id,
@@ -454,6 +462,7 @@ mod tests {
         s.control(Control::Join {
             client: ClientId(1),
             resume: None,
+            player_id: None,
             out: out.clone(),
         });
         (s, out)

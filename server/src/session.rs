@@ -13,6 +13,7 @@ use tickwire_shared::CloseCode;
 
 use tickwire_shared::codec::{DecodeError, decode_client, encode_server, peek_hello_version};
 use tickwire_shared::message::MAX_REASON_BYTES;
+use tickwire_shared::token::{PlayerClaims, TokenError};
 use tickwire_shared::{ClientId, ClientMessage, PROTOCOL_VERSION, ServerMessage, Tick};
 use tokio::time::{Instant, sleep_until};
 use tracing::debug;
@@ -150,6 +151,19 @@ pub(crate) trait Transport {
     /// Best effort, bounded in time: `disconnect` (the encoded `Disconnect` envelope, when it
     /// could be encoded) reliably, then the transport's own close with `code` and `reason`.
     async fn close(self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>);
+}
+
+/// The close for a refused player token.
+fn token_end(e: TokenError) -> End {
+    let (code, reason) = match e {
+        TokenError::Expired => (CloseCode::TokenExpired, "player token expired"),
+        TokenError::WrongRoom => (
+            CloseCode::TokenWrongRoom,
+            "player token is for another room",
+        ),
+        _ => (CloseCode::TokenInvalid, "player token invalid"),
+    };
+    End::close(DisconnectReason::TokenRefused, code, reason)
 }
 
 /// The close for a room that cannot take the session.
@@ -415,6 +429,7 @@ impl<T: Transport> Session<T> {
                 protocol_version,
                 resume_token,
                 seat,
+                auth,
                 ..
             } => {
                 if self.place.is_some() {
@@ -423,13 +438,24 @@ impl<T: Transport> Session<T> {
                 if protocol_version != PROTOCOL_VERSION {
                     return Some(End::bad_version());
                 }
+                // The token before the seat: a refused token must not use up a seat.
+                let claims = match self.check_token(auth.as_deref()) {
+                    Ok(c) => c,
+                    Err(end) => return Some(end),
+                };
                 let place = match self.enter(seat.as_deref(), resume_token).await {
                     Ok(p) => p,
                     Err(end) => return Some(end),
                 };
+                if let Some(c) = &claims
+                    && c.check_room(&place.room.id).is_err()
+                {
+                    return Some(token_end(TokenError::WrongRoom));
+                }
                 let join = Control::Join {
                     client: self.client,
                     resume: resume_token,
+                    player_id: claims.map(|c| c.player_id),
                     out: self.out.clone(),
                 };
                 if place.room.control.send(join).is_err() {
@@ -478,6 +504,25 @@ impl<T: Transport> Session<T> {
                 "bye",
             )),
         }
+    }
+
+    /// The claims of the `Hello`'s player token, when the server checks tokens
+    /// (`--auth-secret-file`); `Ok(None)` when it does not.
+    fn check_token(&self, auth: Option<&str>) -> Result<Option<PlayerClaims>, End> {
+        let Some(key) = &self.sh.cfg.auth else {
+            return Ok(None);
+        };
+        let Some(text) = auth else {
+            return Err(End::close(
+                DisconnectReason::TokenRefused,
+                CloseCode::TokenRequired,
+                "this server needs a player token",
+            ));
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        key.verify(text, now).map(Some).map_err(token_end)
     }
 
     /// Finds the room a `Hello` goes to and takes a place in it: the seat's room (claimed in

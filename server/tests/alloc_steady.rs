@@ -57,6 +57,7 @@ fn allocs_per_tick(clients: u32) -> u64 {
             sim.control(Control::Join {
                 client: ClientId(i),
                 resume: None,
+                player_id: None,
                 out: out.clone(),
             });
             out

@@ -71,6 +71,7 @@ fn hello() -> Vec<u8> {
         name: "raw".into(),
         resume_token: None,
         seat: None,
+        auth: None,
     })
 }
 
@@ -183,6 +184,7 @@ async fn quic_gets_the_documented_close_codes() {
         name: "old".into(),
         resume_token: None,
         seat: None,
+        auth: None,
     });
     assert_eq!(close_code(vec![old], None).await, 4001);
     // Only Input may travel as a datagram.

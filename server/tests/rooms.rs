@@ -262,9 +262,9 @@ impl tickwire_server::Game for Duel {
     fn bounds(&self) -> tickwire_shared::WorldBounds {
         self.inner.bounds()
     }
-    fn spawn_player(&mut self, c: tickwire_shared::ClientId) -> tickwire_shared::EntityId {
+    fn spawn_player(&mut self, p: tickwire_server::PlayerInfo<'_>) -> tickwire_shared::EntityId {
         self.players += 1;
-        self.inner.spawn_player(c)
+        self.inner.spawn_player(p)
     }
     fn despawn_player(&mut self, e: tickwire_shared::EntityId) {
         self.inner.despawn_player(e)

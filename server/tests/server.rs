@@ -144,6 +144,7 @@ fn hello_frame() -> Message {
             name: "x".into(),
             resume_token: None,
             seat: None,
+            auth: None,
         },
         &mut b,
     )
@@ -207,6 +208,7 @@ async fn bad_input_gets_documented_close_codes_and_others_keep_playing() {
             name: "old".into(),
             resume_token: None,
             seat: None,
+            auth: None,
         },
         &mut old,
     )

@@ -52,6 +52,7 @@ fn lossy_links_never_desync_and_recover() {
             sim.control(Control::Join {
                 client: ClientId(i as u32 + 1),
                 resume: None,
+                player_id: None,
                 out: out.clone(),
             });
             // A quarter of the clients lose their uplink for 1.5 s mid-run.

@@ -12,8 +12,8 @@ use wincode::{SchemaRead, SchemaWrite};
 use crate::ids::{InputSeq, Tick};
 
 use crate::message::{
-    ClientMessage, MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_SEAT_BYTES,
-    ServerMessage,
+    ClientMessage, MAX_AUTH_BYTES, MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES,
+    MAX_SEAT_BYTES, ServerMessage,
 };
 
 /// Largest client frame the server decodes. A full `Input` (8 frames) is at most 95 bytes.
@@ -134,6 +134,9 @@ fn check_client_limits(msg: &ClientMessage) -> Result<(), (&'static str, usize, 
         ClientMessage::Hello {
             seat: Some(seat), ..
         } if seat.len() > MAX_SEAT_BYTES => Err(("seat bytes", seat.len(), MAX_SEAT_BYTES)),
+        ClientMessage::Hello {
+            auth: Some(auth), ..
+        } if auth.len() > MAX_AUTH_BYTES => Err(("auth bytes", auth.len(), MAX_AUTH_BYTES)),
         _ => Ok(()),
     }
 }
@@ -234,7 +237,8 @@ pub fn encode_snapshot_header(
 
 /// Decodes one client frame (the server's side). Rejects frames over
 /// [`MAX_CLIENT_MESSAGE_BYTES`], trailing bytes, more than [`MAX_INPUT_FRAMES`] input frames,
-/// names over [`MAX_NAME_BYTES`] and seats over [`MAX_SEAT_BYTES`].
+/// names over [`MAX_NAME_BYTES`], seats over [`MAX_SEAT_BYTES`] and tokens over
+/// [`MAX_AUTH_BYTES`].
 pub fn decode_client(frame: &[u8]) -> Result<ClientMessage, DecodeError> {
     check_len(frame, MAX_CLIENT_MESSAGE_BYTES)?;
     let msg: ClientMessage = wincode::config::deserialize_exact(frame, client_config())?;
@@ -335,12 +339,14 @@ mod tests {
             name: "ada".into(),
             resume_token: Some(u64::MAX),
             seat: None,
+            auth: None,
         });
         roundtrip_client(ClientMessage::Hello {
             protocol_version: crate::PROTOCOL_VERSION,
             name: String::new(),
             resume_token: None,
             seat: Some("s".repeat(MAX_SEAT_BYTES)),
+            auth: None,
         });
         roundtrip_client(ClientMessage::Input {
             ack_tick: Tick(70_000),
@@ -430,6 +436,7 @@ mod tests {
             name: "n".repeat(MAX_NAME_BYTES + 1),
             resume_token: None,
             seat: None,
+            auth: None,
         };
         assert!(encode_client(&long_name, &mut buf).is_err());
         // A seat of 129 bytes: refused by the encoder, and by the decoder when hand-built.
@@ -438,6 +445,7 @@ mod tests {
             name: "ada".into(),
             resume_token: None,
             seat: Some("s".repeat(MAX_SEAT_BYTES + 1)),
+            auth: None,
         };
         assert!(matches!(
             encode_client(&long_seat, &mut buf),
@@ -449,6 +457,7 @@ mod tests {
         ));
         let mut seat_129 = vec![0u8, 2, 3, b'a', b'd', b'a', 0, 1, 129];
         seat_129.extend_from_slice(&[b's'; MAX_SEAT_BYTES + 1]);
+        seat_129.push(0); // auth: None
         assert!(matches!(
             decode_client(&seat_129),
             Err(DecodeError::OverLimit {
@@ -457,11 +466,43 @@ mod tests {
                 max: MAX_SEAT_BYTES
             })
         ));
-        seat_129.truncate(seat_129.len() - 1);
+        seat_129.truncate(seat_129.len() - 2);
         seat_129[8] = 128;
+        seat_129.push(0);
         assert!(
             decode_client(&seat_129).is_ok(),
             "128 bytes is within the limit"
+        );
+        // A token of 257 bytes likewise; 256 is within the limit.
+        let long_auth = ClientMessage::Hello {
+            protocol_version: 3,
+            name: "a".into(),
+            resume_token: None,
+            seat: None,
+            auth: Some("t".repeat(MAX_AUTH_BYTES + 1)),
+        };
+        assert!(matches!(
+            encode_client(&long_auth, &mut buf),
+            Err(EncodeError::OverLimit {
+                what: "auth bytes",
+                ..
+            })
+        ));
+        let mut auth_257 = vec![0u8, 3, 1, b'a', 0, 0, 1, 251, 1, 1];
+        auth_257.extend_from_slice(&[b't'; MAX_AUTH_BYTES + 1]);
+        assert!(matches!(
+            decode_client(&auth_257),
+            Err(DecodeError::OverLimit {
+                what: "auth bytes",
+                len: 257,
+                max: MAX_AUTH_BYTES
+            })
+        ));
+        let mut auth_256 = vec![0u8, 3, 1, b'a', 0, 0, 1, 251, 0, 1];
+        auth_256.extend_from_slice(&[b't'; MAX_AUTH_BYTES]);
+        assert!(
+            decode_client(&auth_256).is_ok(),
+            "256 bytes is within the limit"
         );
         let long_reason = ServerMessage::Disconnect {
             code: 1000,
@@ -487,10 +528,13 @@ mod tests {
     #[test]
     fn peek_hello_version_reads_only_the_head() {
         // A version-1 Hello ("ada", no resume token): no seat field, so it no longer decodes,
-        // but its version can still be read.
+        // but its version can still be read; likewise version 2's, which lacks `auth`.
         let v1 = [0u8, 1, 3, b'a', b'd', b'a', 0];
         assert!(decode_client(&v1).is_err());
         assert_eq!(peek_hello_version(&v1), Some(1));
+        let v2 = [0u8, 2, 3, b'a', b'd', b'a', 0, 0];
+        assert!(decode_client(&v2).is_err());
+        assert_eq!(peek_hello_version(&v2), Some(2));
         // This version's Hello, and a version that needs a longer varint.
         let mut buf = Vec::new();
         let hello = ClientMessage::Hello {
@@ -498,6 +542,7 @@ mod tests {
             name: "ada".into(),
             resume_token: None,
             seat: Some("r8kq2mz4tb.3f9d0c1a2b4e6f7a8c9d0e1f2a".into()),
+            auth: None,
         };
         encode_client(&hello, &mut buf).unwrap();
         assert_eq!(peek_hello_version(&buf), Some(crate::PROTOCOL_VERSION));

@@ -16,6 +16,8 @@
 //! - [`replication`]: the server side, shared by a room: one history of world states, view
 //!   sets shared between clients, and per-tick caches of encoded entity bits (encode once,
 //!   send to many); [`baseline`]: the per-client reference encoder, [`BaselineTracker`].
+//! - `token` (feature `token`): signed player tokens, made by a game backend and checked by
+//!   the server.
 //! - [`receiver`]: the client side, [`SnapshotReceiver`]; [`input`]: the client's
 //!   [`InputHistory`] (sequence numbers and redundant frames).
 #![warn(missing_docs)]
@@ -33,6 +35,8 @@ pub mod replication;
 #[cfg(all(unix, feature = "rlimit"))]
 pub mod rlimit;
 pub mod snapshot;
+#[cfg(feature = "token")]
+pub mod token;
 
 pub use baseline::{BaselineTracker, EncodedSnapshot};
 pub use close::CloseCode;
@@ -45,4 +49,4 @@ pub use receiver::{ReceiveError, Received, SnapshotReceiver};
 pub use snapshot::{SnapshotError, ViewEntry, combine_hashes, entity_hash, view_checksum};
 
 /// The protocol version this crate speaks. A server refuses a `Hello` with any other version.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

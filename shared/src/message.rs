@@ -12,6 +12,8 @@ pub const MAX_INPUT_FRAMES: usize = 8;
 pub const MAX_NAME_BYTES: usize = 32;
 /// Longest `Hello` seat token, in bytes.
 pub const MAX_SEAT_BYTES: usize = 128;
+/// Longest `Hello.auth` (a signed player token's text), in bytes.
+pub const MAX_AUTH_BYTES: usize = 256;
 /// Longest `Disconnect` reason, in bytes of UTF-8.
 pub const MAX_REASON_BYTES: usize = 123;
 
@@ -32,6 +34,9 @@ pub enum ClientMessage {
         /// The seat token matchmaking gave (`POST /matchmake/...`), at most
         /// [`MAX_SEAT_BYTES`] bytes; `None` joins the server's default room, if it has one.
         seat: Option<String>,
+        /// A signed player token from the game's backend (PROTOCOL.md section 13), at most
+        /// [`MAX_AUTH_BYTES`] bytes. A server started with `--auth-secret-file` requires it.
+        auth: Option<String>,
     },
     /// Player input plus the acknowledgement of the newest snapshot received.
     Input {

@@ -45,6 +45,8 @@ const WORLD_MAX: [f32; 3] = [1000.0, 1000.0, 0.0];
 const RESUME_TOKEN: u64 = 0x0123_4567_89ab_cdef;
 /// A seat token as a matchmaker might hand out: opaque to the client.
 const SEAT: &str = "r8kq2mz4tb.3f9d0c1a2b4e6f7a8c9d0e1f2a";
+const AUTH_TOKEN: &str =
+    "AYDY23AAAAAACXBsYXllci00MgdkZWZhdWx0XbdPu3yIwpbnKd6tsQURcrqpRbAaJYQxafeLwtuh0k4";
 
 fn quantizer() -> Quantizer {
     match Quantizer::new(WorldBounds {
@@ -202,6 +204,7 @@ fn vectors() -> Result<Vec<Vector>, String> {
                 name: "ada".into(),
                 resume_token: None,
                 seat: None,
+                auth: None,
             }),
             snapshot: None,
         },
@@ -212,6 +215,18 @@ fn vectors() -> Result<Vec<Vector>, String> {
                 name: "ada".into(),
                 resume_token: None,
                 seat: Some(SEAT.into()),
+                auth: None,
+            }),
+            snapshot: None,
+        },
+        Vector {
+            name: "hello_auth",
+            msg: Msg::Client(ClientMessage::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                name: "ada".into(),
+                resume_token: None,
+                seat: None,
+                auth: Some(AUTH_TOKEN.into()),
             }),
             snapshot: None,
         },
@@ -222,6 +237,7 @@ fn vectors() -> Result<Vec<Vector>, String> {
                 name: "ada".into(),
                 resume_token: Some(RESUME_TOKEN),
                 seat: None,
+                auth: None,
             }),
             snapshot: None,
         },
@@ -399,6 +415,7 @@ fn describe(msg: &Msg) -> (&'static str, u32, &'static str, Vec<(&'static str, S
                     name,
                     resume_token,
                     seat,
+                    auth,
                 } => (
                     "Hello",
                     0,
@@ -411,6 +428,7 @@ fn describe(msg: &Msg) -> (&'static str, u32, &'static str, Vec<(&'static str, S
                             resume_token.map_or("null".into(), |t| json_str(&t.to_string())),
                         ),
                         ("seat", seat.as_deref().map_or("null".into(), json_str)),
+                        ("auth", auth.as_deref().map_or("null".into(), json_str)),
                     ],
                 ),
                 ClientMessage::Input { ack_tick, frames } => {

@@ -83,6 +83,7 @@ test("the vector set is complete", () => {
     "hello",
     "hello_resume",
     "hello_seat",
+    "hello_auth",
     "input",
     "ping",
     "leave",
@@ -381,7 +382,7 @@ test("TickwireClient: handshake, snapshots, acks, redundant frames, missing base
   assert.equal(client.sendInput({ moveX: 1 }), null, "no input before the Welcome");
 
   ws.open();
-  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: 2, name: "ada", resumeToken: null, seat: null }]);
+  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: 3, name: "ada", resumeToken: null, seat: null, auth: null }]);
   assert.deepEqual(encodeClientMessage(ws.sent[0]), byName.hello.bytes);
   ws.deliver(byName.welcome.bytes);
   assert.equal(client.readyState, TickwireClient.OPEN);
@@ -462,13 +463,26 @@ test("TickwireClient: a seat goes into the Hello; a bad one is refused up front"
   new TickwireClient("ws://test/ws", { name: "ada", seat, WebSocket: FakeSocket });
   const ws = FakeSocket.last;
   ws.open();
-  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: PROTOCOL_VERSION, name: "ada", resumeToken: null, seat }]);
+  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: PROTOCOL_VERSION, name: "ada", resumeToken: null, seat, auth: null }]);
   assert.deepEqual(encodeClientMessage(ws.sent[0]), byName.hello_seat.bytes);
   assert.throws(() => new TickwireClient("ws://x/ws", { seat: "s".repeat(129), WebSocket: FakeSocket }), RangeError);
   assert.throws(() => new TickwireClient("ws://x/ws", { seat: 7, WebSocket: FakeSocket }), RangeError);
   assert.equal(CLOSE.SEAT_REQUIRED, 4003);
   assert.equal(CLOSE.ROOM_UNAVAILABLE, 4007);
   assert.equal(CLOSE.TRY_AGAIN_LATER, 1013);
+});
+
+test("TickwireClient: a player token goes into the Hello; a bad one is refused up front", () => {
+  const auth = byName.hello_auth.json.fields.auth;
+  new TickwireClient("ws://test/ws", { name: "ada", auth, WebSocket: FakeSocket });
+  const ws = FakeSocket.last;
+  ws.open();
+  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: PROTOCOL_VERSION, name: "ada", resumeToken: null, seat: null, auth }]);
+  assert.deepEqual(encodeClientMessage(ws.sent[0]), byName.hello_auth.bytes);
+  assert.throws(() => new TickwireClient("ws://x/ws", { auth: "t".repeat(257), WebSocket: FakeSocket }), RangeError);
+  assert.equal(CLOSE.TOKEN_REQUIRED, 4008);
+  assert.equal(CLOSE.TOKEN_WRONG_ROOM, 4011);
+  assert.equal(CLOSE.FLOODING, 4013);
 });
 
 // A fetch stand-in: records the request and answers with `status` and `body`.
