@@ -37,6 +37,15 @@ async fn scrape(addr: SocketAddr) -> (String, String) {
     (content_type, String::from_utf8(body.to_vec()).unwrap())
 }
 
+/// The value of an unlabelled sample.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// Reads events until a snapshot shows that the server applied input `seq`.
 async fn wait_applied(c: &mut Client, seq: InputSeq) {
     let deadline = Instant::now() + WAIT;
@@ -47,6 +56,33 @@ async fn wait_applied(c: &mut Client, seq: InputSeq) {
             _ => assert!(Instant::now() < deadline, "input {seq:?} never applied"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_messages_counts_each_client_message_once() {
+    // Within the session's burst of 32 messages, so none is rate-limited.
+    const INPUTS: u64 = 12;
+    let srv = TestServer::start(|_| {}).await;
+    let (_, before) = scrape(srv.addr).await;
+    let mut c = srv.ws_client("counted").await;
+    let mut last = InputSeq(0);
+    for _ in 0..INPUTS {
+        last = c.send_input(0, 0, 0, 0).await.unwrap();
+    }
+    // Once a snapshot acknowledges the last input, the room has taken every Input off its
+    // queue: a second count there would be in the figure by now.
+    wait_applied(&mut c, last).await;
+    let (_, after) = scrape(srv.addr).await;
+    let delta = |name| sample(&after, name) - sample(&before, name);
+    assert_eq!(delta("tickwire_inputs_rate_limited_total"), 0);
+    assert_eq!(delta("tickwire_inputs_dropped_total"), 0);
+    // "Client messages decoded": the Hello and each Input.
+    assert_eq!(
+        delta("tickwire_inbound_messages_total"),
+        INPUTS + 1,
+        "{after}"
+    );
+    srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
