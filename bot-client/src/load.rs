@@ -779,6 +779,67 @@ mod tests {
         assert!(report.table().contains("rooms"));
     }
 
+    /// The JSON's shape is README's table: every field it lists and no other, the close codes
+    /// as object keys, and a figure that is not finite as `null`.
+    #[test]
+    fn the_json_report_has_the_fields_readme_lists() {
+        let report = Report {
+            bots_requested: 10,
+            connected: 9,
+            active: 4,
+            disconnects_total: 3,
+            disconnects: BTreeMap::from([(1006, 2), (4002, 1)]),
+            delivery_ratio: 0.98,
+            rtt_ms_p99: f64::NAN,
+            ..Report::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut readme = vec![
+            "bots_requested",
+            "connected",
+            "connect_failures",
+            "matchmake_failures",
+            "rooms",
+            "verify_fraction",
+            "verifying_bots",
+            "verified_snapshots",
+            "disconnects",
+            "disconnects_by_code",
+            "snapshots_per_bot_s",
+            "delivery_ratio",
+            "bytes_in_per_bot_s",
+            "bytes_out_per_bot_s",
+            "rtt_ms_p50",
+            "rtt_ms_p99",
+            "input_latency_ms_p50",
+            "input_latency_ms_p99",
+            "desyncs",
+            "decode_errors",
+            "missing_baselines",
+            "full_snapshots",
+            "delta_snapshots",
+            "duration_s",
+        ];
+        readme.sort_unstable();
+        assert_eq!(keys, readme);
+        assert_eq!(json["bots_requested"], 10);
+        assert_eq!(json["connected"], 9);
+        assert_eq!(json["disconnects"], 3);
+        assert_eq!(
+            json["disconnects_by_code"],
+            serde_json::json!({"1006": 2, "4002": 1})
+        );
+        assert_eq!(json["delivery_ratio"], 0.98);
+        assert!(json["rtt_ms_p99"].is_null());
+    }
+
     #[test]
     fn verify_fractions_outside_0_to_1_are_refused() {
         assert_eq!(parse_verify_fraction("0.25"), Ok(0.25));

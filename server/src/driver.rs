@@ -312,7 +312,6 @@ fn step(s: &mut Slot, metrics: &Metrics, st: &mut Status) {
     }
     // Bounded per tick, so an input flood cannot stall the tick.
     for m in s.input.try_iter().take(s.room.max_inputs_per_tick()) {
-        metrics.inbound_messages.fetch_add(1, Relaxed);
         s.room.input(m);
     }
     st.bytes += s.room.tick();

@@ -161,7 +161,7 @@ async fn route(req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) ->
             let body = sh.metrics.render(period, &sh.registry.kind_counts());
             answer(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
+                crate::metrics::CONTENT_TYPE,
                 Bytes::from(body),
             )
         }

@@ -1,11 +1,23 @@
 //! Server counters, shared by the simulation thread, the connection tasks and `/metrics`.
 //!
 //! Everything is a relaxed atomic: writers never wait, and `/metrics` reads a slightly torn but
-//! always monotonic picture, which is what Prometheus expects.
+//! always monotonic picture, which is what Prometheus expects. prometheus-client writes the
+//! text at scrape time from those atomics (a [`Collector`]); its own `Family` would take a
+//! lock on every labelled bump, which the disconnect counters must not pay.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `Content-Type` of [`Metrics::render`]'s text: Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the tick-duration histogram buckets.
 pub const TICK_BUCKETS: [f64; 10] = [
@@ -177,156 +189,186 @@ impl Metrics {
             .map_or(0, |i| self.disconnects[i].load(Relaxed))
     }
 
-    /// The Prometheus text exposition; `kinds` are the rooms and their sessions by game kind.
+    /// The Prometheus text exposition (format 0.0.4, served as [`CONTENT_TYPE`]); `kinds` are
+    /// the rooms and their sessions by game kind.
     pub fn render(&self, tick_budget: Duration, kinds: &[KindCount]) -> String {
-        let mut o = String::with_capacity(4096);
-        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            &mut o,
-            "tickwire_ticks_total",
-            "Simulation ticks run.",
-            self.ticks.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_tick_overruns_total",
-            "Ticks that started a whole tick period or more after their deadline.",
-            self.tick_overruns.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_snapshots_sent_total",
-            "Snapshots written to client sockets.",
-            self.snapshots_sent.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_full_snapshots_total",
-            "Snapshots encoded without a baseline.",
-            self.full_snapshots.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_snapshots_superseded_total",
-            "Snapshots replaced by a newer one before a slow socket took them.",
-            self.snapshots_superseded.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_bytes_sent_total",
-            "Bytes of binary messages written to clients.",
-            self.bytes_sent.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_inbound_messages_total",
-            "Client messages decoded.",
-            self.inbound_messages.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_inputs_dropped_total",
-            "Input messages dropped because the simulation queue was full.",
-            self.inputs_dropped.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_inputs_rate_limited_total",
-            "Input and Ping messages dropped because their client exceeded its message rate.",
-            self.inputs_rate_limited.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_refused_full_total",
-            "Sessions refused at --max-clients (WebSocket upgrades with 503, QUIC connections with CONNECTION_REFUSED).",
-            self.refused_full.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_quic_snapshots_on_stream_total",
-            "QUIC snapshots sent on a stream because they did not fit the connection's datagram size.",
-            self.snapshots_on_stream.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "tickwire_seats_reserved_total",
-            "Seats reserved through this node's matchmaking endpoints.",
-            self.seats_reserved.load(Relaxed),
-        );
-        let _ = writeln!(
-            o,
-            "# HELP tickwire_connected_clients Clients in rooms, all rooms added up.\n\
-             # TYPE tickwire_connected_clients gauge\ntickwire_connected_clients {}",
-            self.connected_clients.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP tickwire_node_rooms Rooms alive on this node.\n\
-             # TYPE tickwire_node_rooms gauge\ntickwire_node_rooms {}",
-            self.rooms.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP tickwire_rooms Rooms alive on this node, by game kind.\n\
-             # TYPE tickwire_rooms gauge"
-        );
-        for k in kinds {
-            let _ = writeln!(o, "tickwire_rooms{{kind=\"{}\"}} {}", k.kind, k.rooms);
+        // A registry per scrape: the kind counts and the tick budget are the caller's, and a
+        // collector must own what it encodes. A scrape every few seconds pays a few small
+        // allocations; the hot path pays nothing.
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape::read(self, tick_budget, kinds)));
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail, and `Scrape::encode` fails only when the writer does.
+        let _ = prometheus_text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// The unlabelled counters, in exposition order: the name without `_total` (the encoder
+/// appends it to counters), the help, and the atomic behind it.
+type CounterField = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
+const COUNTERS: [CounterField; 12] = [
+    ("tickwire_ticks", "Simulation ticks run.", |m| &m.ticks),
+    (
+        "tickwire_tick_overruns",
+        "Ticks that started a whole tick period or more after their deadline.",
+        |m| &m.tick_overruns,
+    ),
+    (
+        "tickwire_snapshots_sent",
+        "Snapshots written to client sockets.",
+        |m| &m.snapshots_sent,
+    ),
+    (
+        "tickwire_full_snapshots",
+        "Snapshots encoded without a baseline.",
+        |m| &m.full_snapshots,
+    ),
+    (
+        "tickwire_snapshots_superseded",
+        "Snapshots replaced by a newer one before a slow socket took them.",
+        |m| &m.snapshots_superseded,
+    ),
+    (
+        "tickwire_bytes_sent",
+        "Bytes of binary messages written to clients.",
+        |m| &m.bytes_sent,
+    ),
+    (
+        "tickwire_inbound_messages",
+        "Client messages decoded.",
+        |m| &m.inbound_messages,
+    ),
+    (
+        "tickwire_inputs_dropped",
+        "Input messages dropped because the simulation queue was full.",
+        |m| &m.inputs_dropped,
+    ),
+    (
+        "tickwire_inputs_rate_limited",
+        "Input and Ping messages dropped because their client exceeded its message rate.",
+        |m| &m.inputs_rate_limited,
+    ),
+    (
+        "tickwire_refused_full",
+        "Sessions refused at --max-clients (WebSocket upgrades with 503, QUIC connections with CONNECTION_REFUSED).",
+        |m| &m.refused_full,
+    ),
+    (
+        "tickwire_quic_snapshots_on_stream",
+        "QUIC snapshots sent on a stream because they did not fit the connection's datagram size.",
+        |m| &m.snapshots_on_stream,
+    ),
+    (
+        "tickwire_seats_reserved",
+        "Seats reserved through this node's matchmaking endpoints.",
+        |m| &m.seats_reserved,
+    ),
+];
+
+/// One scrape's values, read from the atomics once and then encoded by prometheus-client.
+#[derive(Debug)]
+struct Scrape {
+    counters: [u64; COUNTERS.len()],
+    connected_clients: u64,
+    node_rooms: u64,
+    kinds: Vec<KindCount>,
+    tick_budget_secs: f64,
+    /// Per bucket, not cumulative: the encoder adds them up.
+    tick_buckets: [(f64, u64); TICK_BUCKETS.len()],
+    tick_sum_secs: f64,
+    tick_count: u64,
+    disconnects: [u64; DisconnectReason::ALL.len()],
+}
+
+impl Scrape {
+    fn read(m: &Metrics, tick_budget: Duration, kinds: &[KindCount]) -> Self {
+        let tick_buckets =
+            std::array::from_fn(|i| (TICK_BUCKETS[i], m.tick_buckets[i].load(Relaxed)));
+        let in_buckets: u64 = tick_buckets.iter().map(|(_, c)| c).sum();
+        Self {
+            counters: COUNTERS.map(|(_, _, field)| field(m).load(Relaxed)),
+            connected_clients: m.connected_clients.load(Relaxed),
+            node_rooms: m.rooms.load(Relaxed),
+            kinds: kinds.to_vec(),
+            tick_budget_secs: tick_budget.as_secs_f64(),
+            tick_buckets,
+            tick_sum_secs: m.tick_sum_ns.load(Relaxed) as f64 / 1e9,
+            // `record_tick` bumps `ticks` before the bucket, but relaxed loads may still see
+            // the bucket first: never let `le="+Inf"` fall below a finite bucket.
+            tick_count: m.ticks.load(Relaxed).max(in_buckets),
+            disconnects: std::array::from_fn(|i| m.disconnects[i].load(Relaxed)),
         }
-        let _ = writeln!(
-            o,
-            "# HELP tickwire_room_sessions Sessions in rooms (joined or joining), by game kind.\n\
-             # TYPE tickwire_room_sessions gauge"
-        );
-        for k in kinds {
-            let _ = writeln!(
-                o,
-                "tickwire_room_sessions{{kind=\"{}\"}} {}",
-                k.kind, k.sessions
-            );
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        for ((name, help, _), v) in COUNTERS.iter().zip(self.counters) {
+            let m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(v).encode(m)?;
         }
-        let _ = writeln!(
-            o,
-            "# HELP tickwire_tick_budget_seconds The tick period.\n\
-             # TYPE tickwire_tick_budget_seconds gauge\ntickwire_tick_budget_seconds {}",
-            tick_budget.as_secs_f64()
-        );
-        let _ = writeln!(
-            o,
-            "# HELP tickwire_tick_duration_seconds Time spent in one tick (inputs, step, replication).\n\
-             # TYPE tickwire_tick_duration_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (b, c) in TICK_BUCKETS.iter().zip(&self.tick_buckets) {
-            cumulative += c.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "tickwire_tick_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-            );
+        let m = e.encode_descriptor(
+            "tickwire_connected_clients",
+            "Clients in rooms, all rooms added up.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.connected_clients).encode(m)?;
+        let m = e.encode_descriptor(
+            "tickwire_node_rooms",
+            "Rooms alive on this node.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.node_rooms).encode(m)?;
+        let mut m = e.encode_descriptor(
+            "tickwire_rooms",
+            "Rooms alive on this node, by game kind.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for k in &self.kinds {
+            ConstGauge::new(k.rooms).encode(m.encode_family(&[("kind", k.kind.as_str())])?)?;
         }
-        let count = self.ticks.load(Relaxed);
-        let _ = writeln!(
-            o,
-            "tickwire_tick_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
-             tickwire_tick_duration_seconds_sum {}\ntickwire_tick_duration_seconds_count {count}",
-            self.tick_sum_ns.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(
-            o,
-            "# HELP tickwire_disconnects_total Connections ended, by reason.\n\
-             # TYPE tickwire_disconnects_total counter"
-        );
-        for (r, c) in DisconnectReason::ALL.iter().zip(&self.disconnects) {
-            let _ = writeln!(
-                o,
-                "tickwire_disconnects_total{{reason=\"{}\"}} {}",
-                r.label(),
-                c.load(Relaxed)
-            );
+        let mut m = e.encode_descriptor(
+            "tickwire_room_sessions",
+            "Sessions in rooms (joined or joining), by game kind.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for k in &self.kinds {
+            ConstGauge::new(k.sessions).encode(m.encode_family(&[("kind", k.kind.as_str())])?)?;
         }
-        o
+        let m = e.encode_descriptor(
+            "tickwire_tick_budget",
+            "The tick period.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.tick_budget_secs).encode(m)?;
+        let mut m = e.encode_descriptor(
+            "tickwire_tick_duration",
+            "Time spent in one tick (inputs, step, replication).",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        m.encode_histogram::<NoLabelSet>(
+            self.tick_sum_secs,
+            self.tick_count,
+            &self.tick_buckets,
+            None,
+        )?;
+        let mut m = e.encode_descriptor(
+            "tickwire_disconnects",
+            "Connections ended, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (r, v) in DisconnectReason::ALL.iter().zip(self.disconnects) {
+            ConstCounter::new(v).encode(m.encode_family(&[("reason", r.label())])?)?;
+        }
+        Ok(())
     }
 }
 

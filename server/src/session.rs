@@ -409,6 +409,8 @@ impl<T: Transport> Session<T> {
             }
             Err(_) => return Some(End::protocol("undecodable message")),
         };
+        // Counted here only: the session sees every message, the room only the Inputs that
+        // passed the rate limit and the queue.
         self.sh.metrics.inbound_messages.fetch_add(1, Relaxed);
         if channel == Channel::Datagram && !matches!(msg, ClientMessage::Input { .. }) {
             return Some(End::protocol("only Input may be sent as a datagram"));
