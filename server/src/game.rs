@@ -34,6 +34,14 @@ pub trait Game: Send + 'static {
     /// [`Game::step`] of the tick it arrived for; a game must make sure that more frames per
     /// tick, or longer move vectors, gain a player nothing.
     fn apply_input(&mut self, entity: EntityId, frame: &InputFrame);
+    /// The client of `entity` dropped without leaving and may resume within the grace period:
+    /// until then its player must not act on its last input (walk on, keep firing). Called
+    /// once, when the drop is seen; [`Game::apply_input`] resumes it. The default applies a
+    /// neutral frame (`InputFrame::default()`: no move, no buttons, aim 0); a game whose
+    /// neutral frame is not "stand still, do nothing" overrides it.
+    fn detach_player(&mut self, entity: EntityId) {
+        self.apply_input(entity, &InputFrame::default());
+    }
     /// Advances the world by `dt` seconds.
     fn step(&mut self, dt: f32);
     /// Every replicated entity, sorted by id.
@@ -59,6 +67,9 @@ impl Game for Box<dyn Game> {
     }
     fn apply_input(&mut self, entity: EntityId, frame: &InputFrame) {
         (**self).apply_input(entity, frame)
+    }
+    fn detach_player(&mut self, entity: EntityId) {
+        (**self).detach_player(entity)
     }
     fn step(&mut self, dt: f32) {
         (**self).step(dt)
@@ -280,6 +291,15 @@ impl Game for Arena {
         };
         body.fire |= frame.buttons & BUTTON_FIRE != 0;
         self.reps[i].state.yaw = f32::from(frame.aim_yaw) / 65536.0 * std::f32::consts::TAU;
+    }
+
+    /// Stops the player where it is; unlike the default neutral frame, it keeps its aim, so a
+    /// resumed player is as it was left.
+    fn detach_player(&mut self, entity: EntityId) {
+        let Some(i) = self.index(entity) else { return };
+        let body = &mut self.bodies[i];
+        body.intent = Vec2::ZERO;
+        body.fire = false;
     }
 
     fn step(&mut self, dt: f32) {

@@ -267,6 +267,8 @@ impl<G: Game> Room<G> {
                         let oldest = self.detached.remove(0);
                         self.game.despawn_player(oldest.entity);
                     }
+                    // It must not walk on, or keep firing, on its last input until it resumes.
+                    self.game.detach_player(c.v.entity);
                     self.detached.push(Detached {
                         token: c.token,
                         entity: c.v.entity,
@@ -504,6 +506,104 @@ mod tests {
             frames: frames(&[9]),
         });
         assert_eq!(s.game().applied.len(), 8);
+    }
+
+    /// A room running the arena with no NPCs, snapshots every tick, and resumes on.
+    fn arena_room() -> Room<crate::game::Arena> {
+        let mut cfg = crate::ServerConfig::defaults().sim;
+        cfg.resume_grace_ticks = 300;
+        let arena = crate::game::Arena::new(
+            crate::world::World::arena(),
+            crate::game::ArenaRules::default(),
+            0,
+            1,
+        );
+        Room::new(arena, cfg, Arc::new(Metrics::default())).unwrap()
+    }
+
+    fn join(s: &mut Room<impl Game>, client: u32, resume: Option<u64>) -> Arc<Outbound> {
+        let out = Arc::new(Outbound::default());
+        s.control(Control::Join {
+            client: ClientId(client),
+            resume,
+            out: out.clone(),
+        });
+        out
+    }
+
+    fn position(s: &Room<impl Game>, e: EntityId) -> Vec3 {
+        let r = s.game().entities().iter().find(|r| r.id == e);
+        r.expect("the entity exists").state.pos
+    }
+
+    #[test]
+    fn a_dropped_player_stands_still_until_it_resumes() {
+        let mut s = arena_room();
+        let out = join(&mut s, 1, None);
+        let w = out.take().welcome.unwrap();
+        let e = w.entity_id;
+        s.input(InputMsg {
+            client: ClientId(1),
+            ack: Tick(0),
+            frames: vec![InputFrame {
+                seq: InputSeq(1),
+                move_x: 127,
+                move_y: 40,
+                aim_yaw: 9000,
+                buttons: tickwire_shared::message::BUTTON_FIRE,
+            }],
+        });
+        s.tick();
+        let moving = position(&s, e);
+        s.tick();
+        assert_ne!(position(&s, e), moving, "the input moves the player");
+        s.control(Control::Leave {
+            client: ClientId(1),
+            graceful: false,
+        });
+        let dropped = position(&s, e);
+        let yaw = s
+            .game()
+            .entities()
+            .iter()
+            .find(|r| r.id == e)
+            .unwrap()
+            .state
+            .yaw;
+        for _ in 0..60 {
+            s.tick();
+        }
+        assert_eq!(
+            position(&s, e),
+            dropped,
+            "a detached player does not walk on"
+        );
+        assert_eq!(
+            s.game().entities().len(),
+            1,
+            "and fires no more projectiles"
+        );
+        // Resumed, it is where and as it was left, and takes input again.
+        let out = join(&mut s, 2, Some(w.resume_token));
+        assert_eq!(out.take().welcome.unwrap().entity_id, e);
+        let r = s
+            .game()
+            .entities()
+            .iter()
+            .find(|r| r.id == e)
+            .unwrap()
+            .state;
+        assert_eq!((r.pos, r.yaw), (dropped, yaw));
+        s.input(InputMsg {
+            client: ClientId(2),
+            ack: Tick(0),
+            frames: frames(&[1])
+                .into_iter()
+                .map(|f| InputFrame { move_y: 127, ..f })
+                .collect(),
+        });
+        s.tick();
+        assert_ne!(position(&s, e), dropped);
     }
 
     #[test]
