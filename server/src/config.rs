@@ -71,6 +71,15 @@ pub struct Cli {
     #[arg(long, default_value_t = 10.0)]
     pub resume_grace: f64,
 
+    /// Most dropped players each room keeps waiting for a resume; when a room has this many,
+    /// the next drop despawns the one that has waited longest (a new connection is never
+    /// refused for it). Waiting players stand still and are sent to no one, but each still
+    /// holds its entity. Default: the room's seats (--max-clients for the default room, the
+    /// room size for a matchmade one), so that a whole room dropping at once can come back.
+    /// 0 despawns every dropped player at once (no resume).
+    #[arg(long)]
+    pub max_detached: Option<u32>,
+
     /// Seconds a new connection has to send its HTTP upgrade and then its Hello.
     #[arg(long, default_value_t = 5.0)]
     pub handshake_timeout: f64,
@@ -232,8 +241,11 @@ pub struct SimConfig {
     pub resume_grace_ticks: u32,
     /// Most input messages applied per tick (the rest wait for the next tick).
     pub max_inputs_per_tick: usize,
-    /// Most dropped players kept waiting for a resume at once (the oldest goes first).
-    pub max_detached: usize,
+    /// Most dropped players a room keeps waiting for a resume at once (the oldest goes
+    /// first). `None`: as many as the room has seats, which the registry fills in when it
+    /// makes a room; a [`crate::Room`] made directly with `None` keeps at most
+    /// [`crate::room::DEFAULT_MAX_DETACHED`].
+    pub max_detached: Option<usize>,
 }
 
 /// The validated server configuration.
@@ -380,7 +392,7 @@ impl Cli {
                 ack_timeout_ticks: (ack.as_secs_f64() * rate).ceil() as u32,
                 resume_grace_ticks: (grace.as_secs_f64() * rate).ceil() as u32,
                 max_inputs_per_tick: self.input_queue,
-                max_detached: self.max_clients,
+                max_detached: self.max_detached.map(|n| n as usize),
             },
             world,
             npcs: self.npcs as usize,
@@ -522,6 +534,10 @@ mod tests {
         let c = ServerConfig::defaults();
         assert_eq!(c.sim.tick_rate, 30);
         assert_eq!(c.sim.ack_timeout_ticks, 300);
+        // Per room: the registry gives each room its seat count.
+        assert_eq!(c.sim.max_detached, None);
+        let cli = Cli::try_parse_from(["s", "--max-detached", "0"]).unwrap();
+        assert_eq!(cli.into_config().unwrap().sim.max_detached, Some(0));
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.quic.map(|a| a.port()), Some(4433));
         assert!(c.tls.is_none());

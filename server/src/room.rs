@@ -8,7 +8,7 @@
 //! [`crate::replication`]), which drops each client's snapshot into its latest-wins
 //! [`Outbound`] slot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -145,6 +145,10 @@ struct Detached {
     expires: u32,
 }
 
+/// Most dropped players a [`Room`] made with [`SimConfig::max_detached`] `None` keeps waiting
+/// for a resume (the registry gives every room its seat count instead).
+pub const DEFAULT_MAX_DETACHED: usize = 1024;
+
 /// The simulation state, apart from the thread that drives it (tests and benches drive it
 /// directly with [`Room::tick`]).
 pub struct Room<G: Game> {
@@ -154,7 +158,12 @@ pub struct Room<G: Game> {
     metrics: Arc<Metrics>,
     clients: Vec<Client>,
     index: HashMap<ClientId, usize>,
-    detached: Vec<Detached>,
+    /// Dropped players waiting for a resume, oldest (first to expire) first; at most
+    /// `max_detached`.
+    detached: VecDeque<Detached>,
+    max_detached: usize,
+    /// Their entities, sorted: replication leaves them out of every view.
+    hidden: Vec<EntityId>,
     replicator: Replicator,
     hasher: RandomState,
     tick: u32,
@@ -175,6 +184,7 @@ impl<G: Game> Room<G> {
         let bounds = game.bounds();
         let quantizer = Quantizer::new(bounds).map_err(crate::ServerError::World)?;
         let replicator = Replicator::new(quantizer, cfg.view_radius, cfg.baseline_ring);
+        let max_detached = cfg.max_detached.unwrap_or(DEFAULT_MAX_DETACHED);
         Ok(Self {
             game,
             cfg,
@@ -182,7 +192,9 @@ impl<G: Game> Room<G> {
             metrics,
             clients: Vec::new(),
             index: HashMap::new(),
-            detached: Vec::new(),
+            detached: VecDeque::new(),
+            max_detached,
+            hidden: Vec::new(),
             replicator,
             hasher: RandomState::new(),
             tick: 0,
@@ -212,6 +224,11 @@ impl<G: Game> Room<G> {
     /// Clients in the simulation.
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Dropped players waiting for a resume.
+    pub fn detached_count(&self) -> usize {
+        self.detached.len()
     }
 
     fn new_token(&self, client: ClientId) -> u64 {
@@ -258,18 +275,25 @@ impl<G: Game> Room<G> {
                 let Some(c) = self.remove_client(client) else {
                     return;
                 };
-                if graceful || self.cfg.resume_grace_ticks == 0 {
+                if graceful || self.cfg.resume_grace_ticks == 0 || self.max_detached == 0 {
                     self.game.despawn_player(c.v.entity);
                 } else {
-                    // Bounded: a client that reconnects over and over must not pile up ghost
-                    // players. The oldest waiting player goes first.
-                    if self.detached.len() >= self.cfg.max_detached.max(1) {
-                        let oldest = self.detached.remove(0);
+                    // Bounded: a reconnect storm must not pile up ghost players. The one that
+                    // has waited longest goes first; the new connection is never refused.
+                    if self.detached.len() >= self.max_detached
+                        && let Some(oldest) = self.detached.pop_front()
+                    {
+                        unhide(&mut self.hidden, oldest.entity);
                         self.game.despawn_player(oldest.entity);
+                        debug!(entity = %oldest.entity, "evicted the longest-detached player");
                     }
-                    // It must not walk on, or keep firing, on its last input until it resumes.
+                    // Until it resumes it stands still (not walking on, or firing, on its last
+                    // input) and is in no one's view.
                     self.game.detach_player(c.v.entity);
-                    self.detached.push(Detached {
+                    if let Err(i) = self.hidden.binary_search(&c.v.entity) {
+                        self.hidden.insert(i, c.v.entity);
+                    }
+                    self.detached.push_back(Detached {
                         token: c.token,
                         entity: c.v.entity,
                         expires: self.tick.saturating_add(self.cfg.resume_grace_ticks),
@@ -284,7 +308,10 @@ impl<G: Game> Room<G> {
     /// closed with [`CloseCode::Replaced`]).
     fn take_over(&mut self, token: u64) -> Option<EntityId> {
         if let Some(i) = self.detached.iter().position(|d| d.token == token) {
-            return Some(self.detached.remove(i).entity);
+            let entity = self.detached.remove(i)?.entity;
+            unhide(&mut self.hidden, entity);
+            self.game.attach_player(entity);
+            return Some(entity);
         }
         let old = self.clients.iter().find(|c| c.token == token)?.id;
         let c = self.remove_client(old)?;
@@ -349,6 +376,7 @@ impl<G: Game> Room<G> {
         // Detached players are pushed in expiry order, so the expired ones lead.
         let expired = self.detached.partition_point(|d| d.expires <= now);
         for d in self.detached.drain(..expired) {
+            unhide(&mut self.hidden, d.entity);
             self.game.despawn_player(d.entity);
         }
         let mut timed_out = 0u32;
@@ -384,13 +412,21 @@ impl<G: Game> Room<G> {
 
     fn replicate(&mut self) -> u64 {
         let tick = Tick(self.tick);
-        self.replicator.replicate(
+        self.replicator.replicate_hiding(
             tick,
             self.game.entities(),
+            &self.hidden,
             self.cfg.view_radius,
             &mut self.clients,
             &self.metrics,
         )
+    }
+}
+
+/// Takes `entity` out of the sorted `hidden` list.
+fn unhide(hidden: &mut Vec<EntityId>, entity: EntityId) {
+    if let Ok(i) = hidden.binary_search(&entity) {
+        hidden.remove(i);
     }
 }
 
@@ -406,6 +442,7 @@ mod tests {
     struct Recorder {
         applied: Vec<u32>,
         reps: Vec<Replicated>,
+        next_id: u32,
     }
 
     impl Game for Recorder {
@@ -416,7 +453,8 @@ mod tests {
             }
         }
         fn spawn_player(&mut self, _client: ClientId) -> EntityId {
-            let id = EntityId(self.reps.len() as u32);
+            let id = EntityId(self.next_id);
+            self.next_id += 1;
             self.reps.push(Replicated {
                 id,
                 state: EntityState::default(),
@@ -444,7 +482,7 @@ mod tests {
             ack_timeout_ticks: 30,
             resume_grace_ticks: 0,
             max_inputs_per_tick: 100,
-            max_detached: 16,
+            max_detached: Some(16),
         };
         Room::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
     }
@@ -604,6 +642,94 @@ mod tests {
         });
         s.tick();
         assert_ne!(position(&s, e), dropped);
+    }
+
+    /// A Recorder room with resumes on and at most `max_detached` waiting.
+    fn resuming_sim(max_detached: usize) -> Room<Recorder> {
+        let mut s = sim();
+        s.cfg.resume_grace_ticks = 300;
+        s.max_detached = max_detached;
+        s
+    }
+
+    /// Takes the client's snapshot, applies it to `rx`, acknowledges it, and returns the ids
+    /// in its view.
+    fn observe(
+        s: &mut Room<Recorder>,
+        client: u32,
+        out: &Outbound,
+        rx: &mut tickwire_shared::SnapshotReceiver,
+    ) -> Vec<u32> {
+        let frame = out.take().snapshot.expect("a snapshot");
+        rx.receive(&snapshot(&frame)).expect("it verifies");
+        s.input(InputMsg {
+            client: ClientId(client),
+            ack: rx.ack_tick().unwrap_or(Tick(0)),
+            frames: vec![],
+        });
+        rx.view().iter().map(|(id, _)| id.0).collect()
+    }
+
+    fn drop_client(s: &mut Room<impl Game>, client: u32) {
+        s.control(Control::Leave {
+            client: ClientId(client),
+            graceful: false,
+        });
+    }
+
+    #[test]
+    fn dropped_players_are_in_no_view_until_they_resume() {
+        let mut s = resuming_sim(16);
+        let mut rx = tickwire_shared::SnapshotReceiver::new(s.quantizer, 32);
+        let observer = join(&mut s, 1, None);
+        let tokens: Vec<u64> = (2..=6)
+            .map(|c| join(&mut s, c, None).take().welcome.unwrap().resume_token)
+            .collect();
+        s.tick();
+        assert_eq!(observe(&mut s, 1, &observer, &mut rx), [0, 1, 2, 3, 4, 5]);
+        for c in 2..=6 {
+            drop_client(&mut s, c);
+        }
+        assert_eq!(s.detached_count(), 5);
+        for _ in 0..3 {
+            s.tick();
+            // Waiting for a resume, they are still in the game, but no one sees them.
+            assert_eq!(observe(&mut s, 1, &observer, &mut rx), [0]);
+        }
+        assert_eq!(s.game().entities().len(), 6);
+        // One comes back: the same entity, seen again.
+        let back = join(&mut s, 7, Some(tokens[2]));
+        assert_eq!(back.take().welcome.unwrap().entity_id, EntityId(3));
+        s.tick();
+        assert_eq!(observe(&mut s, 1, &observer, &mut rx), [0, 3]);
+        assert_eq!(s.detached_count(), 4);
+    }
+
+    #[test]
+    fn detached_players_are_capped_and_the_oldest_goes_first() {
+        let mut s = resuming_sim(3);
+        let tokens: Vec<u64> = (1..=5)
+            .map(|c| join(&mut s, c, None).take().welcome.unwrap().resume_token)
+            .collect();
+        s.tick();
+        for c in 1..=5 {
+            drop_client(&mut s, c);
+            assert!(s.detached_count() <= 3);
+        }
+        assert_eq!(s.detached_count(), 3);
+        let ids: Vec<u32> = s.game().entities().iter().map(|r| r.id.0).collect();
+        assert_eq!(ids, [2, 3, 4], "the two that dropped first were despawned");
+        // An evicted player's token no longer resumes it: a new player, never a refusal.
+        let late = join(&mut s, 6, Some(tokens[0]));
+        assert_eq!(late.take().welcome.unwrap().entity_id, EntityId(5));
+        let kept = join(&mut s, 7, Some(tokens[4]));
+        assert_eq!(kept.take().welcome.unwrap().entity_id, EntityId(4));
+        assert_eq!(s.detached_count(), 2);
+        // 0 keeps no one.
+        let mut s = resuming_sim(0);
+        join(&mut s, 1, None);
+        drop_client(&mut s, 1);
+        assert_eq!((s.detached_count(), s.game().entities().len()), (0, 0));
     }
 
     #[test]
