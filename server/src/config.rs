@@ -62,9 +62,17 @@ pub struct Cli {
     pub max_clients: usize,
 
     /// Disconnect (close code 4000) a client that acknowledges no snapshot for this many
-    /// seconds. Bounds what a stalled client costs.
+    /// seconds. Bounds what a stalled client costs. Any acknowledgement of a snapshot the
+    /// client was sent, newer than its previous one, counts, however old.
     #[arg(long, default_value_t = 10.0)]
     pub ack_timeout: f64,
+
+    /// Disconnect (close code 4012) a client whose acknowledgements stay older than its
+    /// --baseline-ring snapshots (~1.07 s at the defaults) for this many seconds. Until then it
+    /// gets full snapshots, the dearest kind; 5 s rides out a stall of a few seconds (a
+    /// Wi-Fi handover, a paused tab) and is half the default --ack-timeout.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_behind: f64,
 
     /// Seconds a dropped player's entity waits for its client to resume with the Welcome's
     /// resume token (0 disables resuming).
@@ -235,8 +243,10 @@ pub struct SimConfig {
     pub view_radius: f32,
     /// Baseline ring size per client.
     pub baseline_ring: usize,
-    /// Ticks without an ack before a client is dropped.
+    /// Ticks without a new valid ack before a client is closed with 4000.
     pub ack_timeout_ticks: u32,
+    /// Ticks a client's acks may stay behind its baseline ring before it is closed with 4012.
+    pub max_behind_ticks: u32,
     /// Ticks a dropped player's entity waits for a resume.
     pub resume_grace_ticks: u32,
     /// Most input messages applied per tick (the rest wait for the next tick).
@@ -358,6 +368,7 @@ impl Cli {
         }
         let rate = f64::from(self.tick_rate);
         let ack = seconds("ack-timeout", self.ack_timeout, 0.1, 3600.0)?;
+        let behind = seconds("max-behind", self.max_behind, 0.1, 3600.0)?;
         let grace = seconds("resume-grace", self.resume_grace, 0.0, 3600.0)?;
         let handshake_timeout = seconds("handshake-timeout", self.handshake_timeout, 0.1, 600.0)?;
         let write_timeout = seconds("write-timeout", self.write_timeout, 0.1, 600.0)?;
@@ -390,6 +401,7 @@ impl Cli {
                 view_radius: self.view_radius,
                 baseline_ring: self.baseline_ring as usize,
                 ack_timeout_ticks: (ack.as_secs_f64() * rate).ceil() as u32,
+                max_behind_ticks: (behind.as_secs_f64() * rate).ceil() as u32,
                 resume_grace_ticks: (grace.as_secs_f64() * rate).ceil() as u32,
                 max_inputs_per_tick: self.input_queue,
                 max_detached: self.max_detached.map(|n| n as usize),
@@ -534,6 +546,7 @@ mod tests {
         let c = ServerConfig::defaults();
         assert_eq!(c.sim.tick_rate, 30);
         assert_eq!(c.sim.ack_timeout_ticks, 300);
+        assert_eq!(c.sim.max_behind_ticks, 150);
         // Per room: the registry gives each room its seat count.
         assert_eq!(c.sim.max_detached, None);
         let cli = Cli::try_parse_from(["s", "--max-detached", "0"]).unwrap();

@@ -127,8 +127,15 @@ impl Outbound {
 struct Client {
     id: ClientId,
     token: u64,
-    /// Tick of the newest accepted ack (or of the join).
+    /// The tick it joined at: every snapshot tick after it was sent to it.
+    joined_at: u32,
+    /// The newest valid ack (0: none yet).
+    last_ack: Tick,
+    /// Tick of the newest valid ack (or of the join): the ack timeout counts from it.
     acked_at: u32,
+    /// Since when its newest valid ack has been older than its baseline ring (it gets full
+    /// snapshots meanwhile); `None` while it acknowledges ticks the ring holds.
+    behind_since: Option<u32>,
     /// Replication state, and the entity, slot and last input it needs.
     v: Viewer,
 }
@@ -267,7 +274,10 @@ impl<G: Game> Room<G> {
                 self.clients.push(Client {
                     id: client,
                     token,
+                    joined_at: self.tick,
+                    last_ack: Tick(0),
                     acked_at: self.tick,
+                    behind_since: None,
                     v: Viewer::new(entity, out, self.cfg.baseline_ring),
                 });
             }
@@ -335,13 +345,36 @@ impl<G: Game> Room<G> {
     }
 
     /// Handles one input message: the ack, then every frame newer than the last applied.
+    ///
+    /// An ack is valid when it names a snapshot tick this client was sent (after its join,
+    /// on the snapshot grid, no newer than the newest sent) newer than its previous valid ack.
+    /// Every valid ack is a sign of life (it resets the ack timeout), whether or not the tick
+    /// is still in the baseline ring; one older than the ring gives no baseline (full
+    /// snapshots follow) and starts the `max_behind` clock, which an ack in the ring stops.
     pub fn input(&mut self, mut m: InputMsg) {
         let Some(&i) = self.index.get(&m.client) else {
             return;
         };
         let c = &mut self.clients[i];
-        if m.ack.0 != 0 && c.v.ring.on_ack(m.ack) == AckOutcome::Accepted {
-            c.acked_at = self.tick;
+        if m.ack.0 != 0 {
+            let outcome = c.v.ring.on_ack(m.ack);
+            let sent = match outcome {
+                AckOutcome::Accepted => true,
+                // Older than the ring: every snapshot tick since the join was sent.
+                AckOutcome::Expired => {
+                    m.ack.0 > c.joined_at && m.ack.0.is_multiple_of(self.cfg.snapshot_every)
+                }
+                AckOutcome::Old | AckOutcome::NeverSent => false,
+            };
+            if sent && m.ack > c.last_ack {
+                c.last_ack = m.ack;
+                c.acked_at = self.tick;
+                if outcome == AckOutcome::Accepted {
+                    c.behind_since = None;
+                } else {
+                    c.behind_since.get_or_insert(self.tick);
+                }
+            }
         }
         m.frames.sort_unstable_by_key(|f| f.seq);
         for f in &m.frames {
@@ -379,33 +412,46 @@ impl<G: Game> Room<G> {
             unhide(&mut self.hidden, d.entity);
             self.game.despawn_player(d.entity);
         }
-        let mut timed_out = 0u32;
+        let (mut timed_out, mut behind) = (0u32, 0u32);
         let timeout = self.cfg.ack_timeout_ticks;
+        let max_behind = self.cfg.max_behind_ticks;
         let mut i = 0;
         while i < self.clients.len() {
             let c = &self.clients[i];
-            if now.saturating_sub(c.acked_at) > timeout {
-                let id = c.id;
-                c.v.out.put(|s| {
-                    s.close = Some(Closing::new(
-                        CloseCode::AckTimeout,
-                        "no acknowledgement in time",
-                    ))
-                });
-                if let Some(c) = self.remove_client(id) {
-                    self.game.despawn_player(c.v.entity);
-                }
-                debug!(client = %id, "ack timeout");
+            let closing = if now.saturating_sub(c.acked_at) > timeout {
                 timed_out += 1;
+                Closing::new(CloseCode::AckTimeout, "no acknowledgement in time")
+            } else if c
+                .behind_since
+                .is_some_and(|t| now.saturating_sub(t) > max_behind)
+            {
+                behind += 1;
+                Closing::new(
+                    CloseCode::TooFarBehind,
+                    "acknowledgements stayed older than the snapshot history",
+                )
             } else {
                 i += 1;
+                continue;
+            };
+            let id = c.id;
+            c.v.out.put(|s| s.close = Some(closing));
+            if let Some(c) = self.remove_client(id) {
+                self.game.despawn_player(c.v.entity);
             }
+            debug!(client = %id, code = closing.code.code(), "closed by the room");
         }
+        // One line per tick, not one per client: the tick must not block on logging.
         if timed_out > 0 {
-            // One line per tick, not one per client: the tick must not block on logging.
             warn!(
                 clients = timed_out,
                 "closed clients that stopped acknowledging (4000)"
+            );
+        }
+        if behind > 0 {
+            warn!(
+                clients = behind,
+                "closed clients whose acknowledgements stayed behind the snapshot history (4012)"
             );
         }
     }
@@ -480,6 +526,7 @@ mod tests {
             view_radius: 50.0,
             baseline_ring: 8,
             ack_timeout_ticks: 30,
+            max_behind_ticks: 60,
             resume_grace_ticks: 0,
             max_inputs_per_tick: 100,
             max_detached: Some(16),
@@ -730,6 +777,104 @@ mod tests {
         join(&mut s, 1, None);
         drop_client(&mut s, 1);
         assert_eq!((s.detached_count(), s.game().entities().len()), (0, 0));
+    }
+
+    /// Runs up to `ticks` ticks, client 1 acknowledging what `ack(now)` says before each
+    /// (0: nothing); returns the close and the tick it came at, if one came, and checks every
+    /// snapshot with `check(now, message)`.
+    fn run_acks(
+        s: &mut Room<Recorder>,
+        out: &Outbound,
+        ticks: u32,
+        ack: impl Fn(u32) -> u32,
+        check: impl Fn(u32, &tickwire_shared::SnapshotMessage),
+    ) -> Option<(CloseCode, u32)> {
+        for _ in 0..ticks {
+            let now = s.current_tick().0;
+            s.input(InputMsg {
+                client: ClientId(1),
+                ack: Tick(ack(now)),
+                frames: vec![],
+            });
+            s.tick();
+            let st = out.take();
+            if let Some(c) = st.close {
+                return Some((c.code, s.current_tick().0));
+            }
+            check(
+                s.current_tick().0,
+                &snapshot(&st.snapshot.expect("a snapshot")),
+            );
+        }
+        None
+    }
+
+    #[test]
+    fn a_client_acking_behind_the_ring_lives_on_full_snapshots_then_gets_4012() {
+        // Ring of 8, ack timeout 30 ticks, max behind 60.
+        let (mut s, out) = sim_with_client();
+        out.take();
+        // It acknowledges every snapshot, but 10 ticks late: always older than the ring.
+        let lag = 10;
+        let closed = run_acks(
+            &mut s,
+            &out,
+            200,
+            |now| now.saturating_sub(lag),
+            |_, m| assert_eq!(m.baseline_age, 0, "no baseline: full snapshots"),
+        );
+        // Alive well past the ack timeout (every ack was a sign of life), then closed with
+        // its own code once it had been behind for longer than 60 ticks: its first ack (of
+        // tick 1) came before tick 12.
+        assert_eq!(closed, Some((CloseCode::TooFarBehind, 11 + 60 + 1)));
+        assert_eq!(s.client_count(), 0);
+        assert!(s.game().entities().is_empty(), "the player was removed");
+    }
+
+    #[test]
+    fn a_lag_spike_behind_the_ring_recovers() {
+        let (mut s, out) = sim_with_client();
+        out.take();
+        // 50 ticks of acks 10 ticks late, then on time again.
+        let closed = run_acks(
+            &mut s,
+            &out,
+            200,
+            |now| now.saturating_sub(if now < 50 { 10 } else { 0 }),
+            |now, m| {
+                if now > 52 {
+                    assert_eq!(m.baseline_age, 1, "deltas again at tick {now}");
+                }
+            },
+        );
+        assert_eq!(closed, None);
+    }
+
+    #[test]
+    fn acks_of_nothing_sent_are_no_sign_of_life() {
+        // The ack timeout is 30 ticks after the join (tick 0) or the last valid ack.
+        for (ack, closed_at) in [
+            // A tick not sent yet.
+            ((|now| now + 3) as fn(u32) -> u32, 31),
+            // The same tick over and over: valid once, at tick 1.
+            (|_| 1, 32),
+            // Far ahead.
+            (|now| now.min(5) * 100, 31),
+        ] {
+            let (mut s, out) = sim_with_client();
+            out.take();
+            let closed = run_acks(&mut s, &out, 100, ack, |_, _| {});
+            assert_eq!(closed, Some((CloseCode::AckTimeout, closed_at)));
+        }
+        // A tick from before the client joined was never sent to it.
+        let mut s = sim();
+        for _ in 0..20 {
+            s.tick();
+        }
+        let out = join(&mut s, 1, None);
+        out.take();
+        let closed = run_acks(&mut s, &out, 100, |_| 5, |_, _| {});
+        assert_eq!(closed, Some((CloseCode::AckTimeout, 51)));
     }
 
     #[test]
