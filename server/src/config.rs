@@ -101,6 +101,13 @@ pub struct Cli {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub baseline_ring: u32,
 
+    /// Most new input frames applied per client per tick (1-64), as Source's
+    /// sv_maxusrcmdprocessticks: of a burst, the newest are applied and the older skipped, so
+    /// a client catching up after a stall is at once on its newest intent and one that sends
+    /// more frames gains nothing. 2 lets a client send frames at twice the tick rate.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_frames_per_tick: u32,
+
     /// Capacity of the queue of input messages into the simulation. When it is full new
     /// inputs are dropped (clients resend their last 8 frames, so a short burst loses nothing).
     #[arg(long, default_value_t = 65_536)]
@@ -251,6 +258,8 @@ pub struct SimConfig {
     pub resume_grace_ticks: u32,
     /// Most input messages applied per tick (the rest wait for the next tick).
     pub max_inputs_per_tick: usize,
+    /// Most new input frames applied per client per tick.
+    pub max_frames_per_tick: u32,
     /// Most dropped players a room keeps waiting for a resume at once (the oldest goes
     /// first). `None`: as many as the room has seats, which the registry fills in when it
     /// makes a room; a [`crate::Room`] made directly with `None` keeps at most
@@ -404,6 +413,7 @@ impl Cli {
                 max_behind_ticks: (behind.as_secs_f64() * rate).ceil() as u32,
                 resume_grace_ticks: (grace.as_secs_f64() * rate).ceil() as u32,
                 max_inputs_per_tick: self.input_queue,
+                max_frames_per_tick: self.max_frames_per_tick,
                 max_detached: self.max_detached.map(|n| n as usize),
             },
             world,
@@ -547,6 +557,7 @@ mod tests {
         assert_eq!(c.sim.tick_rate, 30);
         assert_eq!(c.sim.ack_timeout_ticks, 300);
         assert_eq!(c.sim.max_behind_ticks, 150);
+        assert_eq!(c.sim.max_frames_per_tick, 2);
         // Per room: the registry gives each room its seat count.
         assert_eq!(c.sim.max_detached, None);
         let cli = Cli::try_parse_from(["s", "--max-detached", "0"]).unwrap();

@@ -30,9 +30,11 @@ pub trait Game: Send + 'static {
     fn spawn_player(&mut self, client: ClientId) -> EntityId;
     /// Removes a player's entity (the client left or timed out).
     fn despawn_player(&mut self, entity: EntityId);
-    /// Applies one input frame. Called once per frame, in sequence order, before the
-    /// [`Game::step`] of the tick it arrived for; a game must make sure that more frames per
-    /// tick, or longer move vectors, gain a player nothing.
+    /// Applies one input frame. Called at most once per frame, in sequence order, before the
+    /// [`Game::step`] of the tick it arrived for, and for at most `max_frames_per_tick` frames
+    /// per player per tick (older frames of a burst are skipped, never applied); a game must
+    /// still make sure that more frames per tick, or longer move vectors, gain a player
+    /// nothing.
     fn apply_input(&mut self, entity: EntityId, frame: &InputFrame);
     /// The client of `entity` dropped without leaving and may resume within the grace period:
     /// until then its player must not act on its last input (walk on, keep firing). Called

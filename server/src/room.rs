@@ -3,10 +3,11 @@
 //! ([`crate::driver`]) says so, and never blocks on a client.
 //!
 //! Each tick: drain the control channel (joins, leaves) and the input channel without
-//! blocking, apply input frames in sequence order exactly once, step the game, then hand the
-//! entities to the room's [`Replicator`] (encode once, send to many: see
-//! [`crate::replication`]), which drops each client's snapshot into its latest-wins
-//! [`Outbound`] slot.
+//! blocking, apply input frames in sequence order at most once (and at most
+//! `max_frames_per_tick` per client), step the game, then hand the entities to the room's
+//! [`Replicator`] (encode once, send to many: see [`crate::replication`]), which drops each
+//! client's snapshot into its latest-wins [`Outbound`] slot. Players whose clients dropped and
+//! may resume stand still and are left out of every view.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -136,6 +137,9 @@ struct Client {
     /// Since when its newest valid ack has been older than its baseline ring (it gets full
     /// snapshots meanwhile); `None` while it acknowledges ticks the ring holds.
     behind_since: Option<u32>,
+    /// Input frames applied since tick `frames_tick` (the budget of the tick to come).
+    frames_applied: u32,
+    frames_tick: u32,
     /// Replication state, and the entity, slot and last input it needs.
     v: Viewer,
 }
@@ -278,6 +282,8 @@ impl<G: Game> Room<G> {
                     last_ack: Tick(0),
                     acked_at: self.tick,
                     behind_since: None,
+                    frames_applied: 0,
+                    frames_tick: self.tick,
                     v: Viewer::new(entity, out, self.cfg.baseline_ring),
                 });
             }
@@ -344,7 +350,8 @@ impl<G: Game> Room<G> {
         Some(c)
     }
 
-    /// Handles one input message: the ack, then every frame newer than the last applied.
+    /// Handles one input message: the ack, then the frames newer than the last applied, at
+    /// most `max_frames_per_tick` of them per client per tick.
     ///
     /// An ack is valid when it names a snapshot tick this client was sent (after its join,
     /// on the snapshot grid, no newer than the newest sent) newer than its previous valid ack.
@@ -376,12 +383,31 @@ impl<G: Game> Room<G> {
                 }
             }
         }
+        // Frames: the newest that fit this tick's budget, in order. Older new ones are
+        // skipped for good (`last_input` passes them), so a burst after a stall converges at
+        // once and extra frames buy nothing; past the budget, new frames wait unapplied for the
+        // client's resend (every Input repeats its newest 8). A gap in `seq` is a skip too.
+        if c.frames_tick != self.tick {
+            c.frames_tick = self.tick;
+            c.frames_applied = 0;
+        }
+        let left = self
+            .cfg
+            .max_frames_per_tick
+            .saturating_sub(c.frames_applied) as usize;
+        if left == 0 {
+            return;
+        }
         m.frames.sort_unstable_by_key(|f| f.seq);
-        for f in &m.frames {
-            if f.seq > c.v.last_input {
-                c.v.last_input = f.seq;
-                self.game.apply_input(c.v.entity, f);
-            }
+        m.frames.dedup_by_key(|f| f.seq);
+        let new = &m.frames[m.frames.partition_point(|f| f.seq <= c.v.last_input)..];
+        let apply = &new[new.len().saturating_sub(left)..];
+        for f in apply {
+            self.game.apply_input(c.v.entity, f);
+        }
+        if let Some(f) = apply.last() {
+            c.v.last_input = f.seq;
+            c.frames_applied += apply.len() as u32;
         }
     }
 
@@ -529,6 +555,7 @@ mod tests {
             max_behind_ticks: 60,
             resume_grace_ticks: 0,
             max_inputs_per_tick: 100,
+            max_frames_per_tick: 2,
             max_detached: Some(16),
         };
         Room::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
@@ -566,6 +593,7 @@ mod tests {
     #[test]
     fn input_frames_apply_once_in_order() {
         let (mut s, out) = sim_with_client();
+        s.cfg.max_frames_per_tick = 8;
         let input = |s: &mut Room<Recorder>, seqs: &[u32]| {
             s.input(InputMsg {
                 client: ClientId(1),
@@ -875,6 +903,67 @@ mod tests {
         out.take();
         let closed = run_acks(&mut s, &out, 100, |_| 5, |_, _| {});
         assert_eq!(closed, Some((CloseCode::AckTimeout, 51)));
+    }
+
+    fn send(s: &mut Room<Recorder>, seqs: impl IntoIterator<Item = u32>) {
+        s.input(InputMsg {
+            client: ClientId(1),
+            ack: Tick(0),
+            frames: frames(&seqs.into_iter().collect::<Vec<_>>()),
+        });
+    }
+
+    #[test]
+    fn at_most_max_frames_per_tick_apply_and_the_newest_win() {
+        let (mut s, out) = sim_with_client();
+        let mut seq = 0;
+        for t in 0..10 {
+            // Five messages a tick, each with 8 new frames: 40 frames a tick on offer.
+            for _ in 0..5 {
+                send(&mut s, seq + 1..=seq + 8);
+                seq += 8;
+            }
+            s.tick();
+            // Two applied: the newest of the tick's first message; the rest were over budget.
+            let first = t * 40;
+            let want: Vec<u32> = (0..=t).flat_map(|k| [k * 40 + 7, k * 40 + 8]).collect();
+            assert_eq!(s.game().applied, want);
+            let m = snapshot(&out.take().snapshot.unwrap());
+            assert_eq!(m.last_input, InputSeq(first + 8));
+        }
+    }
+
+    #[test]
+    fn a_burst_converges_at_once_and_seq_jumps_skip() {
+        let (mut s, out) = sim_with_client();
+        send(&mut s, [1]);
+        s.tick();
+        // After a stall, 8 frames at once: the newest two apply, and the rest are passed.
+        send(&mut s, 2..=9);
+        s.tick();
+        assert_eq!(s.game().applied, [1, 8, 9]);
+        // Nothing before the newest applied is ever applied later.
+        send(&mut s, 2..=9);
+        s.tick();
+        assert_eq!(s.game().applied, [1, 8, 9]);
+        // A jump in seq is accepted; the gap is skipped, and older frames stay dead.
+        send(&mut s, [1000]);
+        send(&mut s, [999]);
+        s.tick();
+        send(&mut s, [1001, 1002]);
+        s.tick();
+        assert_eq!(s.game().applied, [1, 8, 9, 1000, 1001, 1002]);
+        let m = snapshot(&out.take().snapshot.unwrap());
+        assert_eq!(m.last_input, InputSeq(1002));
+        // Within a tick the budget spans messages: one frame, then one more, then none.
+        send(&mut s, [1003]);
+        send(&mut s, [1003, 1004, 1005]);
+        send(&mut s, [1006]);
+        s.tick();
+        assert_eq!(s.game().applied[6..], [1003, 1005]);
+        send(&mut s, [1004, 1005, 1006]);
+        s.tick();
+        assert_eq!(s.game().applied[6..], [1003, 1005, 1006]);
     }
 
     #[test]
