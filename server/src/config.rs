@@ -74,14 +74,31 @@ pub struct Cli {
     pub max_clients: usize,
 
     /// Disconnect (close code 4000) a client that acknowledges no snapshot for this many
-    /// seconds. Bounds what a stalled client costs.
+    /// seconds. Bounds what a stalled client costs. Any acknowledgement of a snapshot the
+    /// client was sent, newer than its previous one, counts, however old.
     #[arg(long, default_value_t = 10.0)]
     pub ack_timeout: f64,
+
+    /// Disconnect (close code 4012) a client whose acknowledgements stay older than its
+    /// --baseline-ring snapshots (~1.07 s at the defaults) for this many seconds. Until then it
+    /// gets full snapshots, the dearest kind; 5 s rides out a stall of a few seconds (a
+    /// Wi-Fi handover, a paused tab) and is half the default --ack-timeout.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_behind: f64,
 
     /// Seconds a dropped player's entity waits for its client to resume with the Welcome's
     /// resume token (0 disables resuming).
     #[arg(long, default_value_t = 10.0)]
     pub resume_grace: f64,
+
+    /// Most dropped players each room keeps waiting for a resume; when a room has this many,
+    /// the next drop despawns the one that has waited longest (a new connection is never
+    /// refused for it). Waiting players stand still and are sent to no one, but each still
+    /// holds its entity. Default: the room's seats (--max-clients for the default room, the
+    /// room size for a matchmade one), so that a whole room dropping at once can come back.
+    /// 0 despawns every dropped player at once (no resume).
+    #[arg(long)]
+    pub max_detached: Option<u32>,
 
     /// Seconds a new connection has to send its HTTP upgrade and then its Hello.
     #[arg(long, default_value_t = 5.0)]
@@ -95,6 +112,13 @@ pub struct Cli {
     /// gaps without a full snapshot, at about 1 KiB per snapshot per client.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub baseline_ring: u32,
+
+    /// Most new input frames applied per client per tick (1-64), as Source's
+    /// sv_maxusrcmdprocessticks: of a burst, the newest are applied and the older skipped, so
+    /// a client catching up after a stall is at once on its newest intent and one that sends
+    /// more frames gains nothing. 2 lets a client send frames at twice the tick rate.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_frames_per_tick: u32,
 
     /// Capacity of the queue of input messages into the simulation. When it is full new
     /// inputs are dropped (clients resend their last 8 frames, so a short burst loses nothing).
@@ -298,14 +322,21 @@ pub struct SimConfig {
     pub view_radius: f32,
     /// Baseline ring size per client.
     pub baseline_ring: usize,
-    /// Ticks without an ack before a client is dropped.
+    /// Ticks without a new valid ack before a client is closed with 4000.
     pub ack_timeout_ticks: u32,
+    /// Ticks a client's acks may stay behind its baseline ring before it is closed with 4012.
+    pub max_behind_ticks: u32,
     /// Ticks a dropped player's entity waits for a resume.
     pub resume_grace_ticks: u32,
     /// Most input messages applied per tick (the rest wait for the next tick).
     pub max_inputs_per_tick: usize,
-    /// Most dropped players kept waiting for a resume at once (the oldest goes first).
-    pub max_detached: usize,
+    /// Most new input frames applied per client per tick.
+    pub max_frames_per_tick: u32,
+    /// Most dropped players a room keeps waiting for a resume at once (the oldest goes
+    /// first). `None`: as many as the room has seats, which the registry fills in when it
+    /// makes a room; a [`crate::Room`] made directly with `None` keeps at most
+    /// [`crate::room::DEFAULT_MAX_DETACHED`].
+    pub max_detached: Option<usize>,
 }
 
 /// The validated server configuration.
@@ -428,6 +459,7 @@ impl Cli {
         }
         let rate = f64::from(self.tick_rate);
         let ack = seconds("ack-timeout", self.ack_timeout, 0.1, 3600.0)?;
+        let behind = seconds("max-behind", self.max_behind, 0.1, 3600.0)?;
         let grace = seconds("resume-grace", self.resume_grace, 0.0, 3600.0)?;
         let handshake_timeout = seconds("handshake-timeout", self.handshake_timeout, 0.1, 600.0)?;
         let write_timeout = seconds("write-timeout", self.write_timeout, 0.1, 600.0)?;
@@ -460,9 +492,11 @@ impl Cli {
                 view_radius: self.view_radius,
                 baseline_ring: self.baseline_ring as usize,
                 ack_timeout_ticks: (ack.as_secs_f64() * rate).ceil() as u32,
+                max_behind_ticks: (behind.as_secs_f64() * rate).ceil() as u32,
                 resume_grace_ticks: (grace.as_secs_f64() * rate).ceil() as u32,
                 max_inputs_per_tick: self.input_queue,
-                max_detached: self.max_clients,
+                max_frames_per_tick: self.max_frames_per_tick,
+                max_detached: self.max_detached.map(|n| n as usize),
             },
             world,
             npcs: self.npcs as usize,
@@ -608,6 +642,12 @@ mod tests {
         let c = ServerConfig::defaults();
         assert_eq!(c.sim.tick_rate, 30);
         assert_eq!(c.sim.ack_timeout_ticks, 300);
+        assert_eq!(c.sim.max_behind_ticks, 150);
+        assert_eq!(c.sim.max_frames_per_tick, 2);
+        // Per room: the registry gives each room its seat count.
+        assert_eq!(c.sim.max_detached, None);
+        let cli = Cli::try_parse_from(["s", "--max-detached", "0"]).unwrap();
+        assert_eq!(cli.into_config().unwrap().sim.max_detached, Some(0));
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.quic.map(|a| a.port()), Some(4433));
         assert!(c.tls.is_none());

@@ -50,10 +50,26 @@ pub trait Game: Send + 'static {
     fn spawn_player(&mut self, player: PlayerInfo<'_>) -> EntityId;
     /// Removes a player's entity (the client left or timed out).
     fn despawn_player(&mut self, entity: EntityId);
-    /// Applies one input frame. Called once per frame, in sequence order, before the
-    /// [`Game::step`] of the tick it arrived for; a game must make sure that more frames per
-    /// tick, or longer move vectors, gain a player nothing.
+    /// Applies one input frame. Called at most once per frame, in sequence order, before the
+    /// [`Game::step`] of the tick it arrived for, and for at most `max_frames_per_tick` frames
+    /// per player per tick (older frames of a burst are skipped, never applied); a game must
+    /// still make sure that more frames per tick, or longer move vectors, gain a player
+    /// nothing.
     fn apply_input(&mut self, entity: EntityId, frame: &InputFrame);
+    /// The client of `entity` dropped without leaving and may resume within the grace period:
+    /// until then its player must not act on its last input (walk on, keep firing). Called
+    /// once, when the drop is seen; [`Game::apply_input`] resumes it. The default applies a
+    /// neutral frame (`InputFrame::default()`: no move, no buttons, aim 0); a game whose
+    /// neutral frame is not "stand still, do nothing" overrides it.
+    fn detach_player(&mut self, entity: EntityId) {
+        self.apply_input(entity, &InputFrame::default());
+    }
+    /// The client of a detached `entity` resumed: the player is back in play. The room hides
+    /// a detached player from every view by itself; a game that also takes it out of play
+    /// (the arena: projectiles pass through it) puts it back here. The default does nothing.
+    fn attach_player(&mut self, entity: EntityId) {
+        let _ = entity;
+    }
     /// Advances the world by `dt` seconds.
     fn step(&mut self, dt: f32);
     /// Every replicated entity, sorted by id.
@@ -79,6 +95,12 @@ impl Game for Box<dyn Game> {
     }
     fn apply_input(&mut self, entity: EntityId, frame: &InputFrame) {
         (**self).apply_input(entity, frame)
+    }
+    fn detach_player(&mut self, entity: EntityId) {
+        (**self).detach_player(entity)
+    }
+    fn attach_player(&mut self, entity: EntityId) {
+        (**self).attach_player(entity)
     }
     fn step(&mut self, dt: f32) {
         (**self).step(dt)
@@ -144,6 +166,9 @@ struct Body {
     timer: f32,
     /// Projectiles: who fired.
     owner: Option<EntityId>,
+    /// Players: the client dropped and may resume. The room shows the player to no one, so
+    /// projectiles pass through it rather than stop at something invisible.
+    detached: bool,
 }
 
 /// Most cells a side of the arena's hit-test grid.
@@ -302,6 +327,22 @@ impl Game for Arena {
         self.reps[i].state.yaw = f32::from(frame.aim_yaw) / 65536.0 * std::f32::consts::TAU;
     }
 
+    /// Stops the player where it is and takes it out of play; unlike the default neutral
+    /// frame, it keeps its aim, so a resumed player is as it was left.
+    fn detach_player(&mut self, entity: EntityId) {
+        let Some(i) = self.index(entity) else { return };
+        let body = &mut self.bodies[i];
+        body.intent = Vec2::ZERO;
+        body.fire = false;
+        body.detached = true;
+    }
+
+    fn attach_player(&mut self, entity: EntityId) {
+        if let Some(i) = self.index(entity) {
+            self.bodies[i].detached = false;
+        }
+    }
+
     fn step(&mut self, dt: f32) {
         let rules = self.rules.clone();
         self.spawned.clear();
@@ -387,7 +428,10 @@ impl Game for Arena {
             let owner = self.bodies[p].owner;
             let target = self.hits.iter().map(|&h| h as usize).find(|&h| {
                 let r = &self.reps[h];
-                r.state.kind != KIND_PROJECTILE && Some(r.id) != owner && r.state.health > 0
+                r.state.kind != KIND_PROJECTILE
+                    && Some(r.id) != owner
+                    && r.state.health > 0
+                    && !self.bodies[h].detached
             });
             if let Some(t) = target {
                 self.reps[p].state.health = 0;
@@ -496,6 +540,29 @@ mod tests {
         let hp = a.reps[a.index(target).unwrap()].state.health;
         assert_eq!(hp, 100 - ArenaRules::default().damage);
         assert!(a.entities().windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[test]
+    fn projectiles_pass_through_a_detached_player() {
+        let mut a = arena();
+        let shooter = a.spawn_player(PlayerInfo::anonymous(ClientId(1)));
+        let target = a.spawn_player(PlayerInfo::anonymous(ClientId(2)));
+        let (si, ti) = (a.index(shooter).unwrap(), a.index(target).unwrap());
+        a.reps[si].state.pos = Vec3::new(200.0, 200.0, 0.0);
+        a.reps[ti].state.pos = Vec3::new(210.0, 200.0, 0.0);
+        a.detach_player(target);
+        a.apply_input(shooter, &frame(0, 0, BUTTON_FIRE));
+        for _ in 0..30 {
+            a.step(1.0 / 30.0);
+        }
+        let hp = |a: &Arena| a.reps[a.index(target).unwrap()].state.health;
+        assert_eq!(hp(&a), 100, "no hit while detached");
+        a.attach_player(target);
+        a.apply_input(shooter, &frame(0, 0, BUTTON_FIRE));
+        for _ in 0..30 {
+            a.step(1.0 / 30.0);
+        }
+        assert_eq!(hp(&a), 100 - ArenaRules::default().damage, "hit once back");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum DisconnectReason {
     TooBig,
     /// No acknowledgement within the ack timeout.
     AckTimeout,
+    /// Acknowledgements stayed older than the snapshot history for too long (4012).
+    TooFarBehind,
     /// Wrong protocol version in `Hello`.
     BadVersion,
     /// No `Hello` within the handshake timeout.
@@ -66,7 +68,7 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
-    const ALL: [DisconnectReason; 18] = [
+    const ALL: [DisconnectReason; 19] = [
         Self::Normal,
         Self::Dropped,
         Self::Shutdown,
@@ -74,6 +76,7 @@ impl DisconnectReason {
         Self::TextFrame,
         Self::TooBig,
         Self::AckTimeout,
+        Self::TooFarBehind,
         Self::BadVersion,
         Self::HandshakeTimeout,
         Self::SlowClient,
@@ -97,6 +100,7 @@ impl DisconnectReason {
             Self::TextFrame => "text_frame",
             Self::TooBig => "too_big",
             Self::AckTimeout => "ack_timeout",
+            Self::TooFarBehind => "too_far_behind",
             Self::BadVersion => "bad_version",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::SlowClient => "slow_client",

@@ -222,11 +222,13 @@ impl Registry {
         max_clients: u32,
         matchmaking: bool,
     ) -> Result<Arc<RoomHandle>, RoomError> {
-        let room =
-            Room::new(game, self.sim.clone(), self.metrics.clone()).map_err(|e| match e {
-                crate::ServerError::World(b) => RoomError::World(b),
-                _ => RoomError::Gone,
-            })?;
+        let mut sim = self.sim.clone();
+        // --max-detached defaults to the room's seats: a whole room may drop and come back.
+        sim.max_detached.get_or_insert(max_clients as usize);
+        let room = Room::new(game, sim, self.metrics.clone()).map_err(|e| match e {
+            crate::ServerError::World(b) => RoomError::World(b),
+            _ => RoomError::Gone,
+        })?;
         let mut rooms = self.lock();
         if let Some(h) = rooms.get(id) {
             return Ok(h.clone());

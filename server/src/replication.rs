@@ -246,10 +246,31 @@ impl Replicator {
         viewers: &mut [C],
         metrics: &Metrics,
     ) -> u64 {
+        self.replicate_hiding(tick, entities, &[], radius, viewers, metrics)
+    }
+
+    /// As [`Replicator::replicate`], leaving out the entities in `hidden` (sorted by id):
+    /// they are in no view and no history frame, as if they did not exist (players whose
+    /// clients dropped and may resume).
+    pub fn replicate_hiding<C: AsMut<Viewer> + Send>(
+        &mut self,
+        tick: Tick,
+        entities: &[Replicated],
+        hidden: &[EntityId],
+        radius: f32,
+        viewers: &mut [C],
+        metrics: &Metrics,
+    ) -> u64 {
         let parallel = self.parallel_min == 0 || self.own_views >= self.parallel_min;
         let frame = self.history.begin(tick);
         self.positions.clear();
+        let mut hidden = hidden.iter().peekable();
         for e in entities {
+            // Both lists are sorted by id: a merge, not a search per entity.
+            while hidden.next_if(|&&h| h < e.id).is_some() {}
+            if hidden.next_if_eq(&&e.id).is_some() {
+                continue;
+            }
             frame.push(e.id, self.quantizer.quantize(&e.state));
             self.positions.push(e.state.pos.truncate());
         }
@@ -616,6 +637,7 @@ mod tests {
         radius: f32,
         ring: usize,
         parallel: bool,
+        hide: bool,
         steps: Vec<Step>,
     ) -> Result<(), TestCaseError> {
         let bounds = WorldBounds {
@@ -708,13 +730,21 @@ mod tests {
                     prop_assert_eq!(x, y);
                 }
             }
-            rep.replicate(tick, &ents, radius, &mut viewers, &metrics);
+            // Hidden entities (a player's own among them, now and then) are as if absent.
+            let hidden: Vec<EntityId> = ents
+                .iter()
+                .map(|e| e.id)
+                .filter(|id| hide && (id.0 * 3 + tick.0).is_multiple_of(7))
+                .collect();
+            rep.replicate_hiding(tick, &ents, &hidden, radius, &mut viewers, &metrics);
+            let shown: Vec<&Replicated> = ents.iter().filter(|e| !hidden.contains(&e.id)).collect();
             for (i, (v, r)) in viewers.iter().zip(&mut refs).enumerate() {
-                let me = ents.iter().position(|e| e.id == v.entity);
+                let me = shown.iter().position(|e| e.id == v.entity);
                 let view: Vec<ViewEntry> = match me {
                     Some(m) => {
-                        let c = ents[m].state.pos.truncate();
-                        ents.iter()
+                        let c = shown[m].state.pos.truncate();
+                        shown
+                            .iter()
                             .filter(|e| {
                                 e.state.pos.truncate().distance_squared(c) <= radius * radius
                             })
@@ -748,9 +778,10 @@ mod tests {
             radius in prop_oneof![Just(500.0f32), 10.0f32..120.0],
             ring in 2usize..6,
             parallel in any::<bool>(),
+            hide in any::<bool>(),
             steps in proptest::collection::vec(step(), 1..40),
         ) {
-            check(radius, ring, parallel, steps)?;
+            check(radius, ring, parallel, hide, steps)?;
         }
     }
 }

@@ -3,12 +3,13 @@
 //! ([`crate::driver`]) says so, and never blocks on a client.
 //!
 //! Each tick: drain the control channel (joins, leaves) and the input channel without
-//! blocking, apply input frames in sequence order exactly once, step the game, then hand the
-//! entities to the room's [`Replicator`] (encode once, send to many: see
-//! [`crate::replication`]), which drops each client's snapshot into its latest-wins
-//! [`Outbound`] slot.
+//! blocking, apply input frames in sequence order at most once (and at most
+//! `max_frames_per_tick` per client), step the game, then hand the entities to the room's
+//! [`Replicator`] (encode once, send to many: see [`crate::replication`]), which drops each
+//! client's snapshot into its latest-wins [`Outbound`] slot. Players whose clients dropped and
+//! may resume stand still and are left out of every view.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -129,8 +130,18 @@ impl Outbound {
 struct Client {
     id: ClientId,
     token: u64,
-    /// Tick of the newest accepted ack (or of the join).
+    /// The tick it joined at: every snapshot tick after it was sent to it.
+    joined_at: u32,
+    /// The newest valid ack (0: none yet).
+    last_ack: Tick,
+    /// Tick of the newest valid ack (or of the join): the ack timeout counts from it.
     acked_at: u32,
+    /// Since when its newest valid ack has been older than its baseline ring (it gets full
+    /// snapshots meanwhile); `None` while it acknowledges ticks the ring holds.
+    behind_since: Option<u32>,
+    /// Input frames applied since tick `frames_tick` (the budget of the tick to come).
+    frames_applied: u32,
+    frames_tick: u32,
     /// Replication state, and the entity, slot and last input it needs.
     v: Viewer,
 }
@@ -147,6 +158,10 @@ struct Detached {
     expires: u32,
 }
 
+/// Most dropped players a [`Room`] made with [`SimConfig::max_detached`] `None` keeps waiting
+/// for a resume (the registry gives every room its seat count instead).
+pub const DEFAULT_MAX_DETACHED: usize = 1024;
+
 /// The simulation state, apart from the thread that drives it (tests and benches drive it
 /// directly with [`Room::tick`]).
 pub struct Room<G: Game> {
@@ -156,7 +171,12 @@ pub struct Room<G: Game> {
     metrics: Arc<Metrics>,
     clients: Vec<Client>,
     index: HashMap<ClientId, usize>,
-    detached: Vec<Detached>,
+    /// Dropped players waiting for a resume, oldest (first to expire) first; at most
+    /// `max_detached`.
+    detached: VecDeque<Detached>,
+    max_detached: usize,
+    /// Their entities, sorted: replication leaves them out of every view.
+    hidden: Vec<EntityId>,
     replicator: Replicator,
     hasher: RandomState,
     tick: u32,
@@ -177,6 +197,7 @@ impl<G: Game> Room<G> {
         let bounds = game.bounds();
         let quantizer = Quantizer::new(bounds).map_err(crate::ServerError::World)?;
         let replicator = Replicator::new(quantizer, cfg.view_radius, cfg.baseline_ring);
+        let max_detached = cfg.max_detached.unwrap_or(DEFAULT_MAX_DETACHED);
         Ok(Self {
             game,
             cfg,
@@ -184,7 +205,9 @@ impl<G: Game> Room<G> {
             metrics,
             clients: Vec::new(),
             index: HashMap::new(),
-            detached: Vec::new(),
+            detached: VecDeque::new(),
+            max_detached,
+            hidden: Vec::new(),
             replicator,
             hasher: RandomState::new(),
             tick: 0,
@@ -214,6 +237,11 @@ impl<G: Game> Room<G> {
     /// Clients in the simulation.
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Dropped players waiting for a resume.
+    pub fn detached_count(&self) -> usize {
+        self.detached.len()
     }
 
     fn new_token(&self, client: ClientId) -> u64 {
@@ -258,7 +286,12 @@ impl<G: Game> Room<G> {
                 self.clients.push(Client {
                     id: client,
                     token,
+                    joined_at: self.tick,
+                    last_ack: Tick(0),
                     acked_at: self.tick,
+                    behind_since: None,
+                    frames_applied: 0,
+                    frames_tick: self.tick,
                     v: Viewer::new(entity, out, self.cfg.baseline_ring),
                 });
             }
@@ -266,16 +299,25 @@ impl<G: Game> Room<G> {
                 let Some(c) = self.remove_client(client) else {
                     return;
                 };
-                if graceful || self.cfg.resume_grace_ticks == 0 {
+                if graceful || self.cfg.resume_grace_ticks == 0 || self.max_detached == 0 {
                     self.game.despawn_player(c.v.entity);
                 } else {
-                    // Bounded: a client that reconnects over and over must not pile up ghost
-                    // players. The oldest waiting player goes first.
-                    if self.detached.len() >= self.cfg.max_detached.max(1) {
-                        let oldest = self.detached.remove(0);
+                    // Bounded: a reconnect storm must not pile up ghost players. The one that
+                    // has waited longest goes first; the new connection is never refused.
+                    if self.detached.len() >= self.max_detached
+                        && let Some(oldest) = self.detached.pop_front()
+                    {
+                        unhide(&mut self.hidden, oldest.entity);
                         self.game.despawn_player(oldest.entity);
+                        debug!(entity = %oldest.entity, "evicted the longest-detached player");
                     }
-                    self.detached.push(Detached {
+                    // Until it resumes it stands still (not walking on, or firing, on its last
+                    // input) and is in no one's view.
+                    self.game.detach_player(c.v.entity);
+                    if let Err(i) = self.hidden.binary_search(&c.v.entity) {
+                        self.hidden.insert(i, c.v.entity);
+                    }
+                    self.detached.push_back(Detached {
                         token: c.token,
                         entity: c.v.entity,
                         expires: self.tick.saturating_add(self.cfg.resume_grace_ticks),
@@ -290,7 +332,10 @@ impl<G: Game> Room<G> {
     /// closed with [`CloseCode::Replaced`]).
     fn take_over(&mut self, token: u64) -> Option<EntityId> {
         if let Some(i) = self.detached.iter().position(|d| d.token == token) {
-            return Some(self.detached.remove(i).entity);
+            let entity = self.detached.remove(i)?.entity;
+            unhide(&mut self.hidden, entity);
+            self.game.attach_player(entity);
+            return Some(entity);
         }
         let old = self.clients.iter().find(|c| c.token == token)?.id;
         let c = self.remove_client(old)?;
@@ -313,21 +358,64 @@ impl<G: Game> Room<G> {
         Some(c)
     }
 
-    /// Handles one input message: the ack, then every frame newer than the last applied.
+    /// Handles one input message: the ack, then the frames newer than the last applied, at
+    /// most `max_frames_per_tick` of them per client per tick.
+    ///
+    /// An ack is valid when it names a snapshot tick this client was sent (after its join,
+    /// on the snapshot grid, no newer than the newest sent) newer than its previous valid ack.
+    /// Every valid ack is a sign of life (it resets the ack timeout), whether or not the tick
+    /// is still in the baseline ring; one older than the ring gives no baseline (full
+    /// snapshots follow) and starts the `max_behind` clock, which an ack in the ring stops.
     pub fn input(&mut self, mut m: InputMsg) {
         let Some(&i) = self.index.get(&m.client) else {
             return;
         };
         let c = &mut self.clients[i];
-        if m.ack.0 != 0 && c.v.ring.on_ack(m.ack) == AckOutcome::Accepted {
-            c.acked_at = self.tick;
+        if m.ack.0 != 0 {
+            let outcome = c.v.ring.on_ack(m.ack);
+            let sent = match outcome {
+                AckOutcome::Accepted => true,
+                // Older than the ring: every snapshot tick since the join was sent.
+                AckOutcome::Expired => {
+                    m.ack.0 > c.joined_at && m.ack.0.is_multiple_of(self.cfg.snapshot_every)
+                }
+                AckOutcome::Old | AckOutcome::NeverSent => false,
+            };
+            if sent && m.ack > c.last_ack {
+                c.last_ack = m.ack;
+                c.acked_at = self.tick;
+                if outcome == AckOutcome::Accepted {
+                    c.behind_since = None;
+                } else {
+                    c.behind_since.get_or_insert(self.tick);
+                }
+            }
+        }
+        // Frames: the newest that fit this tick's budget, in order. Older new ones are
+        // skipped for good (`last_input` passes them), so a burst after a stall converges at
+        // once and extra frames buy nothing; past the budget, new frames wait unapplied for the
+        // client's resend (every Input repeats its newest 8). A gap in `seq` is a skip too.
+        if c.frames_tick != self.tick {
+            c.frames_tick = self.tick;
+            c.frames_applied = 0;
+        }
+        let left = self
+            .cfg
+            .max_frames_per_tick
+            .saturating_sub(c.frames_applied) as usize;
+        if left == 0 {
+            return;
         }
         m.frames.sort_unstable_by_key(|f| f.seq);
-        for f in &m.frames {
-            if f.seq > c.v.last_input {
-                c.v.last_input = f.seq;
-                self.game.apply_input(c.v.entity, f);
-            }
+        m.frames.dedup_by_key(|f| f.seq);
+        let new = &m.frames[m.frames.partition_point(|f| f.seq <= c.v.last_input)..];
+        let apply = &new[new.len().saturating_sub(left)..];
+        for f in apply {
+            self.game.apply_input(c.v.entity, f);
+        }
+        if let Some(f) = apply.last() {
+            c.v.last_input = f.seq;
+            c.frames_applied += apply.len() as u32;
         }
     }
 
@@ -355,48 +443,70 @@ impl<G: Game> Room<G> {
         // Detached players are pushed in expiry order, so the expired ones lead.
         let expired = self.detached.partition_point(|d| d.expires <= now);
         for d in self.detached.drain(..expired) {
+            unhide(&mut self.hidden, d.entity);
             self.game.despawn_player(d.entity);
         }
-        let mut timed_out = 0u32;
+        let (mut timed_out, mut behind) = (0u32, 0u32);
         let timeout = self.cfg.ack_timeout_ticks;
+        let max_behind = self.cfg.max_behind_ticks;
         let mut i = 0;
         while i < self.clients.len() {
             let c = &self.clients[i];
-            if now.saturating_sub(c.acked_at) > timeout {
-                let id = c.id;
-                c.v.out.put(|s| {
-                    s.close = Some(Closing::new(
-                        CloseCode::AckTimeout,
-                        "no acknowledgement in time",
-                    ))
-                });
-                if let Some(c) = self.remove_client(id) {
-                    self.game.despawn_player(c.v.entity);
-                }
-                debug!(client = %id, "ack timeout");
+            let closing = if now.saturating_sub(c.acked_at) > timeout {
                 timed_out += 1;
+                Closing::new(CloseCode::AckTimeout, "no acknowledgement in time")
+            } else if c
+                .behind_since
+                .is_some_and(|t| now.saturating_sub(t) > max_behind)
+            {
+                behind += 1;
+                Closing::new(
+                    CloseCode::TooFarBehind,
+                    "acknowledgements stayed older than the snapshot history",
+                )
             } else {
                 i += 1;
+                continue;
+            };
+            let id = c.id;
+            c.v.out.put(|s| s.close = Some(closing));
+            if let Some(c) = self.remove_client(id) {
+                self.game.despawn_player(c.v.entity);
             }
+            debug!(client = %id, code = closing.code.code(), "closed by the room");
         }
+        // One line per tick, not one per client: the tick must not block on logging.
         if timed_out > 0 {
-            // One line per tick, not one per client: the tick must not block on logging.
             warn!(
                 clients = timed_out,
                 "closed clients that stopped acknowledging (4000)"
+            );
+        }
+        if behind > 0 {
+            warn!(
+                clients = behind,
+                "closed clients whose acknowledgements stayed behind the snapshot history (4012)"
             );
         }
     }
 
     fn replicate(&mut self) -> u64 {
         let tick = Tick(self.tick);
-        self.replicator.replicate(
+        self.replicator.replicate_hiding(
             tick,
             self.game.entities(),
+            &self.hidden,
             self.cfg.view_radius,
             &mut self.clients,
             &self.metrics,
         )
+    }
+}
+
+/// Takes `entity` out of the sorted `hidden` list.
+fn unhide(hidden: &mut Vec<EntityId>, entity: EntityId) {
+    if let Ok(i) = hidden.binary_search(&entity) {
+        hidden.remove(i);
     }
 }
 
@@ -412,6 +522,7 @@ mod tests {
     struct Recorder {
         applied: Vec<u32>,
         reps: Vec<Replicated>,
+        next_id: u32,
     }
 
     impl Game for Recorder {
@@ -422,7 +533,8 @@ mod tests {
             }
         }
         fn spawn_player(&mut self, _player: PlayerInfo<'_>) -> EntityId {
-            let id = EntityId(self.reps.len() as u32);
+            let id = EntityId(self.next_id);
+            self.next_id += 1;
             self.reps.push(Replicated {
                 id,
                 state: EntityState::default(),
@@ -448,9 +560,11 @@ mod tests {
             view_radius: 50.0,
             baseline_ring: 8,
             ack_timeout_ticks: 30,
+            max_behind_ticks: 60,
             resume_grace_ticks: 0,
             max_inputs_per_tick: 100,
-            max_detached: 16,
+            max_frames_per_tick: 2,
+            max_detached: Some(16),
         };
         Room::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
     }
@@ -488,6 +602,7 @@ mod tests {
     #[test]
     fn input_frames_apply_once_in_order() {
         let (mut s, out) = sim_with_client();
+        s.cfg.max_frames_per_tick = 8;
         let input = |s: &mut Room<Recorder>, seqs: &[u32]| {
             s.input(InputMsg {
                 client: ClientId(1),
@@ -513,6 +628,352 @@ mod tests {
             frames: frames(&[9]),
         });
         assert_eq!(s.game().applied.len(), 8);
+    }
+
+    /// A room running the arena with no NPCs, snapshots every tick, and resumes on.
+    fn arena_room() -> Room<crate::game::Arena> {
+        let mut cfg = crate::ServerConfig::defaults().sim;
+        cfg.resume_grace_ticks = 300;
+        let arena = crate::game::Arena::new(
+            crate::world::World::arena(),
+            crate::game::ArenaRules::default(),
+            0,
+            1,
+        );
+        Room::new(arena, cfg, Arc::new(Metrics::default())).unwrap()
+    }
+
+    fn join(s: &mut Room<impl Game>, client: u32, resume: Option<u64>) -> Arc<Outbound> {
+        let out = Arc::new(Outbound::default());
+        s.control(Control::Join {
+            client: ClientId(client),
+            resume,
+            player_id: None,
+            out: out.clone(),
+        });
+        out
+    }
+
+    fn position(s: &Room<impl Game>, e: EntityId) -> Vec3 {
+        let r = s.game().entities().iter().find(|r| r.id == e);
+        r.expect("the entity exists").state.pos
+    }
+
+    #[test]
+    fn a_dropped_player_stands_still_until_it_resumes() {
+        let mut s = arena_room();
+        let out = join(&mut s, 1, None);
+        let w = out.take().welcome.unwrap();
+        let e = w.entity_id;
+        s.input(InputMsg {
+            client: ClientId(1),
+            ack: Tick(0),
+            frames: vec![InputFrame {
+                seq: InputSeq(1),
+                move_x: 127,
+                move_y: 40,
+                aim_yaw: 9000,
+                buttons: tickwire_shared::message::BUTTON_FIRE,
+            }],
+        });
+        s.tick();
+        let moving = position(&s, e);
+        s.tick();
+        assert_ne!(position(&s, e), moving, "the input moves the player");
+        s.control(Control::Leave {
+            client: ClientId(1),
+            graceful: false,
+        });
+        let dropped = position(&s, e);
+        let yaw = s
+            .game()
+            .entities()
+            .iter()
+            .find(|r| r.id == e)
+            .unwrap()
+            .state
+            .yaw;
+        for _ in 0..60 {
+            s.tick();
+        }
+        assert_eq!(
+            position(&s, e),
+            dropped,
+            "a detached player does not walk on"
+        );
+        assert_eq!(
+            s.game().entities().len(),
+            1,
+            "and fires no more projectiles"
+        );
+        // Resumed, it is where and as it was left, and takes input again.
+        let out = join(&mut s, 2, Some(w.resume_token));
+        assert_eq!(out.take().welcome.unwrap().entity_id, e);
+        let r = s
+            .game()
+            .entities()
+            .iter()
+            .find(|r| r.id == e)
+            .unwrap()
+            .state;
+        assert_eq!((r.pos, r.yaw), (dropped, yaw));
+        s.input(InputMsg {
+            client: ClientId(2),
+            ack: Tick(0),
+            frames: frames(&[1])
+                .into_iter()
+                .map(|f| InputFrame { move_y: 127, ..f })
+                .collect(),
+        });
+        s.tick();
+        assert_ne!(position(&s, e), dropped);
+    }
+
+    /// A Recorder room with resumes on and at most `max_detached` waiting.
+    fn resuming_sim(max_detached: usize) -> Room<Recorder> {
+        let mut s = sim();
+        s.cfg.resume_grace_ticks = 300;
+        s.max_detached = max_detached;
+        s
+    }
+
+    /// Takes the client's snapshot, applies it to `rx`, acknowledges it, and returns the ids
+    /// in its view.
+    fn observe(
+        s: &mut Room<Recorder>,
+        client: u32,
+        out: &Outbound,
+        rx: &mut tickwire_shared::SnapshotReceiver,
+    ) -> Vec<u32> {
+        let frame = out.take().snapshot.expect("a snapshot");
+        rx.receive(&snapshot(&frame)).expect("it verifies");
+        s.input(InputMsg {
+            client: ClientId(client),
+            ack: rx.ack_tick().unwrap_or(Tick(0)),
+            frames: vec![],
+        });
+        rx.view().iter().map(|(id, _)| id.0).collect()
+    }
+
+    fn drop_client(s: &mut Room<impl Game>, client: u32) {
+        s.control(Control::Leave {
+            client: ClientId(client),
+            graceful: false,
+        });
+    }
+
+    #[test]
+    fn dropped_players_are_in_no_view_until_they_resume() {
+        let mut s = resuming_sim(16);
+        let mut rx = tickwire_shared::SnapshotReceiver::new(s.quantizer, 32);
+        let observer = join(&mut s, 1, None);
+        let tokens: Vec<u64> = (2..=6)
+            .map(|c| join(&mut s, c, None).take().welcome.unwrap().resume_token)
+            .collect();
+        s.tick();
+        assert_eq!(observe(&mut s, 1, &observer, &mut rx), [0, 1, 2, 3, 4, 5]);
+        for c in 2..=6 {
+            drop_client(&mut s, c);
+        }
+        assert_eq!(s.detached_count(), 5);
+        for _ in 0..3 {
+            s.tick();
+            // Waiting for a resume, they are still in the game, but no one sees them.
+            assert_eq!(observe(&mut s, 1, &observer, &mut rx), [0]);
+        }
+        assert_eq!(s.game().entities().len(), 6);
+        // One comes back: the same entity, seen again.
+        let back = join(&mut s, 7, Some(tokens[2]));
+        assert_eq!(back.take().welcome.unwrap().entity_id, EntityId(3));
+        s.tick();
+        assert_eq!(observe(&mut s, 1, &observer, &mut rx), [0, 3]);
+        assert_eq!(s.detached_count(), 4);
+    }
+
+    #[test]
+    fn detached_players_are_capped_and_the_oldest_goes_first() {
+        let mut s = resuming_sim(3);
+        let tokens: Vec<u64> = (1..=5)
+            .map(|c| join(&mut s, c, None).take().welcome.unwrap().resume_token)
+            .collect();
+        s.tick();
+        for c in 1..=5 {
+            drop_client(&mut s, c);
+            assert!(s.detached_count() <= 3);
+        }
+        assert_eq!(s.detached_count(), 3);
+        let ids: Vec<u32> = s.game().entities().iter().map(|r| r.id.0).collect();
+        assert_eq!(ids, [2, 3, 4], "the two that dropped first were despawned");
+        // An evicted player's token no longer resumes it: a new player, never a refusal.
+        let late = join(&mut s, 6, Some(tokens[0]));
+        assert_eq!(late.take().welcome.unwrap().entity_id, EntityId(5));
+        let kept = join(&mut s, 7, Some(tokens[4]));
+        assert_eq!(kept.take().welcome.unwrap().entity_id, EntityId(4));
+        assert_eq!(s.detached_count(), 2);
+        // 0 keeps no one.
+        let mut s = resuming_sim(0);
+        join(&mut s, 1, None);
+        drop_client(&mut s, 1);
+        assert_eq!((s.detached_count(), s.game().entities().len()), (0, 0));
+    }
+
+    /// Runs up to `ticks` ticks, client 1 acknowledging what `ack(now)` says before each
+    /// (0: nothing); returns the close and the tick it came at, if one came, and checks every
+    /// snapshot with `check(now, message)`.
+    fn run_acks(
+        s: &mut Room<Recorder>,
+        out: &Outbound,
+        ticks: u32,
+        ack: impl Fn(u32) -> u32,
+        check: impl Fn(u32, &tickwire_shared::SnapshotMessage),
+    ) -> Option<(CloseCode, u32)> {
+        for _ in 0..ticks {
+            let now = s.current_tick().0;
+            s.input(InputMsg {
+                client: ClientId(1),
+                ack: Tick(ack(now)),
+                frames: vec![],
+            });
+            s.tick();
+            let st = out.take();
+            if let Some(c) = st.close {
+                return Some((c.code, s.current_tick().0));
+            }
+            check(
+                s.current_tick().0,
+                &snapshot(&st.snapshot.expect("a snapshot")),
+            );
+        }
+        None
+    }
+
+    #[test]
+    fn a_client_acking_behind_the_ring_lives_on_full_snapshots_then_gets_4012() {
+        // Ring of 8, ack timeout 30 ticks, max behind 60.
+        let (mut s, out) = sim_with_client();
+        out.take();
+        // It acknowledges every snapshot, but 10 ticks late: always older than the ring.
+        let lag = 10;
+        let closed = run_acks(
+            &mut s,
+            &out,
+            200,
+            |now| now.saturating_sub(lag),
+            |_, m| assert_eq!(m.baseline_age, 0, "no baseline: full snapshots"),
+        );
+        // Alive well past the ack timeout (every ack was a sign of life), then closed with
+        // its own code once it had been behind for longer than 60 ticks: its first ack (of
+        // tick 1) came before tick 12.
+        assert_eq!(closed, Some((CloseCode::TooFarBehind, 11 + 60 + 1)));
+        assert_eq!(s.client_count(), 0);
+        assert!(s.game().entities().is_empty(), "the player was removed");
+    }
+
+    #[test]
+    fn a_lag_spike_behind_the_ring_recovers() {
+        let (mut s, out) = sim_with_client();
+        out.take();
+        // 50 ticks of acks 10 ticks late, then on time again.
+        let closed = run_acks(
+            &mut s,
+            &out,
+            200,
+            |now| now.saturating_sub(if now < 50 { 10 } else { 0 }),
+            |now, m| {
+                if now > 52 {
+                    assert_eq!(m.baseline_age, 1, "deltas again at tick {now}");
+                }
+            },
+        );
+        assert_eq!(closed, None);
+    }
+
+    #[test]
+    fn acks_of_nothing_sent_are_no_sign_of_life() {
+        // The ack timeout is 30 ticks after the join (tick 0) or the last valid ack.
+        for (ack, closed_at) in [
+            // A tick not sent yet.
+            ((|now| now + 3) as fn(u32) -> u32, 31),
+            // The same tick over and over: valid once, at tick 1.
+            (|_| 1, 32),
+            // Far ahead.
+            (|now| now.min(5) * 100, 31),
+        ] {
+            let (mut s, out) = sim_with_client();
+            out.take();
+            let closed = run_acks(&mut s, &out, 100, ack, |_, _| {});
+            assert_eq!(closed, Some((CloseCode::AckTimeout, closed_at)));
+        }
+        // A tick from before the client joined was never sent to it.
+        let mut s = sim();
+        for _ in 0..20 {
+            s.tick();
+        }
+        let out = join(&mut s, 1, None);
+        out.take();
+        let closed = run_acks(&mut s, &out, 100, |_| 5, |_, _| {});
+        assert_eq!(closed, Some((CloseCode::AckTimeout, 51)));
+    }
+
+    fn send(s: &mut Room<Recorder>, seqs: impl IntoIterator<Item = u32>) {
+        s.input(InputMsg {
+            client: ClientId(1),
+            ack: Tick(0),
+            frames: frames(&seqs.into_iter().collect::<Vec<_>>()),
+        });
+    }
+
+    #[test]
+    fn at_most_max_frames_per_tick_apply_and_the_newest_win() {
+        let (mut s, out) = sim_with_client();
+        let mut seq = 0;
+        for t in 0..10 {
+            // Five messages a tick, each with 8 new frames: 40 frames a tick on offer.
+            for _ in 0..5 {
+                send(&mut s, seq + 1..=seq + 8);
+                seq += 8;
+            }
+            s.tick();
+            // Two applied: the newest of the tick's first message; the rest were over budget.
+            let first = t * 40;
+            let want: Vec<u32> = (0..=t).flat_map(|k| [k * 40 + 7, k * 40 + 8]).collect();
+            assert_eq!(s.game().applied, want);
+            let m = snapshot(&out.take().snapshot.unwrap());
+            assert_eq!(m.last_input, InputSeq(first + 8));
+        }
+    }
+
+    #[test]
+    fn a_burst_converges_at_once_and_seq_jumps_skip() {
+        let (mut s, out) = sim_with_client();
+        send(&mut s, [1]);
+        s.tick();
+        // After a stall, 8 frames at once: the newest two apply, and the rest are passed.
+        send(&mut s, 2..=9);
+        s.tick();
+        assert_eq!(s.game().applied, [1, 8, 9]);
+        // Nothing before the newest applied is ever applied later.
+        send(&mut s, 2..=9);
+        s.tick();
+        assert_eq!(s.game().applied, [1, 8, 9]);
+        // A jump in seq is accepted; the gap is skipped, and older frames stay dead.
+        send(&mut s, [1000]);
+        send(&mut s, [999]);
+        s.tick();
+        send(&mut s, [1001, 1002]);
+        s.tick();
+        assert_eq!(s.game().applied, [1, 8, 9, 1000, 1001, 1002]);
+        let m = snapshot(&out.take().snapshot.unwrap());
+        assert_eq!(m.last_input, InputSeq(1002));
+        // Within a tick the budget spans messages: one frame, then one more, then none.
+        send(&mut s, [1003]);
+        send(&mut s, [1003, 1004, 1005]);
+        send(&mut s, [1006]);
+        s.tick();
+        assert_eq!(s.game().applied[6..], [1003, 1005]);
+        send(&mut s, [1004, 1005, 1006]);
+        s.tick();
+        assert_eq!(s.game().applied[6..], [1003, 1005, 1006]);
     }
 
     #[test]

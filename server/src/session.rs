@@ -382,10 +382,10 @@ impl<T: Transport> Session<T> {
         if let Some(closing) = st.close {
             // The simulation already dropped this client.
             self.joined = false;
-            let why = if closing.code == CloseCode::AckTimeout {
-                DisconnectReason::AckTimeout
-            } else {
-                DisconnectReason::Replaced
+            let why = match closing.code {
+                CloseCode::AckTimeout => DisconnectReason::AckTimeout,
+                CloseCode::TooFarBehind => DisconnectReason::TooFarBehind,
+                _ => DisconnectReason::Replaced,
             };
             return Some(End {
                 why,

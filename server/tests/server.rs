@@ -310,6 +310,47 @@ async fn dropped_player_resumes_with_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_players_leave_every_view_until_they_resume() {
+    let srv = TestServer::start(|c| {
+        c.sim.view_radius = 5000.0;
+        c.npcs = 0;
+    })
+    .await;
+    let mut observer = srv.ws_client("observer").await;
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let mut c = srv.ws_client(&format!("p{i}")).await;
+        next_snapshot(&mut c).await;
+        tokens.push((c.welcome.entity_id, c.welcome.resume_token));
+        drop(c); // no close frame: each may resume
+    }
+    // Once the server has seen the drops, the observer sees only itself.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        next_snapshot(&mut observer).await;
+        if observer.receiver.view().len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dropped players stayed in view");
+    }
+    let (entity, token) = tokens[1];
+    let back = Client::connect_resuming(&srv.url, "p1", Some(token), None, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(back.welcome.entity_id, entity);
+    let deadline = Instant::now() + WAIT;
+    while observer.receiver.entity(entity).is_none() {
+        next_snapshot(&mut observer).await;
+        assert!(
+            Instant::now() < deadline,
+            "the resumed player stayed hidden"
+        );
+    }
+    assert_eq!(observer.receiver.view().len(), 2);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_flood_is_rate_limited_and_others_keep_playing() {
     let srv = TestServer::start(|_| {}).await;
     let mut bystander = srv.ws_client("bystander").await;
