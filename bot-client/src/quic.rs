@@ -28,6 +28,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tickwire_shared::InputHistory;
 use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_server, encode_client};
 use tickwire_shared::quant::BoundsError;
+pub use tickwire_shared::quic::{ALPN, LENGTH_PREFIX_BYTES};
+use tickwire_shared::quic::{FrameDecoder, single_frame, write_frame};
 use tickwire_shared::{
     ClientMessage, InputSeq, Quantizer, ServerMessage, SnapshotReceiver, Tick, Welcome, WorldBounds,
 };
@@ -36,12 +38,6 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::client::{Checking, Event, HelloArgs};
-
-/// The ALPN protocol id.
-pub const ALPN: &[u8] = b"tickwire/1";
-
-/// Bytes of the length prefix before every envelope on a stream (u32 little-endian).
-pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// The close code reported when a connection ends without an application close code (as
 /// WebSocket's 1006, "abnormal closure").
@@ -383,7 +379,7 @@ pub struct QuicConn {
     send: SendStream,
     recv: RecvStream,
     /// Control-stream bytes not yet split into envelopes.
-    pending: Vec<u8>,
+    pending: FrameDecoder,
     streams: mpsc::Receiver<StreamFrame>,
     stream_reader: JoinHandle<()>,
     out: Vec<u8>,
@@ -407,7 +403,7 @@ impl QuicConn {
             conn,
             send,
             recv,
-            pending: Vec::new(),
+            pending: FrameDecoder::server_envelopes(),
             streams,
             stream_reader,
             out: Vec::with_capacity(128),
@@ -423,9 +419,7 @@ impl QuicConn {
     /// written.
     pub async fn send_control(&mut self, envelope: &[u8]) -> Result<u64, QuicError> {
         self.out.clear();
-        self.out
-            .extend_from_slice(&(envelope.len() as u32).to_le_bytes());
-        self.out.extend_from_slice(envelope);
+        write_frame(&mut self.out, envelope);
         self.send.write_all(&self.out).await?;
         Ok(self.out.len() as u64)
     }
@@ -445,22 +439,9 @@ impl QuicConn {
 
     /// The next whole envelope already received on the control stream.
     fn take_control_frame(&mut self) -> Result<Option<Vec<u8>>, QuicError> {
-        let Some(prefix) = self.pending.first_chunk::<LENGTH_PREFIX_BYTES>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        if len > MAX_SERVER_MESSAGE_BYTES {
-            return Err(QuicError::Protocol("control envelope over the size limit"));
-        }
-        let Some(frame) = self
-            .pending
-            .get(LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + len)
-        else {
-            return Ok(None);
-        };
-        let frame = frame.to_vec();
-        self.pending.drain(..LENGTH_PREFIX_BYTES + len);
-        Ok(Some(frame))
+        self.pending
+            .next_frame()
+            .map_err(|_| QuicError::Protocol("control envelope over the size limit"))
     }
 
     /// Reads the next envelope from the control stream only, or how the connection closed.
@@ -519,12 +500,12 @@ impl QuicConn {
 /// when the stream or the connection ended. Cancel-safe.
 async fn read_control(
     recv: &mut RecvStream,
-    pending: &mut Vec<u8>,
+    pending: &mut FrameDecoder,
     conn: &Connection,
 ) -> Result<(), (u16, String)> {
     match recv.read_chunk(64 * 1024, true).await {
         Ok(Some(chunk)) => {
-            pending.extend_from_slice(&chunk.bytes);
+            pending.push(&chunk.bytes);
             Ok(())
         }
         // The server finished the control stream: its close follows.
@@ -562,12 +543,9 @@ async fn read_snapshot_streams(conn: Connection, tx: mpsc::Sender<StreamFrame>) 
                 // Reset, or the connection went: nothing to deliver.
                 return;
             };
-            let frame = match data.split_first_chunk::<LENGTH_PREFIX_BYTES>() {
-                Some((len, rest)) if u32::from_le_bytes(*len) as usize == rest.len() => {
-                    Ok(rest.to_vec())
-                }
-                _ => Err("a snapshot stream is not one length-prefixed envelope"),
-            };
+            let frame = single_frame(&data)
+                .map(<[u8]>::to_vec)
+                .ok_or("a snapshot stream is not one length-prefixed envelope");
             let _ = tx.send(frame).await;
         });
     }

@@ -20,6 +20,7 @@
 //!   the server.
 //! - [`receiver`]: the client side, [`SnapshotReceiver`]; [`input`]: the client's
 //!   [`InputHistory`] (sequence numbers and redundant frames).
+//! - [`quic`]: the QUIC framing (ALPN, the length prefix on streams) for servers and clients.
 #![warn(missing_docs)]
 
 pub mod baseline;
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod input;
 pub mod message;
 pub mod quant;
+pub mod quic;
 pub mod receiver;
 pub mod replication;
 #[cfg(all(unix, feature = "rlimit"))]
