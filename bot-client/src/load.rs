@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tickwire_shared::{InputSeq, ReceiveError, Received};
+use tickwire_shared::{CloseCode, InputSeq, ReceiveError, Received};
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 
 use crate::client::Event;
 use crate::transport::{BotError, Connector, TransportKind};
 
 const SHARDS: usize = 32;
+/// How often each bot pings (the RTT figures).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// Input frames whose latency is still being waited for, per bot.
 const MAX_PENDING_INPUTS: usize = 256;
 
@@ -592,7 +594,12 @@ async fn bot(
     let phase = period.mul_f64((rng % 1000) as f64 / 1000.0);
     let mut inputs = interval_at(tokio::time::Instant::now() + phase, period);
     inputs.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut pings = tokio::time::interval(Duration::from_secs(1));
+    // The session pings once a second; its timer (one, re-armed only when the session's
+    // next deadline moves) wakes this loop.
+    client.set_ping_interval(Some(PING_INTERVAL));
+    let timer = sleep_until(end);
+    tokio::pin!(timer);
+    let mut armed = None;
     let mut accounted_ms = 0u64;
     let mut bytes_out_seen = client.bytes_out();
     let mut closed_by_server = None;
@@ -601,8 +608,20 @@ async fn bot(
     let finish = sleep_until(end);
     tokio::pin!(finish);
     loop {
+        let wake = client.poll_timeout();
+        if wake != armed {
+            if let Some(at) = wake {
+                timer.as_mut().reset(at.into());
+            }
+            armed = wake;
+        }
         tokio::select! {
             _ = &mut finish => break,
+            _ = &mut timer, if armed.is_some() => {
+                if client.handle_timeout(Instant::now()).await.is_err() {
+                    break;
+                }
+            }
             _ = inputs.tick() => {
                 // A random walk: turn now and then, fire rarely.
                 rng ^= rng << 13;
@@ -622,12 +641,6 @@ async fn bot(
                         shard.c.inputs.fetch_add(1, Relaxed);
                     }
                     Err(_) => break,
-                }
-            }
-            _ = pings.tick() => {
-                let t = load.started.elapsed().as_micros() as u64;
-                if client.ping(t).await.is_err() {
-                    break;
                 }
             }
             ev = client.next_event() => match ev {
@@ -667,22 +680,23 @@ async fn bot(
                         }
                     }
                 }
-                Ok(Event::Pong { client_time, .. }) => {
-                    let now = load.started.elapsed().as_micros() as u64;
+                Ok(Event::Pong { rtt, .. }) => {
                     let mut h = shard.h.lock().unwrap_or_else(PoisonError::into_inner);
-                    let _ = h.rtt_us.record(now.saturating_sub(client_time).max(1));
+                    let _ = h.rtt_us.record((rtt.as_micros() as u64).max(1));
                 }
+                // The connector consumed it.
+                Ok(Event::Welcome(_)) => {}
                 Ok(Event::Closed { code, .. }) => {
                     closed_by_server = Some(code);
                     break;
                 }
                 Err(e) if e.is_protocol() => {
                     shard.c.decode_errors.fetch_add(1, Relaxed);
-                    closed_by_server = Some(1006);
+                    closed_by_server = Some(CloseCode::Abnormal.code());
                     break;
                 }
                 Err(_) => {
-                    closed_by_server = Some(1006);
+                    closed_by_server = Some(CloseCode::Abnormal.code());
                     break;
                 }
             },

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tickwire_shared::{CloseCode, InputSeq, Welcome};
 
@@ -303,11 +303,37 @@ impl BotClient {
         })
     }
 
-    /// Sends a ping.
-    pub async fn ping(&mut self, client_time: u64) -> Result<(), BotError> {
+    /// Sends a ping; its answer is an [`Event::Pong`] with the round trip.
+    pub async fn ping(&mut self) -> Result<(), BotError> {
         match self {
-            BotClient::Ws(c) => c.ping(client_time).await?,
-            BotClient::Quic(c) => c.ping(client_time).await?,
+            BotClient::Ws(c) => c.ping().await?,
+            BotClient::Quic(c) => c.ping().await?,
+        }
+        Ok(())
+    }
+
+    /// Pings every `interval` from now on (sent by [`BotClient::handle_timeout`]).
+    pub fn set_ping_interval(&mut self, interval: Option<Duration>) {
+        match self {
+            BotClient::Ws(c) => c.set_ping_interval(interval),
+            BotClient::Quic(c) => c.set_ping_interval(interval),
+        }
+    }
+
+    /// When [`BotClient::handle_timeout`] is next due, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            BotClient::Ws(c) => c.poll_timeout(),
+            BotClient::Quic(c) => c.poll_timeout(),
+        }
+    }
+
+    /// Runs the session's timers due at `now` (pings, acknowledgements) and sends what they
+    /// produce.
+    pub async fn handle_timeout(&mut self, now: Instant) -> Result<(), BotError> {
+        match self {
+            BotClient::Ws(c) => c.handle_timeout(now).await?,
+            BotClient::Quic(c) => c.handle_timeout(now).await?,
         }
         Ok(())
     }
