@@ -18,4 +18,4 @@ pub use load::{
 };
 pub use matchmake::{MatchmakeError, MatchmakerUrl, Seat};
 pub use quic::{QuicClient, QuicError, ServerCert};
-pub use transport::{BotClient, BotError, Connector, TransportKind};
+pub use transport::{BotClient, BotError, Connector, Route, TokenMinter, TransportKind};

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use tickwire_shared::token::TokenKey;
 use tickwire_shared::{CloseCode, InputSeq, ReceiveError, Received};
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 
@@ -59,6 +60,10 @@ pub struct LoadConfig {
     /// Matchmaking: every bot gets a seat from this matchmaker first and connects where it
     /// says (`url` is then unused). `None`: every bot dials `url` with no seat.
     pub matchmake: Option<MatchmakeConfig>,
+    /// The server's token secret (`--auth-secret-file`): every bot signs itself a player
+    /// token (player id `bot-INDEX`, any room, valid for the run plus a margin) and sends it
+    /// in its `Hello`. `None`: no token (a server with a secret refuses the bots with 4008).
+    pub auth: Option<Arc<TokenKey>>,
 }
 
 /// Where and how the bots get their seats (`--matchmake URL --kind KIND --room-size N`).
@@ -128,6 +133,7 @@ impl Default for LoadConfig {
             insecure: false,
             verify_fraction: 1.0,
             matchmake: None,
+            auth: None,
         }
     }
 }

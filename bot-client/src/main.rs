@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -10,6 +11,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tickwire_bot_client::{LoadConfig, MatchmakeConfig, QuicError, TransportKind, run};
 use tickwire_shared::rlimit;
+use tickwire_shared::token::TokenKey;
 
 /// Load-test a Tickwire server: every bot is a real client; the verifying ones (all, by
 /// default) decode and verify every snapshot. Exits non-zero on any desync or decode error.
@@ -42,6 +44,11 @@ struct Cli {
     /// QUIC: do not authenticate the server at all (local tests only).
     #[arg(long, conflicts_with = "cert_sha256")]
     insecure: bool,
+    /// The server's token secret file (its --auth-secret-file): every bot signs itself a
+    /// player token (player id bot-INDEX, any room, valid for the run plus 5 minutes) and
+    /// sends it in its Hello.
+    #[arg(long, value_name = "PATH")]
+    auth_secret_file: Option<PathBuf>,
     /// Number of bots.
     #[arg(long, default_value_t = 100)]
     bots: usize,
@@ -108,6 +115,16 @@ fn main() -> anyhow::Result<()> {
             lim.hard
         );
     }
+    let auth = match &cli.auth_secret_file {
+        Some(path) => {
+            let contents =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let key = TokenKey::from_file_contents(&contents)
+                .with_context(|| format!("bad token secret in {}", path.display()))?;
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
     let url = cli.url.unwrap_or_else(|| {
         match cli.transport {
             TransportKind::Ws => "ws://127.0.0.1:8080/ws",
@@ -133,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             kind: cli.kind,
             room_size: cli.room_size,
         }),
+        auth,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
