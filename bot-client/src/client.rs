@@ -3,15 +3,21 @@
 //! pings, snapshots decoded and verified by its [`SnapshotReceiver`]). The bots are built on
 //! it, and so are the server's integration tests.
 //!
+//! `wss://` URLs go through TLS ([`crate::tls`]) given a client configuration
+//! ([`Client::connect_with_tls`]).
+//!
 //! A client can also be told not to verify ([`Client::set_verify`]): it still reads and
 //! decodes every envelope and acknowledges, but trusts each snapshot's header instead of
 //! decoding its body (see [`Trusted`]). Load generators use that so that they are not the
 //! bottleneck.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tickwire_shared::codec::{DecodeError, decode_server};
 use tickwire_shared::quant::BoundsError;
 use tickwire_shared::session::{ClientSession, SessionConfig, SessionError};
@@ -19,22 +25,28 @@ pub use tickwire_shared::session::{Event, HelloArgs, Trusted};
 use tickwire_shared::{
     ClientMessage, CloseCode, InputSeq, ServerMessage, SnapshotReceiver, Tick, Welcome,
 };
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
-/// The WebSocket over a plain TCP stream.
-pub type Ws = WebSocketStream<TcpStream>;
+use crate::tls::WsStream;
+
+/// The WebSocket over TCP, or over TLS for `wss://`.
+pub type Ws = WebSocketStream<WsStream>;
 
 /// Why a client failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not `ws://host:port/path`.
-    #[error("bad url {0:?}: expected ws://host:port/path")]
+    /// The URL is not `ws://host:port/path` or `wss://host:port/path`.
+    #[error("bad url {0:?}: expected ws://host:port/path or wss://host:port/path")]
     BadUrl(String),
+    /// A `wss://` URL, and no TLS configuration to check the server with.
+    #[error("{0}: wss:// needs a certificate check (--ca-cert PEM or --insecure)")]
+    NoTls(String),
     /// TCP connect or bind failed.
     #[error("connect: {0}")]
     Io(#[from] std::io::Error),
@@ -76,13 +88,45 @@ impl From<SessionError> for ClientError {
     }
 }
 
-/// Splits `ws://host:port/path` into the address to dial and the URL to request.
+/// A WebSocket URL split up: whether it is `wss://`, and the host (the TLS server name) and
+/// authority to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// `wss://`: TLS over TCP.
+    pub tls: bool,
+    /// The host, without brackets for IPv6.
+    pub host: String,
+    /// `host:port`, as written.
+    pub authority: String,
+}
+
+impl WsUrl {
+    /// Parses `ws://host:port/path` or `wss://host:port/path`.
+    pub fn parse(url: &str) -> Result<WsUrl, ClientError> {
+        let bad = || ClientError::BadUrl(url.to_owned());
+        let (tls, rest) = match (url.strip_prefix("wss://"), url.strip_prefix("ws://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(bad()),
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, _) = authority.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(WsUrl {
+            tls,
+            host: host.to_owned(),
+            authority: authority.to_owned(),
+        })
+    }
+}
+
+/// The address to dial for `ws://host:port/path` (or `wss://`).
 pub async fn resolve(url: &str) -> Result<SocketAddr, ClientError> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let mut addrs = tokio::net::lookup_host(authority)
+    let parsed = WsUrl::parse(url)?;
+    let mut addrs = tokio::net::lookup_host(&parsed.authority)
         .await
         .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
     addrs
@@ -102,8 +146,24 @@ pub fn client_ws_config() -> WebSocketConfig {
 }
 
 /// Opens the WebSocket (no Hello yet), from `bind` if given. For tests that need to send
-/// arbitrary frames.
+/// arbitrary frames. `ws://` only; see [`connect_raw_tls`].
 pub async fn connect_raw(url: &str, bind: Option<IpAddr>) -> Result<Ws, ClientError> {
+    connect_raw_tls(url, bind, None).await
+}
+
+/// As [`connect_raw`], and a `wss://` URL goes through `tls` (made by
+/// [`crate::tls::TlsTrust::client_config`]).
+pub async fn connect_raw_tls(
+    url: &str,
+    bind: Option<IpAddr>,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Ws, ClientError> {
+    let parsed = WsUrl::parse(url)?;
+    let tls = match (parsed.tls, tls) {
+        (false, _) => None,
+        (true, Some(c)) => Some(c),
+        (true, None) => return Err(ClientError::NoTls(url.to_owned())),
+    };
     let addr = resolve(url).await?;
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -115,6 +175,15 @@ pub async fn connect_raw(url: &str, bind: Option<IpAddr>) -> Result<Ws, ClientEr
     }
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
+    let stream = match tls {
+        None => WsStream::Plain(stream),
+        Some(tls) => {
+            let name = ServerName::try_from(parsed.host.clone())
+                .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+            let tls = TlsConnector::from(tls.clone());
+            WsStream::Tls(Box::new(tls.connect(name, stream).await?))
+        }
+    };
     let (ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config())).await?;
     Ok(ws)
@@ -210,9 +279,21 @@ impl Client {
         bind: Option<IpAddr>,
         wait: Duration,
     ) -> Result<Client, ClientError> {
+        Self::connect_with_tls(url, hello, None, bind, wait).await
+    }
+
+    /// As [`Client::connect_with`], and a `wss://` URL goes through `tls` (made by
+    /// [`crate::tls::TlsTrust::client_config`]); the TLS handshake counts in `wait`.
+    pub async fn connect_with_tls(
+        url: &str,
+        hello: &HelloArgs,
+        tls: Option<&Arc<ClientConfig>>,
+        bind: Option<IpAddr>,
+        wait: Duration,
+    ) -> Result<Client, ClientError> {
         let mut session = ClientSession::new(hello, SessionConfig::default(), Instant::now())?;
         let handshake = async {
-            let mut ws = connect_raw(url, bind).await?;
+            let mut ws = connect_raw_tls(url, bind, tls).await?;
             let sent = flush(&mut session, &mut ws).await?;
             let welcome = loop {
                 match next_frame(&mut ws).await? {

@@ -20,6 +20,7 @@ use tickwire_shared::{CloseCode, InputSeq, ReceiveError, Received};
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 
 use crate::client::Event;
+use crate::tls::TlsTrust;
 use crate::transport::{BotError, Connector, TransportKind};
 
 const SHARDS: usize = 32;
@@ -51,8 +52,12 @@ pub struct LoadConfig {
     pub transport: TransportKind,
     /// QUIC: accept only the server certificate with this SHA-256.
     pub cert_sha256: Option<[u8; 32]>,
-    /// QUIC: accept any server certificate (local tests only). Ignored with `cert_sha256`.
+    /// QUIC and `wss://`: accept any server certificate (local tests only). Ignored with
+    /// `cert_sha256` (QUIC) or `ws_tls` (`wss://`).
     pub insecure: bool,
+    /// `wss://`: the certificates to trust (`--ca-cert PEM`). `None`: `insecure` decides,
+    /// and without it a `wss://` URL is refused.
+    pub ws_tls: Option<TlsTrust>,
     /// Fraction of the bots (0.0–1.0) that decode and verify every snapshot; see
     /// [`verifies`] for which. The others trust snapshot headers
     /// ([`crate::client::Trusted`]).
@@ -131,6 +136,7 @@ impl Default for LoadConfig {
             transport: TransportKind::Ws,
             cert_sha256: None,
             insecure: false,
+            ws_tls: None,
             verify_fraction: 1.0,
             matchmake: None,
             auth: None,

@@ -145,9 +145,9 @@ fn sha256(data: &[u8]) -> Option<[u8; 32]> {
 /// Accepts the pinned certificate (or any, when insecure) and verifies handshake signatures
 /// with ring's algorithms either way.
 #[derive(Debug)]
-struct PinnedCert {
-    pin: Option<[u8; 32]>,
-    algorithms: WebPkiSupportedAlgorithms,
+pub(crate) struct PinnedCert {
+    pub(crate) pin: Option<[u8; 32]>,
+    pub(crate) algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for PinnedCert {

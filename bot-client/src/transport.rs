@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tickwire_shared::token::{PlayerClaims, TokenError, TokenKey};
 use tickwire_shared::{CloseCode, InputSeq, Welcome};
 
-use crate::client::{Client, ClientError, Event, HelloArgs};
+use crate::client::{Client, ClientError, Event, HelloArgs, WsUrl};
 use crate::load::LoadConfig;
 use crate::matchmake::{MatchmakeError, MatchmakerUrl, Mode, request_seat};
 use crate::quic::{QuicClient, QuicConnector, QuicError, ServerCert};
+use crate::tls::{TlsError, TlsTrust};
 
 /// UDP sockets the QUIC bots of one run share at most (quinn demultiplexes by connection id).
 const MAX_QUIC_ENDPOINTS: usize = 32;
@@ -54,6 +55,9 @@ pub enum BotError {
     /// A QUIC bot got a seat on a node without a `quic_url`.
     #[error("the matchmaker's answer for room {0} has no quic_url")]
     NoQuicUrl(String),
+    /// The `wss://` TLS configuration was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A bot's player token could not be signed.
     #[error("player token: {0}")]
     Token(#[from] TokenError),
@@ -134,8 +138,10 @@ pub struct Connector {
 pub enum Route {
     /// WebSocket: every bot dials the URL.
     Ws {
-        /// `ws://host:port/ws`.
+        /// `ws://host:port/ws` or `wss://host:port/ws`.
         url: String,
+        /// For `wss://`.
+        tls: Option<Arc<rustls::ClientConfig>>,
     },
     /// QUIC: bots share a pool of client endpoints.
     Quic(QuicConnector),
@@ -151,6 +157,8 @@ pub struct Matchmade {
     room_size: Option<u32>,
     transport: TransportKind,
     cert: Option<ServerCert>,
+    /// For `wss://` answers.
+    tls: Option<Arc<rustls::ClientConfig>>,
     endpoints: usize,
     bind_ips: Vec<IpAddr>,
     quic: tokio::sync::Mutex<HashMap<String, Arc<QuicConnector>>>,
@@ -215,9 +223,10 @@ impl Matchmade {
         .await?;
         let hello = hello.clone().with_seat(Some(seat.seat_token));
         let client = match self.transport {
-            TransportKind::Ws => {
-                BotClient::Ws(Client::connect_with(&seat.ws_url, &hello, bind, wait).await?)
-            }
+            TransportKind::Ws => BotClient::Ws(
+                Client::connect_with_tls(&seat.ws_url, &hello, self.tls.as_ref(), bind, wait)
+                    .await?,
+            ),
             TransportKind::Quic => {
                 let url = seat
                     .quic_url
@@ -248,6 +257,12 @@ impl Connector {
     }
 
     async fn route(cfg: &LoadConfig, cert: Option<ServerCert>) -> Result<Route, BotError> {
+        let trust = match (&cfg.ws_tls, cfg.insecure) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => Some(TlsTrust::Insecure),
+            (None, false) => None,
+        };
+        let tls = trust.map(|t| t.client_config()).transpose()?;
         if let Some(mm) = &cfg.matchmake {
             if cfg.transport == TransportKind::Quic && cert.is_none() {
                 return Err(BotError::NoCertCheck);
@@ -258,15 +273,23 @@ impl Connector {
                 room_size: mm.room_size,
                 transport: cfg.transport,
                 cert,
+                tls,
                 endpoints: cfg.bots.clamp(1, MAX_QUIC_ENDPOINTS),
                 bind_ips: cfg.bind_ips.clone(),
                 quic: tokio::sync::Mutex::new(HashMap::new()),
             }));
         }
         match cfg.transport {
-            TransportKind::Ws => Ok(Route::Ws {
-                url: cfg.url.clone(),
-            }),
+            TransportKind::Ws => {
+                // Refused now, not once per bot.
+                if WsUrl::parse(&cfg.url)?.tls && tls.is_none() {
+                    return Err(ClientError::NoTls(cfg.url.clone()).into());
+                }
+                Ok(Route::Ws {
+                    url: cfg.url.clone(),
+                    tls,
+                })
+            }
             TransportKind::Quic => {
                 let cert = cert.ok_or(BotError::NoCertCheck)?;
                 let endpoints = cfg.bots.clamp(1, MAX_QUIC_ENDPOINTS);
@@ -291,8 +314,10 @@ impl Connector {
         let auth = self.tokens.as_ref().map(|t| t.token(index)).transpose()?;
         let hello = HelloArgs::new(name).with_auth(auth);
         Ok(match &self.route {
-            Route::Ws { url } => (
-                BotClient::Ws(Client::connect_with(url, &hello, bind, wait).await?),
+            Route::Ws { url, tls } => (
+                BotClient::Ws(
+                    Client::connect_with_tls(url, &hello, tls.as_ref(), bind, wait).await?,
+                ),
                 None,
             ),
             Route::Quic(q) => (BotClient::Quic(q.connect(index, &hello, wait).await?), None),
