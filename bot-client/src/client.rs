@@ -1,6 +1,10 @@
-//! One real Tickwire client over WebSocket: handshake, inputs with redundant frames, pings,
-//! and snapshots decoded and verified by [`SnapshotReceiver`]. The bots are built on it, and so
-//! are the server's integration tests.
+//! One real Tickwire client over WebSocket: it moves bytes between the socket and a
+//! [`ClientSession`] (shared's sans-IO client: handshake, inputs with redundant frames,
+//! pings, snapshots decoded and verified by its [`SnapshotReceiver`]). The bots are built on
+//! it, and so are the server's integration tests.
+//!
+//! `wss://` URLs go through TLS ([`crate::tls`]) given a client configuration
+//! ([`Client::connect_with_tls`]).
 //!
 //! A client can also be told not to verify ([`Client::set_verify`]): it still reads and
 //! decodes every envelope and acknowledges, but trusts each snapshot's header instead of
@@ -8,32 +12,41 @@
 //! bottleneck.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tickwire_shared::InputHistory;
-use tickwire_shared::codec::{DecodeError, decode_server, encode_client};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tickwire_shared::codec::{DecodeError, decode_server};
 use tickwire_shared::quant::BoundsError;
+use tickwire_shared::session::{ClientSession, SessionConfig, SessionError};
+pub use tickwire_shared::session::{Event, HelloArgs, Trusted};
 use tickwire_shared::{
-    ClientMessage, InputSeq, PROTOCOL_VERSION, Quantizer, ReceiveError, Received, ServerMessage,
-    SnapshotMessage, SnapshotReceiver, Tick, Welcome, WorldBounds,
+    ClientMessage, CloseCode, InputSeq, ServerMessage, SnapshotReceiver, Tick, Welcome,
 };
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
-/// The WebSocket over a plain TCP stream.
-pub type Ws = WebSocketStream<TcpStream>;
+use crate::tls::WsStream;
+
+/// The WebSocket over TCP, or over TLS for `wss://`.
+pub type Ws = WebSocketStream<WsStream>;
 
 /// Why a client failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not `ws://host:port/path`.
-    #[error("bad url {0:?}: expected ws://host:port/path")]
+    /// The URL is not `ws://host:port/path` or `wss://host:port/path`.
+    #[error("bad url {0:?}: expected ws://host:port/path or wss://host:port/path")]
     BadUrl(String),
+    /// A `wss://` URL, and no TLS configuration to check the server with.
+    #[error("{0}: wss:// needs a certificate check (--ca-cert PEM or --insecure)")]
+    NoTls(String),
     /// TCP connect or bind failed.
     #[error("connect: {0}")]
     Io(#[from] std::io::Error),
@@ -62,118 +75,58 @@ pub enum ClientError {
     Timeout,
 }
 
-/// What the server sent, after decoding and (for snapshots) verification.
-#[derive(Debug)]
-pub enum Event {
-    /// A snapshot: what the receiver made of it, its size on the wire, and the message.
-    Snapshot {
-        /// Outcome (an `Err` is a missing baseline, a bad body or a desync). A client that
-        /// does not verify reports what [`Trusted::accept`] made of the header: never an `Err`.
-        outcome: Result<Received, ReceiveError>,
-        /// Frame bytes.
-        bytes: usize,
-        /// The decoded message (header fields like `last_input`).
-        message: SnapshotMessage,
-    },
-    /// An answer to a ping.
-    Pong {
-        /// The value sent.
-        client_time: u64,
-        /// The server's tick.
-        server_tick: Tick,
-    },
-    /// The connection is closed; `code` is the close frame's (or `Disconnect`'s) code, 1006
-    /// when the socket just dropped.
-    Closed {
-        /// Close code.
-        code: u16,
-        /// Reason.
-        reason: String,
-    },
-}
-
-/// The snapshot bookkeeping of a client that does not verify: it trusts every snapshot it
-/// receives, by its header alone, and acknowledges the newest tick it received. A verifying
-/// client acknowledges the newest snapshot it decoded, which on a correct server is the same
-/// tick, so the server picks the same baselines for both.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Trusted {
-    newest: Option<Tick>,
-}
-
-impl Trusted {
-    /// Accepts `msg` without decoding its body: [`Received::Current`] when it is newer than
-    /// every snapshot before it, [`Received::Duplicate`] for the newest tick again, and
-    /// [`Received::Stale`] when older (a reordered datagram).
-    pub fn accept(&mut self, msg: &SnapshotMessage) -> Received {
-        let tick = msg.tick;
-        match self.newest {
-            Some(newest) if tick == newest => Received::Duplicate { tick },
-            Some(newest) if tick < newest => Received::Stale { tick },
-            _ => {
-                self.newest = Some(tick);
-                Received::Current {
-                    tick,
-                    full: msg.baseline_age == 0,
-                }
-            }
-        }
-    }
-
-    /// The tick to acknowledge: the newest snapshot received, if any.
-    pub fn ack_tick(&self) -> Option<Tick> {
-        self.newest
-    }
-}
-
-/// Whether a client verifies snapshots, and its bookkeeping when it does not. Both clients
-/// (WebSocket and QUIC) keep one beside their [`SnapshotReceiver`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Checking {
-    /// Every snapshot goes through the [`SnapshotReceiver`].
-    Verify,
-    /// Snapshot bodies are skipped; the receiver stays empty.
-    Trust(Trusted),
-}
-
-impl Checking {
-    /// `Verify` or a fresh `Trust`.
-    pub(crate) fn new(verify: bool) -> Self {
-        if verify {
-            Checking::Verify
-        } else {
-            Checking::Trust(Trusted::default())
-        }
-    }
-
-    /// Takes one snapshot: decodes and verifies it, or trusts its header.
-    pub(crate) fn receive(
-        &mut self,
-        receiver: &mut SnapshotReceiver,
-        msg: &SnapshotMessage,
-    ) -> Result<Received, ReceiveError> {
-        match self {
-            Checking::Verify => receiver.receive(msg),
-            Checking::Trust(t) => Ok(t.accept(msg)),
-        }
-    }
-
-    /// The tick the next `Input` acknowledges.
-    pub(crate) fn ack_tick(&self, receiver: &SnapshotReceiver) -> Option<Tick> {
-        match self {
-            Checking::Verify => receiver.ack_tick(),
-            Checking::Trust(t) => t.ack_tick(),
+impl From<SessionError> for ClientError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Decode(e) => ClientError::Decode(e),
+            SessionError::Bounds(e) => ClientError::Bounds(e),
+            SessionError::Protocol(what) => ClientError::Protocol(what),
+            SessionError::Encode(_) => ClientError::Protocol("a Hello field over its limit"),
+            SessionError::NotWelcomed => ClientError::Protocol("no Welcome yet"),
+            SessionError::InputExhausted => ClientError::Protocol("input sequence exhausted"),
         }
     }
 }
 
-/// Splits `ws://host:port/path` into the address to dial and the URL to request.
+/// A WebSocket URL split up: whether it is `wss://`, and the host (the TLS server name) and
+/// authority to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// `wss://`: TLS over TCP.
+    pub tls: bool,
+    /// The host, without brackets for IPv6.
+    pub host: String,
+    /// `host:port`, as written.
+    pub authority: String,
+}
+
+impl WsUrl {
+    /// Parses `ws://host:port/path` or `wss://host:port/path`.
+    pub fn parse(url: &str) -> Result<WsUrl, ClientError> {
+        let bad = || ClientError::BadUrl(url.to_owned());
+        let (tls, rest) = match (url.strip_prefix("wss://"), url.strip_prefix("ws://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(bad()),
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, _) = authority.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(WsUrl {
+            tls,
+            host: host.to_owned(),
+            authority: authority.to_owned(),
+        })
+    }
+}
+
+/// The address to dial for `ws://host:port/path` (or `wss://`).
 pub async fn resolve(url: &str) -> Result<SocketAddr, ClientError> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let mut addrs = tokio::net::lookup_host(authority)
+    let parsed = WsUrl::parse(url)?;
+    let mut addrs = tokio::net::lookup_host(&parsed.authority)
         .await
         .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
     addrs
@@ -193,8 +146,24 @@ pub fn client_ws_config() -> WebSocketConfig {
 }
 
 /// Opens the WebSocket (no Hello yet), from `bind` if given. For tests that need to send
-/// arbitrary frames.
+/// arbitrary frames. `ws://` only; see [`connect_raw_tls`].
 pub async fn connect_raw(url: &str, bind: Option<IpAddr>) -> Result<Ws, ClientError> {
+    connect_raw_tls(url, bind, None).await
+}
+
+/// As [`connect_raw`], and a `wss://` URL goes through `tls` (made by
+/// [`crate::tls::TlsTrust::client_config`]).
+pub async fn connect_raw_tls(
+    url: &str,
+    bind: Option<IpAddr>,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Ws, ClientError> {
+    let parsed = WsUrl::parse(url)?;
+    let tls = match (parsed.tls, tls) {
+        (false, _) => None,
+        (true, Some(c)) => Some(c),
+        (true, None) => return Err(ClientError::NoTls(url.to_owned())),
+    };
     let addr = resolve(url).await?;
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -206,104 +175,75 @@ pub async fn connect_raw(url: &str, bind: Option<IpAddr>) -> Result<Ws, ClientEr
     }
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
+    let stream = match tls {
+        None => WsStream::Plain(stream),
+        Some(tls) => {
+            let name = ServerName::try_from(parsed.host.clone())
+                .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+            let tls = TlsConnector::from(tls.clone());
+            WsStream::Tls(Box::new(tls.connect(name, stream).await?))
+        }
+    };
     let (ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config())).await?;
     Ok(ws)
 }
 
-/// Reads the next binary server message, or how the connection closed.
-pub async fn next_message(
-    ws: &mut Ws,
-) -> Result<Result<(ServerMessage, usize), (u16, String)>, ClientError> {
+/// How a connection ended: its close code (raw: a server may send one this crate does not
+/// know; [`CloseCode::Abnormal`] when the socket just dropped) and reason.
+pub type Closed = (u16, String);
+
+fn dropped() -> Closed {
+    (CloseCode::Abnormal.code(), String::new())
+}
+
+/// Reads the next binary frame, undecoded, or how the connection closed. Cancel-safe.
+pub async fn next_frame<S>(
+    ws: &mut WebSocketStream<S>,
+) -> Result<Result<tungstenite::Bytes, Closed>, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match ws.next().await {
-            None => return Ok(Err((1006, String::new()))),
-            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
-                return Ok(Err((1006, String::new())));
-            }
-            Some(Err(tungstenite::Error::Io(_) | tungstenite::Error::Protocol(_))) => {
-                return Ok(Err((1006, String::new())));
-            }
+            None => return Ok(Err(dropped())),
+            Some(Err(
+                tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed
+                | tungstenite::Error::Io(_)
+                | tungstenite::Error::Protocol(_),
+            )) => return Ok(Err(dropped())),
             Some(Err(e)) => return Err(e.into()),
-            Some(Ok(Message::Binary(b))) => return Ok(Ok((decode_server(&b)?, b.len()))),
+            Some(Ok(Message::Binary(b))) => return Ok(Ok(b)),
             Some(Ok(Message::Close(f))) => {
-                let (code, reason) = f.map_or((1005, String::new()), |f| {
+                // A close frame without a status code: WebSocket's 1005, "no status".
+                let closed = f.map_or((u16::from(WsCloseCode::Status), String::new()), |f| {
                     (u16::from(f.code), f.reason.to_string())
                 });
-                return Ok(Err((code, reason)));
+                return Ok(Err(closed));
             }
             Some(Ok(_)) => continue,
         }
     }
 }
 
-/// What a client says in its `Hello`, besides the protocol version: its name, the resume
-/// token of an earlier `Welcome`, the seat token matchmaking gave it, and a signed player
-/// token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HelloArgs {
-    /// Display name, at most [`tickwire_shared::message::MAX_NAME_BYTES`] bytes.
-    pub name: String,
-    /// The token of an earlier `Welcome`, to take the same player back.
-    pub resume_token: Option<u64>,
-    /// The `seat_token` of a matchmaking answer, at most
-    /// [`tickwire_shared::message::MAX_SEAT_BYTES`] bytes; `None` joins the default room.
-    pub seat: Option<String>,
-    /// A signed player token (`--auth-secret-file`), at most
-    /// [`tickwire_shared::message::MAX_AUTH_BYTES`] bytes.
-    pub auth: Option<String>,
-}
-
-impl HelloArgs {
-    /// A first connection as `name`, with no seat (the server's default room).
-    pub fn new(name: &str) -> HelloArgs {
-        HelloArgs {
-            name: name.to_owned(),
-            ..HelloArgs::default()
-        }
-    }
-
-    /// The same, offering `resume_token`.
-    pub fn with_resume_token(mut self, resume_token: Option<u64>) -> HelloArgs {
-        self.resume_token = resume_token;
-        self
-    }
-
-    /// The same, presenting `seat`.
-    pub fn with_seat(mut self, seat: Option<String>) -> HelloArgs {
-        self.seat = seat;
-        self
-    }
-
-    /// The same, presenting the signed player token `auth`.
-    pub fn with_auth(mut self, auth: Option<String>) -> HelloArgs {
-        self.auth = auth;
-        self
-    }
-
-    /// The `Hello` message, for this crate's protocol version.
-    pub fn message(&self) -> ClientMessage {
-        ClientMessage::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            name: self.name.clone(),
-            resume_token: self.resume_token,
-            seat: self.seat.clone(),
-            auth: self.auth.clone(),
-        }
-    }
+/// Reads the next binary server message, or how the connection closed.
+pub async fn next_message(
+    ws: &mut Ws,
+) -> Result<Result<(ServerMessage, usize), Closed>, ClientError> {
+    Ok(match next_frame(ws).await? {
+        Ok(b) => Ok((decode_server(&b)?, b.len())),
+        Err(closed) => Err(closed),
+    })
 }
 
 /// A connected, welcomed client.
 #[derive(Debug)]
 pub struct Client {
     ws: Ws,
+    session: ClientSession,
     /// The server's Welcome.
     pub welcome: Welcome,
-    /// Snapshot history and the current verified view.
-    pub receiver: SnapshotReceiver,
-    checking: Checking,
-    inputs: InputHistory,
-    buf: Vec<u8>,
     /// Bytes sent so far.
     pub bytes_out: u64,
 }
@@ -331,65 +271,104 @@ impl Client {
         Self::connect_with(url, &hello, bind, wait).await
     }
 
-    /// As [`Client::connect`], saying `hello` (a name, and optionally a resume token and a
-    /// matchmaking seat).
+    /// As [`Client::connect`], saying `hello` (a name, and optionally a resume token, a
+    /// matchmaking seat and a signed player token).
     pub async fn connect_with(
         url: &str,
         hello: &HelloArgs,
         bind: Option<IpAddr>,
         wait: Duration,
     ) -> Result<Client, ClientError> {
+        Self::connect_with_tls(url, hello, None, bind, wait).await
+    }
+
+    /// As [`Client::connect_with`], and a `wss://` URL goes through `tls` (made by
+    /// [`crate::tls::TlsTrust::client_config`]); the TLS handshake counts in `wait`.
+    pub async fn connect_with_tls(
+        url: &str,
+        hello: &HelloArgs,
+        tls: Option<&Arc<ClientConfig>>,
+        bind: Option<IpAddr>,
+        wait: Duration,
+    ) -> Result<Client, ClientError> {
+        let mut session = ClientSession::new(hello, SessionConfig::default(), Instant::now())?;
         let handshake = async {
-            let mut ws = connect_raw(url, bind).await?;
-            let mut buf = Vec::new();
-            encode_client(&hello.message(), &mut buf)
-                .map_err(|_| ClientError::Protocol("name or seat too long"))?;
-            let sent = buf.len() as u64;
-            ws.send(Message::Binary(buf.into())).await?;
-            match next_message(&mut ws).await? {
-                Ok((ServerMessage::Welcome(welcome), _)) => Ok((ws, welcome, sent)),
-                Ok((ServerMessage::Disconnect { code, reason }, _)) | Err((code, reason)) => {
-                    Err(ClientError::Closed { code, reason })
+            let mut ws = connect_raw_tls(url, bind, tls).await?;
+            let sent = flush(&mut session, &mut ws).await?;
+            let welcome = loop {
+                match next_frame(&mut ws).await? {
+                    Ok(b) => session.handle_envelope(Instant::now(), &b)?,
+                    Err((code, reason)) => session.handle_close(code, &reason),
                 }
-                Ok(_) => Err(ClientError::Protocol("first message was not Welcome")),
-            }
+                match session.poll_event() {
+                    Some(Event::Welcome(w)) => break w,
+                    Some(Event::Closed { code, reason }) => {
+                        return Err(ClientError::Closed { code, reason });
+                    }
+                    // Before the Welcome the session yields nothing else.
+                    Some(_) | None => {}
+                }
+            };
+            Ok((ws, welcome, sent))
         };
         let (ws, welcome, sent) = timeout(wait, handshake)
             .await
             .map_err(|_| ClientError::Timeout)??;
-        let quantizer = Quantizer::new(WorldBounds {
-            min: welcome.world_min.into(),
-            max: welcome.world_max.into(),
-        })?;
         Ok(Client {
             ws,
+            session,
             welcome,
-            receiver: SnapshotReceiver::with_default_history(quantizer),
-            checking: Checking::Verify,
-            inputs: InputHistory::new(),
-            buf: Vec::with_capacity(128),
             bytes_out: sent,
         })
+    }
+
+    /// Snapshot history and the current verified view (empty when not verifying).
+    pub fn receiver(&self) -> &SnapshotReceiver {
+        // A `Client` exists only once its session has the Welcome, which made the receiver.
+        #[allow(clippy::expect_used)]
+        self.session
+            .receiver()
+            .expect("a welcomed session has a receiver")
+    }
+
+    /// The session, for what this type does not forward.
+    pub fn session(&self) -> &ClientSession {
+        &self.session
     }
 
     /// Whether snapshots are decoded and verified (the default) or only their headers trusted
     /// (see [`Trusted`]). Call it before reading the first snapshot: switching later starts
     /// the new mode with no history (a verifying client then waits for a usable snapshot).
     pub fn set_verify(&mut self, verify: bool) {
-        if verify != self.verifies() {
-            self.checking = Checking::new(verify);
-        }
+        self.session.set_verify(verify);
     }
 
     /// Whether snapshots are decoded and verified.
     pub fn verifies(&self) -> bool {
-        matches!(self.checking, Checking::Verify)
+        self.session.verifies()
+    }
+
+    /// Pings every `interval` from now on ([`Client::handle_timeout`] sends them), or only
+    /// on [`Client::ping`].
+    pub fn set_ping_interval(&mut self, interval: Option<Duration>) {
+        self.session.set_ping_interval(interval, Instant::now());
     }
 
     /// The tick the next `Input` acknowledges: the newest verified snapshot, or, when not
     /// verifying, the newest snapshot received.
     pub fn ack_tick(&self) -> Option<Tick> {
-        self.checking.ack_tick(&self.receiver)
+        self.session.ack_tick()
+    }
+
+    /// When [`Client::handle_timeout`] is next due (a ping, an acknowledgement), if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// Runs the session's timers due at `now` and sends what they produce.
+    pub async fn handle_timeout(&mut self, now: Instant) -> Result<(), ClientError> {
+        self.session.handle_timeout(now)?;
+        self.flush().await
     }
 
     /// Sends one new input frame (plus the previous ones, for redundancy) and the ack of
@@ -402,33 +381,31 @@ impl Client {
         aim_yaw: u16,
         buttons: u8,
     ) -> Result<InputSeq, ClientError> {
-        let seq = self
-            .inputs
-            .push(move_x, move_y, aim_yaw, buttons)
-            .ok_or(ClientError::Protocol("input sequence exhausted"))?;
-        let msg = self.inputs.message(self.ack_tick());
-        self.send(&msg).await?;
+        let seq = self.session.send_input(move_x, move_y, aim_yaw, buttons)?;
+        self.flush().await?;
         Ok(seq)
     }
 
-    /// Sends a ping carrying `client_time`.
-    pub async fn ping(&mut self, client_time: u64) -> Result<(), ClientError> {
-        self.send(&ClientMessage::Ping { client_time }).await
+    /// Sends a ping; its answer is an [`Event::Pong`] with the round trip.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        self.session.ping(Instant::now())?;
+        self.flush().await
     }
 
     /// Says goodbye; the server closes with 1000.
     pub async fn leave(&mut self) -> Result<(), ClientError> {
-        self.send(&ClientMessage::Leave).await
+        self.session.leave()?;
+        self.flush().await
     }
 
     /// Sends any client message.
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
-        self.buf.clear();
-        encode_client(msg, &mut self.buf).map_err(|_| ClientError::Protocol("unencodable"))?;
-        self.bytes_out += self.buf.len() as u64;
-        self.ws
-            .send(Message::Binary(self.buf.clone().into()))
-            .await?;
+        self.session.send_message(msg)?;
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        self.bytes_out += flush(&mut self.session, &mut self.ws).await?;
         Ok(())
     }
 
@@ -438,30 +415,23 @@ impl Client {
     }
 
     /// Waits for the next event. Snapshots are fed to the receiver (or, when not verifying,
-    /// trusted) before they are returned.
+    /// trusted) before they are returned. Once closed, every call returns the same
+    /// [`Event::Closed`]. Cancel-safe.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
-        match next_message(&mut self.ws).await? {
-            Ok((ServerMessage::Snapshot(message), bytes)) => Ok(Event::Snapshot {
-                outcome: self.checking.receive(&mut self.receiver, &message),
-                bytes,
-                message,
-            }),
-            Ok((
-                ServerMessage::Pong {
-                    client_time,
-                    server_tick,
-                },
-                _,
-            )) => Ok(Event::Pong {
-                client_time,
-                server_tick,
-            }),
-            Ok((ServerMessage::Disconnect { code, reason }, _)) => {
-                // The close frame follows; report the code the server gave.
-                Ok(Event::Closed { code, reason })
+        loop {
+            if let Some(ev) = self.session.poll_event() {
+                return Ok(ev);
             }
-            Ok((ServerMessage::Welcome(_), _)) => Err(ClientError::Protocol("second Welcome")),
-            Err((code, reason)) => Ok(Event::Closed { code, reason }),
+            if let Some((code, reason)) = self.session.close_reason() {
+                return Ok(Event::Closed {
+                    code,
+                    reason: reason.to_owned(),
+                });
+            }
+            match next_frame(&mut self.ws).await? {
+                Ok(b) => self.session.handle_envelope(Instant::now(), &b)?,
+                Err((code, reason)) => self.session.handle_close(code, &reason),
+            }
         }
     }
 
@@ -470,9 +440,26 @@ impl Client {
         let _ = self
             .ws
             .close(Some(tungstenite::protocol::CloseFrame {
-                code: CloseCode::Normal,
+                code: WsCloseCode::from(CloseCode::Normal.code()),
                 reason: "".into(),
             }))
             .await;
     }
+}
+
+/// Sends every envelope the session has queued; returns the bytes sent.
+async fn flush<S>(
+    session: &mut ClientSession,
+    ws: &mut WebSocketStream<S>,
+) -> Result<u64, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut sent = 0;
+    while let Some(t) = session.poll_transmit() {
+        sent += t.envelope.len() as u64;
+        // The session's buffer becomes the frame's: no copy.
+        ws.send(Message::Binary(t.envelope.into())).await?;
+    }
+    Ok(sent)
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod load;
 pub mod matchmake;
 pub mod quic;
+pub mod tls;
 pub mod transport;
 
 pub use client::{Client, ClientError, Event, HelloArgs, Trusted};
@@ -18,4 +19,5 @@ pub use load::{
 };
 pub use matchmake::{MatchmakeError, MatchmakerUrl, Seat};
 pub use quic::{QuicClient, QuicError, ServerCert};
-pub use transport::{BotClient, BotError, Connector, TransportKind};
+pub use tls::{TlsError, TlsTrust};
+pub use transport::{BotClient, BotError, Connector, Route, TokenMinter, TransportKind};

@@ -15,13 +15,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tickwire_shared::{InputSeq, ReceiveError, Received};
+use tickwire_shared::token::TokenKey;
+use tickwire_shared::{CloseCode, InputSeq, ReceiveError, Received};
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 
 use crate::client::Event;
+use crate::tls::TlsTrust;
 use crate::transport::{BotError, Connector, TransportKind};
 
 const SHARDS: usize = 32;
+/// How often each bot pings (the RTT figures).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// Input frames whose latency is still being waited for, per bot.
 const MAX_PENDING_INPUTS: usize = 256;
 
@@ -48,8 +52,12 @@ pub struct LoadConfig {
     pub transport: TransportKind,
     /// QUIC: accept only the server certificate with this SHA-256.
     pub cert_sha256: Option<[u8; 32]>,
-    /// QUIC: accept any server certificate (local tests only). Ignored with `cert_sha256`.
+    /// QUIC and `wss://`: accept any server certificate (local tests only). Ignored with
+    /// `cert_sha256` (QUIC) or `ws_tls` (`wss://`).
     pub insecure: bool,
+    /// `wss://`: the certificates to trust (`--ca-cert PEM`). `None`: `insecure` decides,
+    /// and without it a `wss://` URL is refused.
+    pub ws_tls: Option<TlsTrust>,
     /// Fraction of the bots (0.0–1.0) that decode and verify every snapshot; see
     /// [`verifies`] for which. The others trust snapshot headers
     /// ([`crate::client::Trusted`]).
@@ -57,6 +65,10 @@ pub struct LoadConfig {
     /// Matchmaking: every bot gets a seat from this matchmaker first and connects where it
     /// says (`url` is then unused). `None`: every bot dials `url` with no seat.
     pub matchmake: Option<MatchmakeConfig>,
+    /// The server's token secret (`--auth-secret-file`): every bot signs itself a player
+    /// token (player id `bot-INDEX`, any room, valid for the run plus a margin) and sends it
+    /// in its `Hello`. `None`: no token (a server with a secret refuses the bots with 4008).
+    pub auth: Option<Arc<TokenKey>>,
 }
 
 /// Where and how the bots get their seats (`--matchmake URL --kind KIND --room-size N`).
@@ -124,8 +136,10 @@ impl Default for LoadConfig {
             transport: TransportKind::Ws,
             cert_sha256: None,
             insecure: false,
+            ws_tls: None,
             verify_fraction: 1.0,
             matchmake: None,
+            auth: None,
         }
     }
 }
@@ -592,7 +606,12 @@ async fn bot(
     let phase = period.mul_f64((rng % 1000) as f64 / 1000.0);
     let mut inputs = interval_at(tokio::time::Instant::now() + phase, period);
     inputs.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut pings = tokio::time::interval(Duration::from_secs(1));
+    // The session pings once a second; its timer (one, re-armed only when the session's
+    // next deadline moves) wakes this loop.
+    client.set_ping_interval(Some(PING_INTERVAL));
+    let timer = sleep_until(end);
+    tokio::pin!(timer);
+    let mut armed = None;
     let mut accounted_ms = 0u64;
     let mut bytes_out_seen = client.bytes_out();
     let mut closed_by_server = None;
@@ -601,8 +620,20 @@ async fn bot(
     let finish = sleep_until(end);
     tokio::pin!(finish);
     loop {
+        let wake = client.poll_timeout();
+        if wake != armed {
+            if let Some(at) = wake {
+                timer.as_mut().reset(at.into());
+            }
+            armed = wake;
+        }
         tokio::select! {
             _ = &mut finish => break,
+            _ = &mut timer, if armed.is_some() => {
+                if client.handle_timeout(Instant::now()).await.is_err() {
+                    break;
+                }
+            }
             _ = inputs.tick() => {
                 // A random walk: turn now and then, fire rarely.
                 rng ^= rng << 13;
@@ -622,12 +653,6 @@ async fn bot(
                         shard.c.inputs.fetch_add(1, Relaxed);
                     }
                     Err(_) => break,
-                }
-            }
-            _ = pings.tick() => {
-                let t = load.started.elapsed().as_micros() as u64;
-                if client.ping(t).await.is_err() {
-                    break;
                 }
             }
             ev = client.next_event() => match ev {
@@ -667,22 +692,23 @@ async fn bot(
                         }
                     }
                 }
-                Ok(Event::Pong { client_time, .. }) => {
-                    let now = load.started.elapsed().as_micros() as u64;
+                Ok(Event::Pong { rtt, .. }) => {
                     let mut h = shard.h.lock().unwrap_or_else(PoisonError::into_inner);
-                    let _ = h.rtt_us.record(now.saturating_sub(client_time).max(1));
+                    let _ = h.rtt_us.record((rtt.as_micros() as u64).max(1));
                 }
+                // The connector consumed it.
+                Ok(Event::Welcome(_)) => {}
                 Ok(Event::Closed { code, .. }) => {
                     closed_by_server = Some(code);
                     break;
                 }
                 Err(e) if e.is_protocol() => {
                     shard.c.decode_errors.fetch_add(1, Relaxed);
-                    closed_by_server = Some(1006);
+                    closed_by_server = Some(CloseCode::Abnormal.code());
                     break;
                 }
                 Err(_) => {
-                    closed_by_server = Some(1006);
+                    closed_by_server = Some(CloseCode::Abnormal.code());
                     break;
                 }
             },

@@ -3,13 +3,15 @@
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tickwire_bot_client::{LoadConfig, MatchmakeConfig, QuicError, TransportKind, run};
+use tickwire_bot_client::{LoadConfig, MatchmakeConfig, QuicError, TlsTrust, TransportKind, run};
 use tickwire_shared::rlimit;
+use tickwire_shared::token::TokenKey;
 
 /// Load-test a Tickwire server: every bot is a real client; the verifying ones (all, by
 /// default) decode and verify every snapshot. Exits non-zero on any desync or decode error.
@@ -19,8 +21,8 @@ struct Cli {
     /// Transport: binary WebSocket, or QUIC with datagram snapshots.
     #[arg(long, value_enum, default_value_t = TransportKind::Ws)]
     transport: TransportKind,
-    /// Server URL [default: ws://127.0.0.1:8080/ws, or quic://127.0.0.1:4433 with
-    /// --transport quic].
+    /// Server URL: ws://host:port/ws, wss://host:port/ws (with --ca-cert or --insecure)
+    /// [default: ws://127.0.0.1:8080/ws, or quic://127.0.0.1:4433 with --transport quic].
     #[arg(long, conflicts_with = "matchmake")]
     url: Option<String>,
     /// Get every bot a seat from this matchmaker first (a server's HTTP origin, e.g.
@@ -39,9 +41,18 @@ struct Cli {
     /// QUIC: the server certificate's SHA-256 in hex (the server logs it as cert_sha256=).
     #[arg(long, value_parser = parse_pin)]
     cert_sha256: Option<[u8; 32]>,
-    /// QUIC: do not authenticate the server at all (local tests only).
-    #[arg(long, conflicts_with = "cert_sha256")]
+    /// QUIC or wss://: do not authenticate the server at all (local tests only).
+    #[arg(long, conflicts_with_all = ["cert_sha256", "ca_cert"])]
     insecure: bool,
+    /// wss://: trust the certificates in this PEM file (a CA, or the server's own
+    /// self-signed certificate) for the URL's host.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// The server's token secret file (its --auth-secret-file): every bot signs itself a
+    /// player token (player id bot-INDEX, any room, valid for the run plus 5 minutes) and
+    /// sends it in its Hello.
+    #[arg(long, value_name = "PATH")]
+    auth_secret_file: Option<PathBuf>,
     /// Number of bots.
     #[arg(long, default_value_t = 100)]
     bots: usize,
@@ -108,6 +119,26 @@ fn main() -> anyhow::Result<()> {
             lim.hard
         );
     }
+    let auth = match &cli.auth_secret_file {
+        Some(path) => {
+            let contents =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let key = TokenKey::from_file_contents(&contents)
+                .with_context(|| format!("bad token secret in {}", path.display()))?;
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
+    let ws_tls = match &cli.ca_cert {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let trust = TlsTrust::from_pem(&pem)
+                .with_context(|| format!("bad certificate file {}", path.display()))?;
+            Some(trust)
+        }
+        None => None,
+    };
     let url = cli.url.unwrap_or_else(|| {
         match cli.transport {
             TransportKind::Ws => "ws://127.0.0.1:8080/ws",
@@ -120,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         transport: cli.transport,
         cert_sha256: cli.cert_sha256,
         insecure: cli.insecure,
+        ws_tls,
         bots: cli.bots,
         duration: Duration::from_secs_f64(cli.duration),
         ramp_per_s: cli.ramp,
@@ -133,6 +165,7 @@ fn main() -> anyhow::Result<()> {
             kind: cli.kind,
             room_size: cli.room_size,
         }),
+        auth,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,18 +4,19 @@
 //! little-endian length; inputs go out as datagrams; snapshots come as datagrams, or, when too
 //! large for one, each on its own server-opened unidirectional stream.
 //!
-//! It yields the same [`Event`]s as the WebSocket [`crate::Client`], so the bots and the tests
-//! drive both alike. Datagram snapshots may be lost, reordered or duplicated; the
-//! [`SnapshotReceiver`] reports those as `Stale`/`Duplicate`/`MissingBaseline`, never as a
-//! desync.
+//! It moves bytes between quinn and a [`ClientSession`], as the WebSocket [`crate::Client`]
+//! does, and yields the same [`Event`]s, so the bots and the tests drive both alike. Datagram
+//! snapshots may be lost, reordered or duplicated; the [`SnapshotReceiver`] reports those as
+//! `Stale`/`Duplicate`/`MissingBaseline`, never as a desync.
 //!
 //! The server is authenticated by pinning the SHA-256 of its certificate (what the server logs
 //! as `cert_sha256=`), or not at all with [`ServerCert::Insecure`] (local tests only).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{
     Connection, ConnectionError, Endpoint, IdleTimeout, RecvStream, SendStream, TransportConfig,
@@ -25,27 +26,19 @@ use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tickwire_shared::InputHistory;
-use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_server, encode_client};
+use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_server};
 use tickwire_shared::quant::BoundsError;
+pub use tickwire_shared::quic::{ALPN, LENGTH_PREFIX_BYTES};
+use tickwire_shared::quic::{FrameDecoder, single_frame, write_frame};
+use tickwire_shared::session::{Channel, ClientSession, SessionConfig, SessionError};
 use tickwire_shared::{
-    ClientMessage, InputSeq, Quantizer, ServerMessage, SnapshotReceiver, Tick, Welcome, WorldBounds,
+    ClientMessage, CloseCode, InputSeq, ServerMessage, SnapshotReceiver, Tick, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::client::{Checking, Event, HelloArgs};
-
-/// The ALPN protocol id.
-pub const ALPN: &[u8] = b"tickwire/1";
-
-/// Bytes of the length prefix before every envelope on a stream (u32 little-endian).
-pub const LENGTH_PREFIX_BYTES: usize = 4;
-
-/// The close code reported when a connection ends without an application close code (as
-/// WebSocket's 1006, "abnormal closure").
-pub const ABNORMAL: u16 = 1006;
+use crate::client::{Closed, Event, HelloArgs};
 
 /// Oversized snapshots the server may have in flight to one client at once.
 const MAX_SNAPSHOT_STREAMS: u32 = 16;
@@ -109,6 +102,19 @@ pub enum QuicError {
     Timeout,
 }
 
+impl From<SessionError> for QuicError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Decode(e) => QuicError::Decode(e),
+            SessionError::Bounds(e) => QuicError::Bounds(e),
+            SessionError::Protocol(what) => QuicError::Protocol(what),
+            SessionError::Encode(_) => QuicError::Protocol("a Hello field over its limit"),
+            SessionError::NotWelcomed => QuicError::Protocol("no Welcome yet"),
+            SessionError::InputExhausted => QuicError::Protocol("input sequence exhausted"),
+        }
+    }
+}
+
 /// Parses a certificate SHA-256 written as 64 hex digits (colons allowed, any case).
 pub fn parse_sha256(text: &str) -> Result<[u8; 32], QuicError> {
     let bad = || QuicError::BadFingerprint(text.to_owned());
@@ -139,9 +145,9 @@ fn sha256(data: &[u8]) -> Option<[u8; 32]> {
 /// Accepts the pinned certificate (or any, when insecure) and verifies handshake signatures
 /// with ring's algorithms either way.
 #[derive(Debug)]
-struct PinnedCert {
-    pin: Option<[u8; 32]>,
-    algorithms: WebPkiSupportedAlgorithms,
+pub(crate) struct PinnedCert {
+    pub(crate) pin: Option<[u8; 32]>,
+    pub(crate) algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for PinnedCert {
@@ -334,36 +340,35 @@ impl QuicConnector {
         hello: &HelloArgs,
         wait: Duration,
     ) -> Result<QuicClient, QuicError> {
+        let mut session = ClientSession::new(hello, SessionConfig::default(), Instant::now())?;
         let handshake = async {
             let mut raw = self.open(index).await?;
-            let mut buf = Vec::new();
-            encode_client(&hello.message(), &mut buf)
-                .map_err(|_| QuicError::Protocol("name or seat too long"))?;
-            let sent = raw.send_control(&buf).await?;
+            let sent = raw.flush(&mut session).await?;
             // A snapshot datagram may overtake the Welcome on its stream; it waits in quinn's
             // datagram buffer until the Welcome has been read.
-            match raw.next_control_message().await? {
-                Ok((ServerMessage::Welcome(welcome), _)) => Ok((raw, welcome, sent)),
-                Ok((ServerMessage::Disconnect { code, reason }, _)) | Err((code, reason)) => {
-                    Err(QuicError::Closed { code, reason })
+            let welcome = loop {
+                match raw.next_control_envelope().await? {
+                    Ok(b) => session.handle_envelope(Instant::now(), &b)?,
+                    Err((code, reason)) => session.handle_close(code, &reason),
                 }
-                Ok(_) => Err(QuicError::Protocol("first message was not Welcome")),
-            }
+                match session.poll_event() {
+                    Some(Event::Welcome(w)) => break w,
+                    Some(Event::Closed { code, reason }) => {
+                        return Err(QuicError::Closed { code, reason });
+                    }
+                    // Before the Welcome the session yields nothing else.
+                    Some(_) | None => {}
+                }
+            };
+            Ok((raw, welcome, sent))
         };
         let (raw, welcome, sent) = timeout(wait, handshake)
             .await
             .map_err(|_| QuicError::Timeout)??;
-        let quantizer = Quantizer::new(WorldBounds {
-            min: welcome.world_min.into(),
-            max: welcome.world_max.into(),
-        })?;
         Ok(QuicClient {
             raw,
+            session,
             welcome,
-            receiver: SnapshotReceiver::with_default_history(quantizer),
-            checking: Checking::Verify,
-            inputs: InputHistory::new(),
-            buf: Vec::with_capacity(128),
             bytes_out: sent,
             left: false,
             _connector: None,
@@ -383,7 +388,7 @@ pub struct QuicConn {
     send: SendStream,
     recv: RecvStream,
     /// Control-stream bytes not yet split into envelopes.
-    pending: Vec<u8>,
+    pending: FrameDecoder,
     streams: mpsc::Receiver<StreamFrame>,
     stream_reader: JoinHandle<()>,
     out: Vec<u8>,
@@ -407,7 +412,7 @@ impl QuicConn {
             conn,
             send,
             recv,
-            pending: Vec::new(),
+            pending: FrameDecoder::server_envelopes(),
             streams,
             stream_reader,
             out: Vec::with_capacity(128),
@@ -423,9 +428,7 @@ impl QuicConn {
     /// written.
     pub async fn send_control(&mut self, envelope: &[u8]) -> Result<u64, QuicError> {
         self.out.clear();
-        self.out
-            .extend_from_slice(&(envelope.len() as u32).to_le_bytes());
-        self.out.extend_from_slice(envelope);
+        write_frame(&mut self.out, envelope);
         self.send.write_all(&self.out).await?;
         Ok(self.out.len() as u64)
     }
@@ -433,46 +436,50 @@ impl QuicConn {
     /// Sends one envelope as a datagram if it fits the connection's datagram size, else on the
     /// control stream. Returns the bytes written.
     pub async fn send_unreliable(&mut self, envelope: &[u8]) -> Result<u64, QuicError> {
+        self.send_datagram(Bytes::copy_from_slice(envelope)).await
+    }
+
+    async fn send_datagram(&mut self, envelope: Bytes) -> Result<u64, QuicError> {
         let fits = self
             .conn
             .max_datagram_size()
             .is_some_and(|max| envelope.len() <= max);
-        if fits && self.conn.send_datagram(envelope.to_vec().into()).is_ok() {
-            return Ok(envelope.len() as u64);
+        let len = envelope.len() as u64;
+        if fits && self.conn.send_datagram(envelope.clone()).is_ok() {
+            return Ok(len);
         }
-        self.send_control(envelope).await
+        self.send_control(&envelope).await
+    }
+
+    /// Sends every envelope `session` has queued: inputs as datagrams, the rest on the
+    /// control stream. Returns the bytes written.
+    async fn flush(&mut self, session: &mut ClientSession) -> Result<u64, QuicError> {
+        let mut sent = 0;
+        while let Some(t) = session.poll_transmit() {
+            sent += match t.channel {
+                // The session's buffer becomes the datagram's: no copy.
+                Channel::Unreliable => self.send_datagram(t.envelope.into()).await?,
+                Channel::Reliable => self.send_control(&t.envelope).await?,
+            };
+        }
+        Ok(sent)
     }
 
     /// The next whole envelope already received on the control stream.
     fn take_control_frame(&mut self) -> Result<Option<Vec<u8>>, QuicError> {
-        let Some(prefix) = self.pending.first_chunk::<LENGTH_PREFIX_BYTES>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        if len > MAX_SERVER_MESSAGE_BYTES {
-            return Err(QuicError::Protocol("control envelope over the size limit"));
-        }
-        let Some(frame) = self
-            .pending
-            .get(LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + len)
-        else {
-            return Ok(None);
-        };
-        let frame = frame.to_vec();
-        self.pending.drain(..LENGTH_PREFIX_BYTES + len);
-        Ok(Some(frame))
+        self.pending
+            .next_frame()
+            .map_err(|_| QuicError::Protocol("control envelope over the size limit"))
     }
 
-    /// Reads the next envelope from the control stream only, or how the connection closed.
-    /// Cancel-safe.
-    pub async fn next_control_message(
-        &mut self,
-    ) -> Result<Result<(ServerMessage, usize), (u16, String)>, QuicError> {
+    /// Reads the next envelope from the control stream only, undecoded, or how the
+    /// connection closed. Cancel-safe.
+    pub async fn next_control_envelope(&mut self) -> Result<Result<Bytes, Closed>, QuicError> {
         // Bounded: each turn either returns or consumes received bytes, and the control
         // stream ends with the connection.
         loop {
             if let Some(frame) = self.take_control_frame()? {
-                return Ok(Ok((decode_server(&frame)?, frame.len())));
+                return Ok(Ok(frame.into()));
             }
             if let Err(closed) = read_control(&mut self.recv, &mut self.pending, &self.conn).await {
                 return Ok(Err(closed));
@@ -480,16 +487,36 @@ impl QuicConn {
         }
     }
 
-    /// Reads the next server envelope from any channel (control stream, datagram, snapshot
-    /// stream), or how the connection closed. Cancel-safe.
+    /// Reads the next envelope from the control stream only, or how the connection closed.
+    /// Cancel-safe.
+    pub async fn next_control_message(
+        &mut self,
+    ) -> Result<Result<(ServerMessage, usize), Closed>, QuicError> {
+        Ok(match self.next_control_envelope().await? {
+            Ok(b) => Ok((decode_server(&b)?, b.len())),
+            Err(closed) => Err(closed),
+        })
+    }
+
+    /// Reads the next server message from any channel, or how the connection closed.
+    /// Cancel-safe.
     pub async fn next_message(
         &mut self,
-    ) -> Result<Result<(ServerMessage, usize), (u16, String)>, QuicError> {
+    ) -> Result<Result<(ServerMessage, usize), Closed>, QuicError> {
+        Ok(match self.next_envelope().await? {
+            Ok(b) => Ok((decode_server(&b)?, b.len())),
+            Err(closed) => Err(closed),
+        })
+    }
+
+    /// Reads the next server envelope, undecoded, from any channel (control stream,
+    /// datagram, snapshot stream), or how the connection closed. Cancel-safe.
+    pub async fn next_envelope(&mut self) -> Result<Result<Bytes, Closed>, QuicError> {
         // Bounded: each turn either returns or consumes received bytes, and the control
         // stream ends with the connection.
         loop {
             if let Some(frame) = self.take_control_frame()? {
-                return Ok(Ok((decode_server(&frame)?, frame.len())));
+                return Ok(Ok(frame.into()));
             }
             let Self {
                 conn,
@@ -503,12 +530,11 @@ impl QuicConn {
                     return Ok(Err(closed));
                 },
                 datagram = conn.read_datagram() => match datagram {
-                    Ok(d) => return Ok(Ok((decode_server(&d)?, d.len()))),
+                    Ok(d) => return Ok(Ok(d)),
                     Err(e) => return Ok(Err(close_code(&e))),
                 },
                 Some(frame) = streams.recv() => {
-                    let frame = frame.map_err(QuicError::Protocol)?;
-                    return Ok(Ok((decode_server(&frame)?, frame.len())));
+                    return Ok(Ok(frame.map_err(QuicError::Protocol)?.into()));
                 }
             }
         }
@@ -519,33 +545,37 @@ impl QuicConn {
 /// when the stream or the connection ended. Cancel-safe.
 async fn read_control(
     recv: &mut RecvStream,
-    pending: &mut Vec<u8>,
+    pending: &mut FrameDecoder,
     conn: &Connection,
-) -> Result<(), (u16, String)> {
+) -> Result<(), Closed> {
     match recv.read_chunk(64 * 1024, true).await {
         Ok(Some(chunk)) => {
-            pending.extend_from_slice(&chunk.bytes);
+            pending.push(&chunk.bytes);
             Ok(())
         }
         // The server finished the control stream: its close follows.
         Ok(None) => {
             let closed = timeout(Duration::from_secs(1), conn.closed()).await;
-            Err(closed.map_or((ABNORMAL, String::new()), |e| close_code(&e)))
+            Err(closed.map_or_else(|_| dropped(), |e| close_code(&e)))
         }
         Err(quinn::ReadError::ConnectionLost(e)) => Err(close_code(&e)),
-        Err(_) => Err((ABNORMAL, String::new())),
+        Err(_) => Err(dropped()),
     }
 }
 
+fn dropped() -> Closed {
+    (CloseCode::Abnormal.code(), String::new())
+}
+
 /// The close code and reason a connection error stands for: the application close code the
-/// server sent, or [`ABNORMAL`] for anything else (timeouts, resets, code 0).
-pub fn close_code(e: &ConnectionError) -> (u16, String) {
+/// server sent, or [`CloseCode::Abnormal`] for anything else (timeouts, resets, code 0).
+pub fn close_code(e: &ConnectionError) -> Closed {
     match e {
         ConnectionError::ApplicationClosed(c) => match u16::try_from(c.error_code.into_inner()) {
             Ok(code) if code != 0 => (code, String::from_utf8_lossy(&c.reason).into_owned()),
-            _ => (ABNORMAL, String::new()),
+            _ => dropped(),
         },
-        _ => (ABNORMAL, String::new()),
+        _ => dropped(),
     }
 }
 
@@ -562,12 +592,9 @@ async fn read_snapshot_streams(conn: Connection, tx: mpsc::Sender<StreamFrame>) 
                 // Reset, or the connection went: nothing to deliver.
                 return;
             };
-            let frame = match data.split_first_chunk::<LENGTH_PREFIX_BYTES>() {
-                Some((len, rest)) if u32::from_le_bytes(*len) as usize == rest.len() => {
-                    Ok(rest.to_vec())
-                }
-                _ => Err("a snapshot stream is not one length-prefixed envelope"),
-            };
+            let frame = single_frame(&data)
+                .map(<[u8]>::to_vec)
+                .ok_or("a snapshot stream is not one length-prefixed envelope");
             let _ = tx.send(frame).await;
         });
     }
@@ -577,13 +604,9 @@ async fn read_snapshot_streams(conn: Connection, tx: mpsc::Sender<StreamFrame>) 
 #[derive(Debug)]
 pub struct QuicClient {
     raw: QuicConn,
+    session: ClientSession,
     /// The server's Welcome.
     pub welcome: Welcome,
-    /// Snapshot history and the current verified view.
-    pub receiver: SnapshotReceiver,
-    checking: Checking,
-    inputs: InputHistory,
-    buf: Vec<u8>,
     /// Bytes sent so far (envelopes, plus length prefixes on the control stream).
     pub bytes_out: u64,
     left: bool,
@@ -614,8 +637,8 @@ impl QuicClient {
         Self::connect_with(url, &hello, cert, wait).await
     }
 
-    /// As [`QuicClient::connect`], saying `hello` (a name, and optionally a resume token and
-    /// a matchmaking seat).
+    /// As [`QuicClient::connect`], saying `hello` (a name, and optionally a resume token, a
+    /// matchmaking seat and a signed player token).
     pub async fn connect_with(
         url: &str,
         hello: &HelloArgs,
@@ -628,24 +651,54 @@ impl QuicClient {
         Ok(client)
     }
 
+    /// Snapshot history and the current verified view (empty when not verifying).
+    pub fn receiver(&self) -> &SnapshotReceiver {
+        // A `QuicClient` exists only once its session has the Welcome, which made the
+        // receiver.
+        #[allow(clippy::expect_used)]
+        self.session
+            .receiver()
+            .expect("a welcomed session has a receiver")
+    }
+
+    /// The session, for what this type does not forward.
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
     /// Whether snapshots are decoded and verified (the default) or only their headers trusted
     /// (see [`crate::client::Trusted`]). Call it before reading the first snapshot, as
     /// [`crate::Client::set_verify`].
     pub fn set_verify(&mut self, verify: bool) {
-        if verify != self.verifies() {
-            self.checking = Checking::new(verify);
-        }
+        self.session.set_verify(verify);
     }
 
     /// Whether snapshots are decoded and verified.
     pub fn verifies(&self) -> bool {
-        matches!(self.checking, Checking::Verify)
+        self.session.verifies()
+    }
+
+    /// Pings every `interval` from now on ([`QuicClient::handle_timeout`] sends them), or
+    /// only on [`QuicClient::ping`].
+    pub fn set_ping_interval(&mut self, interval: Option<Duration>) {
+        self.session.set_ping_interval(interval, Instant::now());
     }
 
     /// The tick the next `Input` acknowledges: the newest verified snapshot, or, when not
     /// verifying, the newest snapshot received.
     pub fn ack_tick(&self) -> Option<Tick> {
-        self.checking.ack_tick(&self.receiver)
+        self.session.ack_tick()
+    }
+
+    /// When [`QuicClient::handle_timeout`] is next due (a ping, an acknowledgement), if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// Runs the session's timers due at `now` and sends what they produce.
+    pub async fn handle_timeout(&mut self, now: Instant) -> Result<(), QuicError> {
+        self.session.handle_timeout(now)?;
+        self.flush().await
     }
 
     /// Sends one new input frame (plus the previous ones, for redundancy) and the ack of the
@@ -658,34 +711,32 @@ impl QuicClient {
         aim_yaw: u16,
         buttons: u8,
     ) -> Result<InputSeq, QuicError> {
-        let seq = self
-            .inputs
-            .push(move_x, move_y, aim_yaw, buttons)
-            .ok_or(QuicError::Protocol("input sequence exhausted"))?;
-        let msg = self.inputs.message(self.ack_tick());
-        self.send(&msg).await?;
+        let seq = self.session.send_input(move_x, move_y, aim_yaw, buttons)?;
+        self.flush().await?;
         Ok(seq)
     }
 
-    /// Sends a ping carrying `client_time`.
-    pub async fn ping(&mut self, client_time: u64) -> Result<(), QuicError> {
-        self.send(&ClientMessage::Ping { client_time }).await
+    /// Sends a ping; its answer is an [`Event::Pong`] with the round trip.
+    pub async fn ping(&mut self) -> Result<(), QuicError> {
+        self.session.ping(Instant::now())?;
+        self.flush().await
     }
 
     /// Says goodbye; the server closes with 1000.
     pub async fn leave(&mut self) -> Result<(), QuicError> {
         self.left = true;
-        self.send(&ClientMessage::Leave).await
+        self.session.leave()?;
+        self.flush().await
     }
 
     /// Sends any client message: `Input` as a datagram, the others on the control stream.
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), QuicError> {
-        self.buf.clear();
-        encode_client(msg, &mut self.buf).map_err(|_| QuicError::Protocol("unencodable"))?;
-        self.bytes_out += match msg {
-            ClientMessage::Input { .. } => self.raw.send_unreliable(&self.buf).await?,
-            _ => self.raw.send_control(&self.buf).await?,
-        };
+        self.session.send_message(msg)?;
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), QuicError> {
+        self.bytes_out += self.raw.flush(&mut self.session).await?;
         Ok(())
     }
 
@@ -695,30 +746,23 @@ impl QuicClient {
     }
 
     /// Waits for the next event. Snapshots are fed to the receiver (or, when not verifying,
-    /// trusted) before they are returned. Cancel-safe.
+    /// trusted) before they are returned. Once closed, every call returns the same
+    /// [`Event::Closed`]. Cancel-safe.
     pub async fn next_event(&mut self) -> Result<Event, QuicError> {
-        match self.raw.next_message().await? {
-            Ok((ServerMessage::Snapshot(message), bytes)) => Ok(Event::Snapshot {
-                outcome: self.checking.receive(&mut self.receiver, &message),
-                bytes,
-                message,
-            }),
-            Ok((
-                ServerMessage::Pong {
-                    client_time,
-                    server_tick,
-                },
-                _,
-            )) => Ok(Event::Pong {
-                client_time,
-                server_tick,
-            }),
-            // The connection close follows; report the code the server gave.
-            Ok((ServerMessage::Disconnect { code, reason }, _)) => {
-                Ok(Event::Closed { code, reason })
+        loop {
+            if let Some(ev) = self.session.poll_event() {
+                return Ok(ev);
             }
-            Ok((ServerMessage::Welcome(_), _)) => Err(QuicError::Protocol("second Welcome")),
-            Err((code, reason)) => Ok(Event::Closed { code, reason }),
+            if let Some((code, reason)) = self.session.close_reason() {
+                return Ok(Event::Closed {
+                    code,
+                    reason: reason.to_owned(),
+                });
+            }
+            match self.raw.next_envelope().await? {
+                Ok(b) => self.session.handle_envelope(Instant::now(), &b)?,
+                Err((code, reason)) => self.session.handle_close(code, &reason),
+            }
         }
     }
 
@@ -729,7 +773,7 @@ impl QuicClient {
         if self.left {
             let _ = timeout(Duration::from_secs(1), conn.closed()).await;
         }
-        conn.close(VarInt::from_u32(1000), b"");
+        conn.close(VarInt::from_u32(CloseCode::Normal.into()), b"");
     }
 }
 
@@ -763,9 +807,10 @@ mod tests {
             })
         };
         assert_eq!(close_code(&app(1001, b"bye")), (1001, "bye".into()));
-        assert_eq!(close_code(&app(0, b"")).0, ABNORMAL);
-        assert_eq!(close_code(&app(70_000, b"")).0, ABNORMAL);
-        assert_eq!(close_code(&ConnectionError::TimedOut).0, ABNORMAL);
+        let abnormal = CloseCode::Abnormal.code();
+        assert_eq!(close_code(&app(0, b"")).0, abnormal);
+        assert_eq!(close_code(&app(70_000, b"")).0, abnormal);
+        assert_eq!(close_code(&ConnectionError::TimedOut).0, abnormal);
     }
 
     #[tokio::test]

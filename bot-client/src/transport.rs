@@ -7,14 +7,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tickwire_shared::token::{PlayerClaims, TokenError, TokenKey};
 use tickwire_shared::{CloseCode, InputSeq, Welcome};
 
-use crate::client::{Client, ClientError, Event, HelloArgs};
+use crate::client::{Client, ClientError, Event, HelloArgs, WsUrl};
 use crate::load::LoadConfig;
 use crate::matchmake::{MatchmakeError, MatchmakerUrl, Mode, request_seat};
 use crate::quic::{QuicClient, QuicConnector, QuicError, ServerCert};
+use crate::tls::{TlsError, TlsTrust};
 
 /// UDP sockets the QUIC bots of one run share at most (quinn demultiplexes by connection id).
 const MAX_QUIC_ENDPOINTS: usize = 32;
@@ -22,6 +24,8 @@ const MAX_QUIC_ENDPOINTS: usize = 32;
 pub const MATCHMAKE_ATTEMPTS: u32 = 4;
 /// The wait before the first retry; it doubles for each further one.
 const MATCHMAKE_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a bot's player token outlives the run's end (clock skew, a slow ramp).
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
 /// Which transport the bots use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -51,6 +55,12 @@ pub enum BotError {
     /// A QUIC bot got a seat on a node without a `quic_url`.
     #[error("the matchmaker's answer for room {0} has no quic_url")]
     NoQuicUrl(String),
+    /// The `wss://` TLS configuration was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A bot's player token could not be signed.
+    #[error("player token: {0}")]
+    Token(#[from] TokenError),
 }
 
 impl BotError {
@@ -83,13 +93,55 @@ impl BotError {
     }
 }
 
-/// Makes bot clients for one run.
+/// Signs each bot's player token (`--auth-secret-file`).
+#[derive(Debug, Clone)]
+pub struct TokenMinter {
+    key: Arc<TokenKey>,
+    expires_at: u64,
+}
+
+impl TokenMinter {
+    /// Tokens signed with `key`, valid until `expires_at` (Unix seconds).
+    pub fn new(key: Arc<TokenKey>, expires_at: u64) -> Self {
+        Self { key, expires_at }
+    }
+
+    /// Tokens valid from now for `run` plus a margin ([`TOKEN_MARGIN`]).
+    pub fn for_run(key: Arc<TokenKey>, run: Duration) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self::new(key, (now + run + TOKEN_MARGIN).as_secs())
+    }
+
+    /// Bot `index`'s token: player id `bot-INDEX`, for any room.
+    pub fn token(&self, index: usize) -> Result<String, TokenError> {
+        self.key.sign(&PlayerClaims {
+            player_id: format!("bot-{index}"),
+            expires_at: self.expires_at,
+            room: None,
+        })
+    }
+}
+
+/// Makes bot clients for one run: how they reach the server, and their player tokens.
 #[derive(Debug)]
-pub enum Connector {
+pub struct Connector {
+    /// Where and how the bots connect.
+    pub route: Route,
+    /// Signs each bot's token, when the server wants one.
+    pub tokens: Option<TokenMinter>,
+}
+
+/// How a run's bots reach the server.
+#[derive(Debug)]
+pub enum Route {
     /// WebSocket: every bot dials the URL.
     Ws {
-        /// `ws://host:port/ws`.
+        /// `ws://host:port/ws` or `wss://host:port/ws`.
         url: String,
+        /// For `wss://`.
+        tls: Option<Arc<rustls::ClientConfig>>,
     },
     /// QUIC: bots share a pool of client endpoints.
     Quic(QuicConnector),
@@ -105,6 +157,8 @@ pub struct Matchmade {
     room_size: Option<u32>,
     transport: TransportKind,
     cert: Option<ServerCert>,
+    /// For `wss://` answers.
+    tls: Option<Arc<rustls::ClientConfig>>,
     endpoints: usize,
     bind_ips: Vec<IpAddr>,
     quic: tokio::sync::Mutex<HashMap<String, Arc<QuicConnector>>>,
@@ -129,7 +183,7 @@ impl Matchmade {
     async fn connect(
         &self,
         index: usize,
-        name: &str,
+        hello: &HelloArgs,
         bind: Option<IpAddr>,
         wait: Duration,
     ) -> Result<(BotClient, String), BotError> {
@@ -137,7 +191,7 @@ impl Matchmade {
         loop {
             attempt += 1;
             let last = attempt >= MATCHMAKE_ATTEMPTS;
-            let result = self.try_once(index, name, bind, wait).await;
+            let result = self.try_once(index, hello, bind, wait).await;
             match result {
                 Ok(joined) => return Ok(joined),
                 Err(BotError::Matchmake(e)) if e.is_retryable() && !last => {}
@@ -154,7 +208,7 @@ impl Matchmade {
     async fn try_once(
         &self,
         index: usize,
-        name: &str,
+        hello: &HelloArgs,
         bind: Option<IpAddr>,
         wait: Duration,
     ) -> Result<(BotClient, String), BotError> {
@@ -167,11 +221,12 @@ impl Matchmade {
             wait,
         )
         .await?;
-        let hello = HelloArgs::new(name).with_seat(Some(seat.seat_token));
+        let hello = hello.clone().with_seat(Some(seat.seat_token));
         let client = match self.transport {
-            TransportKind::Ws => {
-                BotClient::Ws(Client::connect_with(&seat.ws_url, &hello, bind, wait).await?)
-            }
+            TransportKind::Ws => BotClient::Ws(
+                Client::connect_with_tls(&seat.ws_url, &hello, self.tls.as_ref(), bind, wait)
+                    .await?,
+            ),
             TransportKind::Quic => {
                 let url = seat
                     .quic_url
@@ -193,40 +248,60 @@ impl Connector {
             (None, true) => Some(ServerCert::Insecure),
             (None, false) => None,
         };
+        let tokens = cfg
+            .auth
+            .as_ref()
+            .map(|key| TokenMinter::for_run(key.clone(), cfg.duration + cfg.connect_timeout));
+        let route = Self::route(cfg, cert).await?;
+        Ok(Connector { route, tokens })
+    }
+
+    async fn route(cfg: &LoadConfig, cert: Option<ServerCert>) -> Result<Route, BotError> {
+        let trust = match (&cfg.ws_tls, cfg.insecure) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => Some(TlsTrust::Insecure),
+            (None, false) => None,
+        };
+        let tls = trust.map(|t| t.client_config()).transpose()?;
         if let Some(mm) = &cfg.matchmake {
             if cfg.transport == TransportKind::Quic && cert.is_none() {
                 return Err(BotError::NoCertCheck);
             }
-            return Ok(Connector::Matchmade(Matchmade {
+            return Ok(Route::Matchmade(Matchmade {
                 url: MatchmakerUrl::parse(&mm.url)?,
                 kind: mm.kind.clone(),
                 room_size: mm.room_size,
                 transport: cfg.transport,
                 cert,
+                tls,
                 endpoints: cfg.bots.clamp(1, MAX_QUIC_ENDPOINTS),
                 bind_ips: cfg.bind_ips.clone(),
                 quic: tokio::sync::Mutex::new(HashMap::new()),
             }));
         }
         match cfg.transport {
-            TransportKind::Ws => Ok(Connector::Ws {
-                url: cfg.url.clone(),
-            }),
+            TransportKind::Ws => {
+                // Refused now, not once per bot.
+                if WsUrl::parse(&cfg.url)?.tls && tls.is_none() {
+                    return Err(ClientError::NoTls(cfg.url.clone()).into());
+                }
+                Ok(Route::Ws {
+                    url: cfg.url.clone(),
+                    tls,
+                })
+            }
             TransportKind::Quic => {
-                let cert = match (cfg.cert_sha256, cfg.insecure) {
-                    (Some(pin), _) => ServerCert::Pinned(pin),
-                    (None, true) => ServerCert::Insecure,
-                    (None, false) => return Err(BotError::NoCertCheck),
-                };
+                let cert = cert.ok_or(BotError::NoCertCheck)?;
                 let endpoints = cfg.bots.clamp(1, MAX_QUIC_ENDPOINTS);
                 let c = QuicConnector::new(&cfg.url, cert, endpoints, &cfg.bind_ips).await?;
-                Ok(Connector::Quic(c))
+                Ok(Route::Quic(c))
             }
         }
     }
 
     /// Connects bot `index` (from `bind`, for WebSocket; QUIC bots use the endpoint pool),
-    /// says Hello and waits up to `wait` for the Welcome. With matchmaking, first gets a seat
+    /// says Hello (with its player token, if the run has a secret) and waits up to `wait` for
+    /// the Welcome. With matchmaking, first gets a seat
     /// (each request and each connection waits up to `wait`; see [`MATCHMAKE_ATTEMPTS`]).
     /// Returns the client and, when matchmade, the id of its room.
     pub async fn connect(
@@ -236,17 +311,18 @@ impl Connector {
         bind: Option<IpAddr>,
         wait: Duration,
     ) -> Result<(BotClient, Option<String>), BotError> {
-        Ok(match self {
-            Connector::Ws { url } => (
-                BotClient::Ws(Client::connect(url, name, bind, wait).await?),
+        let auth = self.tokens.as_ref().map(|t| t.token(index)).transpose()?;
+        let hello = HelloArgs::new(name).with_auth(auth);
+        Ok(match &self.route {
+            Route::Ws { url, tls } => (
+                BotClient::Ws(
+                    Client::connect_with_tls(url, &hello, tls.as_ref(), bind, wait).await?,
+                ),
                 None,
             ),
-            Connector::Quic(q) => {
-                let hello = HelloArgs::new(name);
-                (BotClient::Quic(q.connect(index, &hello, wait).await?), None)
-            }
-            Connector::Matchmade(m) => {
-                let (client, room) = m.connect(index, name, bind, wait).await?;
+            Route::Quic(q) => (BotClient::Quic(q.connect(index, &hello, wait).await?), None),
+            Route::Matchmade(m) => {
+                let (client, room) = m.connect(index, &hello, bind, wait).await?;
                 (client, Some(room))
             }
         })
@@ -303,11 +379,37 @@ impl BotClient {
         })
     }
 
-    /// Sends a ping.
-    pub async fn ping(&mut self, client_time: u64) -> Result<(), BotError> {
+    /// Sends a ping; its answer is an [`Event::Pong`] with the round trip.
+    pub async fn ping(&mut self) -> Result<(), BotError> {
         match self {
-            BotClient::Ws(c) => c.ping(client_time).await?,
-            BotClient::Quic(c) => c.ping(client_time).await?,
+            BotClient::Ws(c) => c.ping().await?,
+            BotClient::Quic(c) => c.ping().await?,
+        }
+        Ok(())
+    }
+
+    /// Pings every `interval` from now on (sent by [`BotClient::handle_timeout`]).
+    pub fn set_ping_interval(&mut self, interval: Option<Duration>) {
+        match self {
+            BotClient::Ws(c) => c.set_ping_interval(interval),
+            BotClient::Quic(c) => c.set_ping_interval(interval),
+        }
+    }
+
+    /// When [`BotClient::handle_timeout`] is next due, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            BotClient::Ws(c) => c.poll_timeout(),
+            BotClient::Quic(c) => c.poll_timeout(),
+        }
+    }
+
+    /// Runs the session's timers due at `now` (pings, acknowledgements) and sends what they
+    /// produce.
+    pub async fn handle_timeout(&mut self, now: Instant) -> Result<(), BotError> {
+        match self {
+            BotClient::Ws(c) => c.handle_timeout(now).await?,
+            BotClient::Quic(c) => c.handle_timeout(now).await?,
         }
         Ok(())
     }
@@ -372,8 +474,8 @@ mod tests {
             }),
             ..LoadConfig::default()
         };
-        match Connector::new(&cfg).await.unwrap() {
-            Connector::Matchmade(m) => {
+        match Connector::new(&cfg).await.unwrap().route {
+            Route::Matchmade(m) => {
                 assert_eq!(m.url.port, 8080);
                 assert_eq!((m.kind.as_str(), m.room_size), ("arena", Some(8)));
             }

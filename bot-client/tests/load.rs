@@ -212,3 +212,63 @@ async fn a_verify_fraction_outside_0_to_1_starts_no_bot() {
     .await;
     assert_eq!((report.connected, report.connect_failures), (0, 3));
 }
+
+/// Against a server that requires signed player tokens (`--auth-secret-file`), bots given its
+/// secret sign themselves tokens and get in; bots without it are refused with 4008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_with_the_servers_secret_sign_tokens_and_get_in() {
+    use std::sync::Arc;
+    use tickwire_shared::CloseCode;
+    use tickwire_shared::token::TokenKey;
+
+    const SECRET: &[u8] = b"a-load-test-secret-of-32-bytes-or-more";
+    let mut cfg = ServerConfig::defaults();
+    cfg.npcs = 5;
+    cfg.auth = Some(Arc::new(TokenKey::new(SECRET).unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(Server::new(cfg).run(listener, async {
+        let _ = stopped.await;
+    }));
+    let load = |auth: Option<Arc<TokenKey>>| LoadConfig {
+        url: format!("ws://{addr}/ws"),
+        bots: 5,
+        duration: Duration::from_secs(2),
+        ramp_per_s: 100.0,
+        connect_timeout: Duration::from_secs(5),
+        auth,
+        ..LoadConfig::default()
+    };
+
+    let key = TokenKey::from_file_contents(&[SECRET, b"\n"].concat()).unwrap();
+    let report = run(load(Some(Arc::new(key))), |_| {}).await;
+    assert_eq!(report.connected, 5, "{report:?}");
+    assert_eq!(report.connect_failures, 0);
+    assert!(
+        report.is_clean() && report.delivery_ratio > 0.8,
+        "{report:?}"
+    );
+
+    let report = run(load(None), |_| {}).await;
+    assert_eq!((report.connected, report.connect_failures), (0, 5));
+
+    // The refusal is the token one.
+    let refused = tickwire_bot_client::Client::connect(
+        &format!("ws://{addr}/ws"),
+        "no-token",
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    match refused {
+        tickwire_bot_client::ClientError::Closed { code, .. } => {
+            assert_eq!(CloseCode::from_code(code), Some(CloseCode::TokenRequired));
+        }
+        other => panic!("{other}"),
+    }
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -26,7 +26,8 @@ use quinn::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tickwire_shared::ClientId;
-use tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES;
+pub use tickwire_shared::quic::{ALPN, LENGTH_PREFIX_BYTES};
+use tickwire_shared::quic::{FrameDecoder, write_frame};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
@@ -34,12 +35,6 @@ use crate::Shared;
 use crate::metrics::Metrics;
 use crate::replication::SnapshotFrame;
 use crate::session::{self, Channel, End, Inbound, SessionSlot, Transport};
-
-/// The ALPN protocol id; a connection without it is refused.
-pub const ALPN: &[u8] = b"tickwire/1";
-
-/// Bytes of the length prefix in front of every envelope on a QUIC stream (u32 little-endian).
-pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// A connection that receives no packet at all for this long is gone (keep-alives, snapshots
 /// and acknowledgements keep a live one busy).
@@ -49,7 +44,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(3);
 
 /// Largest chunk read from the control stream at once; with one envelope of at most
-/// [`MAX_CLIENT_MESSAGE_BYTES`] parsed before the next read, a session buffers at most this
+/// [`tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES`] parsed before the next read, a session buffers at most this
 /// plus one envelope.
 const READ_CHUNK: usize = 4096;
 
@@ -344,7 +339,7 @@ pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId
     let t = QuicTransport {
         conn,
         control: None,
-        reader: FrameReader::new(MAX_CLIENT_MESSAGE_BYTES),
+        reader: FrameDecoder::client_envelopes(),
         write_timeout: sh.cfg.write_timeout,
         metrics: sh.metrics.clone(),
         out: Vec::with_capacity(256),
@@ -352,50 +347,10 @@ pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId
     session::run(t, sh, client, deadline).await;
 }
 
-/// Splits a byte stream into length-prefixed envelopes (u32 little-endian length, then the
-/// envelope), refusing any length over `max`.
-#[derive(Debug)]
-struct FrameReader {
-    buf: Vec<u8>,
-    max: usize,
-}
-
-impl FrameReader {
-    fn new(max: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            max,
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// The next whole envelope; `Ok(None)` when more bytes are needed; `Err` with the
-    /// announced length when it is over the limit.
-    fn next_frame(&mut self) -> Result<Option<Vec<u8>>, usize> {
-        let Some(prefix) = self.buf.first_chunk::<LENGTH_PREFIX_BYTES>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        if len > self.max {
-            return Err(len);
-        }
-        let Some(frame) = self.buf.get(LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + len) else {
-            return Ok(None);
-        };
-        let frame = frame.to_vec();
-        self.buf.drain(..LENGTH_PREFIX_BYTES + len);
-        Ok(Some(frame))
-    }
-}
-
 /// Writes `frame` behind its length prefix into `out` (cleared first).
 fn length_prefixed(out: &mut Vec<u8>, frame: &[u8]) {
     out.clear();
-    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-    out.extend_from_slice(frame);
+    write_frame(out, frame);
 }
 
 /// How a QUIC connection error ends the session.
@@ -430,7 +385,7 @@ struct QuicTransport {
     conn: Connection,
     /// The client's control stream, once it has opened it.
     control: Option<(SendStream, RecvStream)>,
-    reader: FrameReader,
+    reader: FrameDecoder,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
     out: Vec<u8>,
@@ -561,27 +516,6 @@ impl Transport for QuicTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frame_reader_splits_and_bounds() {
-        let mut r = FrameReader::new(8);
-        let mut out = Vec::new();
-        length_prefixed(&mut out, b"abc");
-        let mut two = out.clone();
-        length_prefixed(&mut out, b"");
-        two.extend_from_slice(&out);
-        // Byte by byte, then all at once: the same frames.
-        for b in &two[..6] {
-            assert_eq!(r.next_frame(), Ok(None));
-            r.push(&[*b]);
-        }
-        r.push(&two[6..]);
-        assert_eq!(r.next_frame(), Ok(Some(b"abc".to_vec())));
-        assert_eq!(r.next_frame(), Ok(Some(Vec::new())));
-        assert_eq!(r.next_frame(), Ok(None));
-        r.push(&9u32.to_le_bytes());
-        assert_eq!(r.next_frame(), Err(9));
-    }
 
     #[test]
     fn self_signed_identity_has_a_stable_fingerprint() {

@@ -585,7 +585,7 @@ async fn bot(url: String, n: u64, mut stop: watch::Receiver<bool>) -> BotReport 
                     Err(ReceiveError::MissingBaseline { .. }) => {}
                     Err(_) => report.desyncs += 1,
                 },
-                Ok(Event::Pong { .. }) => {}
+                Ok(Event::Pong { .. } | Event::Welcome(_)) => {}
                 Ok(Event::Closed { .. }) | Err(_) => break,
             },
         }

@@ -38,7 +38,7 @@ async fn next_current(c: &mut QuicClient) -> bool {
                 Ok(_) => {}
                 Err(e) => panic!("snapshot failed: {e}"),
             },
-            Event::Pong { .. } => {}
+            Event::Pong { .. } | Event::Welcome(_) => {}
             Event::Closed { code, reason } => panic!("closed: {code} {reason}"),
         }
     }
@@ -479,7 +479,7 @@ async fn stalled_acks_bring_a_full_snapshot_and_the_client_stays_in_sync() {
         c.send_input(1, 0, 0, 0).await.unwrap();
     }
     let full_before = srv.metrics.full_snapshots.load(Relaxed);
-    let stalled_at = c.receiver.ack_tick().unwrap();
+    let stalled_at = c.receiver().ack_tick().unwrap();
     relay.blackout(Duration::from_millis(500)).await;
     // Keep playing: inputs and acks vanish for 0.5 s, snapshots still arrive. Every snapshot
     // must verify; afterwards a full one must have come, and deltas again after it.
@@ -492,7 +492,7 @@ async fn stalled_acks_bring_a_full_snapshot_and_the_client_stays_in_sync() {
             "no recovery: {full_after_stall:?}"
         );
         let full = next_current(&mut c).await;
-        let tick = c.receiver.ack_tick().unwrap();
+        let tick = c.receiver().ack_tick().unwrap();
         if full && tick > stalled_at && full_after_stall.is_none() {
             full_after_stall = Some(tick);
         } else if !full && full_after_stall.is_some() {

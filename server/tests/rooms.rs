@@ -51,7 +51,7 @@ async fn view_of(c: &mut Client) -> BTreeSet<u32> {
         if let Event::Snapshot { outcome, .. } = ev {
             outcome.expect("snapshot verifies");
             c.send_input(0, 0, 0, 0).await.unwrap();
-            return c.receiver.view().iter().map(|(id, _)| id.0).collect();
+            return c.receiver().view().iter().map(|(id, _)| id.0).collect();
         }
     }
 }

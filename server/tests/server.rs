@@ -32,7 +32,7 @@ async fn next_snapshot(c: &mut Client) -> InputSeq {
                 assert!(matches!(got, Received::Current { .. }), "{got:?}");
                 return message.last_input;
             }
-            Event::Pong { .. } => {}
+            Event::Pong { .. } | Event::Welcome(_) => {}
             Event::Closed { code, reason } => panic!("closed: {code} {reason}"),
         }
     }
@@ -56,8 +56,8 @@ async fn input_moves_own_entity_and_every_snapshot_verifies() {
     assert_eq!(c.welcome.tick_rate, 30);
     let me = c.welcome.entity_id;
     next_snapshot(&mut c).await;
-    let q = *c.receiver.quantizer();
-    let start = q.dequantize_pos(c.receiver.entity(me).expect("own entity in view").pos);
+    let q = *c.receiver().quantizer();
+    let start = q.dequantize_pos(c.receiver().entity(me).expect("own entity in view").pos);
 
     // Hold "right" for 30 inputs at the tick rate, reading snapshots in between.
     let mut last = InputSeq(0);
@@ -75,7 +75,7 @@ async fn input_moves_own_entity_and_every_snapshot_verifies() {
             "server never processed the last input"
         );
     }
-    let end = q.dequantize_pos(c.receiver.entity(me).unwrap().pos);
+    let end = q.dequantize_pos(c.receiver().entity(me).unwrap().pos);
     let moved = end - start;
     // 8 units/s for ~30 ticks at 30 Hz = ~8 units (an obstacle could cut it short);
     // never faster than the speed limit allows, never sideways.
@@ -98,7 +98,7 @@ async fn second_client_sees_first_and_leave_removes_it() {
     let deadline = Instant::now() + WAIT;
     loop {
         next_snapshot(&mut b).await;
-        if b.receiver.entity(a_entity).is_some() {
+        if b.receiver().entity(a_entity).is_some() {
             break;
         }
         assert!(Instant::now() < deadline, "b never saw a");
@@ -108,7 +108,7 @@ async fn second_client_sees_first_and_leave_removes_it() {
     let deadline = Instant::now() + WAIT;
     loop {
         next_snapshot(&mut b).await;
-        if b.receiver.entity(a_entity).is_none() {
+        if b.receiver().entity(a_entity).is_none() {
             break;
         }
         assert!(Instant::now() < deadline, "a's entity was never removed");

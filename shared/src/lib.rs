@@ -20,6 +20,9 @@
 //!   the server.
 //! - [`receiver`]: the client side, [`SnapshotReceiver`]; [`input`]: the client's
 //!   [`InputHistory`] (sequence numbers and redundant frames).
+//! - [`session`]: the client session state machine, [`ClientSession`], that every client
+//!   transport drives: handshake, inputs, snapshots, acknowledgements, pings.
+//! - [`quic`]: the QUIC framing (ALPN, the length prefix on streams) for servers and clients.
 #![warn(missing_docs)]
 
 pub mod baseline;
@@ -30,10 +33,12 @@ pub mod ids;
 pub mod input;
 pub mod message;
 pub mod quant;
+pub mod quic;
 pub mod receiver;
 pub mod replication;
 #[cfg(all(unix, feature = "rlimit"))]
 pub mod rlimit;
+pub mod session;
 pub mod snapshot;
 #[cfg(feature = "token")]
 pub mod token;
@@ -46,6 +51,7 @@ pub use input::InputHistory;
 pub use message::{ClientMessage, InputFrame, ServerMessage, SnapshotMessage, Welcome};
 pub use quant::{EntityState, QuantizedState, Quantizer, WorldBounds};
 pub use receiver::{ReceiveError, Received, SnapshotReceiver};
+pub use session::{ClientSession, HelloArgs, SessionConfig, SessionError, Trusted};
 pub use snapshot::{SnapshotError, ViewEntry, combine_hashes, entity_hash, view_checksum};
 
 /// The protocol version this crate speaks. A server refuses a `Hello` with any other version.

@@ -42,6 +42,7 @@ use clap::Parser;
 use tickwire_bot_client::quic::parse_sha256;
 use tickwire_bot_client::{FractionError, LoadConfig, TransportKind, parse_verify_fraction, run};
 use tickwire_shared::rlimit;
+use tickwire_shared::token::TokenKey;
 
 /// The crowded room's world file, built into the harness so it runs from any directory.
 use tickwire_server::world::CROWD_TOML;
@@ -219,6 +220,32 @@ struct Args {
     /// churn: rooms created (and one client connected and closed) per second.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
+    /// A token secret file: the servers start with --auth-secret-file PATH, and every bot
+    /// signs itself a player token with it (arena, crowd and rooms).
+    #[arg(long, value_name = "PATH")]
+    auth_secret_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// The key of `--auth-secret-file`, if given.
+    fn auth_key(&self) -> anyhow::Result<Option<Arc<TokenKey>>> {
+        let Some(path) = &self.auth_secret_file else {
+            return Ok(None);
+        };
+        let contents =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let key = TokenKey::from_file_contents(&contents)
+            .with_context(|| format!("bad token secret in {}", path.display()))?;
+        Ok(Some(Arc::new(key)))
+    }
+
+    /// The server flags `--auth-secret-file` adds.
+    fn auth_server_args(&self) -> Vec<String> {
+        self.auth_secret_file
+            .iter()
+            .flat_map(|p| ["--auth-secret-file".to_owned(), p.display().to_string()])
+            .collect()
+    }
 }
 
 /// A server child process (killed by its handle when dropped) and what its log says: the
@@ -438,6 +465,10 @@ fn main() -> anyhow::Result<()> {
     if !(input_hz.is_finite() && input_hz > 0.0 && args.ramp > 0.0) {
         bail!("--input-hz and --ramp must be positive");
     }
+    if args.scenario() == Scenario::Churn && args.auth_secret_file.is_some() {
+        bail!("--auth-secret-file is for the arena, crowd and rooms scenarios");
+    }
+    let auth = args.auth_key()?;
     match args.scenario() {
         Scenario::Rooms => return fleet::rooms(&args, &find_server_bin(&args)?, tick_rate),
         Scenario::Churn => return fleet::churn(&args, &find_server_bin(&args)?),
@@ -482,6 +513,7 @@ fn main() -> anyhow::Result<()> {
     server_args.extend(["--npcs".to_owned(), npcs.to_string()]);
     server_args.extend(["--max-clients".to_owned(), (args.bots + 100).to_string()]);
     server_args.extend(scenario_args.iter().cloned());
+    server_args.extend(args.auth_server_args());
     server_args.extend(args.server_args.iter().cloned());
     let server = ServerProc::spawn(&server_bin, &server_args)?;
     let pid = server.pid;
@@ -507,6 +539,7 @@ fn main() -> anyhow::Result<()> {
         input_hz,
         bind_ips: args.bind_ip.clone(),
         verify_fraction: args.verify,
+        auth,
         ..LoadConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -141,6 +141,7 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
         if let Some(r) = &redis {
             a.extend(["--redis".into(), r.url(), "--node-id".into(), id.clone()]);
         }
+        a.extend(args.auth_server_args());
         a.extend(args.server_args.iter().cloned());
         nodes.push(Node::start(&id, bin, &a)?);
     }
@@ -159,6 +160,7 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
             kind: "arena".to_owned(),
             room_size: Some(args.room_size),
         }),
+        auth: args.auth_key()?,
         ..LoadConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
