@@ -328,7 +328,7 @@ async fn dropped_players_leave_every_view_until_they_resume() {
     let deadline = Instant::now() + WAIT;
     loop {
         next_snapshot(&mut observer).await;
-        if observer.receiver.view().len() == 1 {
+        if observer.receiver().view().len() == 1 {
             break;
         }
         assert!(Instant::now() < deadline, "dropped players stayed in view");
@@ -339,14 +339,14 @@ async fn dropped_players_leave_every_view_until_they_resume() {
         .unwrap();
     assert_eq!(back.welcome.entity_id, entity);
     let deadline = Instant::now() + WAIT;
-    while observer.receiver.entity(entity).is_none() {
+    while observer.receiver().entity(entity).is_none() {
         next_snapshot(&mut observer).await;
         assert!(
             Instant::now() < deadline,
             "the resumed player stayed hidden"
         );
     }
-    assert_eq!(observer.receiver.view().len(), 2);
+    assert_eq!(observer.receiver().view().len(), 2);
     srv.shutdown().await;
 }
 
