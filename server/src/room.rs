@@ -17,6 +17,7 @@ use std::time::Instant;
 use tickwire_shared::CloseCode;
 
 use tickwire_shared::baseline::AckOutcome;
+use tickwire_shared::message::MAX_INPUT_FRAMES;
 use tickwire_shared::{ClientId, EntityId, InputFrame, PROTOCOL_VERSION, Quantizer, Tick, Welcome};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
@@ -142,6 +143,12 @@ struct Client {
     /// Input frames applied since tick `frames_tick` (the budget of the tick to come).
     frames_applied: u32,
     frames_tick: u32,
+    /// New frames that arrived once this tick's budget was spent (the newest message's, at
+    /// most [`MAX_INPUT_FRAMES`]). The client's next `Input` repeats and supersedes them; if
+    /// none comes before the next tick, they are applied then, within its budget, so a client
+    /// that stops sending after a burst still gets its newest intent applied.
+    deferred: [InputFrame; MAX_INPUT_FRAMES],
+    deferred_len: u8,
     /// Replication state, and the entity, slot and last input it needs.
     v: Viewer,
 }
@@ -292,6 +299,8 @@ impl<G: Game> Room<G> {
                     behind_since: None,
                     frames_applied: 0,
                     frames_tick: self.tick,
+                    deferred: [InputFrame::default(); MAX_INPUT_FRAMES],
+                    deferred_len: 0,
                     v: Viewer::new(entity, out, self.cfg.baseline_ring),
                 });
             }
@@ -398,24 +407,54 @@ impl<G: Game> Room<G> {
         if c.frames_tick != self.tick {
             c.frames_tick = self.tick;
             c.frames_applied = 0;
-        }
-        let left = self
-            .cfg
-            .max_frames_per_tick
-            .saturating_sub(c.frames_applied) as usize;
-        if left == 0 {
-            return;
+            // This message repeats the newest frames: it supersedes what waited.
+            c.deferred_len = 0;
         }
         m.frames.sort_unstable_by_key(|f| f.seq);
         m.frames.dedup_by_key(|f| f.seq);
         let new = &m.frames[m.frames.partition_point(|f| f.seq <= c.v.last_input)..];
+        if c.frames_applied >= self.cfg.max_frames_per_tick {
+            // Over budget: keep the newest for right after this tick's step (a later message
+            // repeats and supersedes them).
+            if !new.is_empty() {
+                let n = new.len().min(MAX_INPUT_FRAMES);
+                c.deferred[..n].copy_from_slice(&new[new.len() - n..]);
+                c.deferred_len = n as u8;
+            }
+            return;
+        }
+        Self::apply_frames(&mut self.game, c, self.cfg.max_frames_per_tick, new);
+    }
+
+    /// Applies the newest of `new` (new frames, in `seq` order) that fit `c`'s budget for the
+    /// tick; older ones are skipped for good.
+    fn apply_frames(game: &mut G, c: &mut Client, max: u32, new: &[InputFrame]) {
+        let left = max.saturating_sub(c.frames_applied) as usize;
         let apply = &new[new.len().saturating_sub(left)..];
         for f in apply {
-            self.game.apply_input(c.v.entity, f);
+            game.apply_input(c.v.entity, f);
         }
         if let Some(f) = apply.last() {
             c.v.last_input = f.seq;
             c.frames_applied += apply.len() as u32;
+        }
+    }
+
+    /// Before a step: frames that waited for the budget of an earlier tick, from clients that
+    /// sent nothing since, go into this tick's.
+    fn apply_deferred(&mut self) {
+        let max = self.cfg.max_frames_per_tick;
+        for c in &mut self.clients {
+            if c.deferred_len == 0 || c.frames_tick == self.tick {
+                continue;
+            }
+            c.frames_tick = self.tick;
+            c.frames_applied = 0;
+            let deferred = c.deferred;
+            let pending = &deferred[..usize::from(c.deferred_len)];
+            c.deferred_len = 0;
+            let new = &pending[pending.partition_point(|f| f.seq <= c.v.last_input)..];
+            Self::apply_frames(&mut self.game, c, max, new);
         }
     }
 
@@ -427,6 +466,7 @@ impl<G: Game> Room<G> {
             // rather than reuse tick numbers clients hold baselines for.
             return 0;
         };
+        self.apply_deferred();
         self.tick = next;
         let dt = 1.0 / self.cfg.tick_rate as f32;
         self.game.step(dt);
@@ -974,6 +1014,30 @@ mod tests {
         send(&mut s, [1004, 1005, 1006]);
         s.tick();
         assert_eq!(s.game().applied[6..], [1003, 1005, 1006]);
+    }
+
+    #[test]
+    fn a_burst_then_silence_still_applies_the_newest_frames() {
+        let (mut s, out) = sim_with_client();
+        // Twelve messages in one tick, each with the newest frames so far, then nothing.
+        for n in 1..=12u32 {
+            send(&mut s, n.saturating_sub(7).max(1)..=n);
+        }
+        s.tick();
+        assert_eq!(s.game().applied, [1, 2]);
+        // The next tick applies the newest that waited (within its own budget of 2).
+        s.tick();
+        assert_eq!(s.game().applied, [1, 2, 11, 12]);
+        let m = snapshot(&out.take().snapshot.unwrap());
+        assert_eq!(m.last_input, InputSeq(12));
+        // A message in the meantime supersedes what waited.
+        for n in 13..=20u32 {
+            send(&mut s, n - 7..=n);
+        }
+        s.tick();
+        send(&mut s, [19, 20, 21]);
+        s.tick();
+        assert_eq!(s.game().applied[4..], [13, 14, 20, 21]);
     }
 
     #[test]
