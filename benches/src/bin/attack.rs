@@ -23,11 +23,13 @@
 //!   spread over the first second and reopened `--reopen` seconds (0.1) after the server
 //!   closes them. Figures: sockets opened, closed by the server, peak open, how long the
 //!   server held one; the fresh players and `/healthz` rows are the point. The issue's
-//!   sizes are 1, 100, 1,100 and 10,000.
+//!   sizes are 1,100 and 10,000 (`--attackers 10000`).
 //! - `pingflood` [50]: WebSockets writing 125-byte ping frames back to back (512 to a
 //!   write), after a Hello or not (`--flood-hello all|none|half`, default half), reading
-//!   whatever comes back; a closed flooder reopens after `--reopen`. Figures: pings per
-//!   second, and every close: when, after how long, with which close code (or none).
+//!   whatever comes back; a flooder with Hello also acknowledges the newest snapshot at the
+//!   tick rate, as a player does, so that the ack timeout does not close it for the flood.
+//!   A closed flooder reopens after `--reopen`. Figures: pings per second, and every close:
+//!   when, after how long, with which close code (or none).
 //! - `blindack` [50]: clients that say Hello, read up to their first snapshot to learn a
 //!   tick, then never read again while sending an `Input` at the tick rate that
 //!   acknowledges the tick the clock says the server is at (first tick + elapsed × tick
@@ -449,10 +451,7 @@ async fn phase(ctx: &Ctx<'_>, attack: Option<Mode>) -> anyhow::Result<(Phase, Op
     let wall = t0.elapsed().as_secs_f64();
     let server_cpu_s = cpu_ticks(pid)?.saturating_sub(cpu0) as f64 / 100.0;
     let harness_cpu_s = cpu_ticks(std::process::id())?.saturating_sub(me0) as f64 / 100.0;
-    let counters_after = scrape(addr, Duration::from_secs(3))
-        .await
-        .map(|m| m.1)
-        .unwrap_or_default();
+    let counters_after = settled_counters(addr).await;
     let samples = ctx.sampler.of(label);
     let rss_end = rss_kb(pid).unwrap_or(0) as f64 / 1024.0;
     let peak = |f: fn(&proc::Gauges) -> u64| {
@@ -483,6 +482,24 @@ async fn phase(ctx: &Ctx<'_>, attack: Option<Mode>) -> anyhow::Result<(Phase, Op
         report,
     };
     Ok((p, figures))
+}
+
+/// The disconnect counters once the server has seen every client of the phase go (players
+/// in rooms back to 0), or after 5 s: the bystanders' goodbyes are still in flight when
+/// their run returns.
+async fn settled_counters(addr: std::net::SocketAddr) -> BTreeMap<String, u64> {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    let mut last = BTreeMap::new();
+    while Instant::now() < give_up {
+        if let Ok((g, counters)) = scrape(addr, Duration::from_secs(2)).await {
+            last = counters;
+            if g.connected_clients == 0 {
+                break;
+            }
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    last
 }
 
 /// The run's setup, as the JSON's `setup`.
@@ -882,6 +899,10 @@ fn figure_rows(figures: &Option<Figures>, samples: &[Sample]) -> Vec<String> {
                     p.connect_errors,
                     p.pings_per_s,
                     p.mb_per_s
+                ),
+                format!(
+                    "  flooders with Hello read {} snapshots and wrote {} acks",
+                    p.snapshots_read, p.acks_sent
                 ),
                 format!(
                     "  closed: {} (first with Hello at {} s, without at {} s): {}",

@@ -298,6 +298,9 @@ pub(crate) struct Pingflood {
     pub(crate) connect_errors: u64,
     /// Ping frames written, in all, and per second of the attack.
     pub(crate) pings_sent: u64,
+    /// Flooders with Hello: snapshots they read, and `Input` acknowledgements they wrote.
+    pub(crate) snapshots_read: u64,
+    pub(crate) acks_sent: u64,
     pub(crate) pings_per_s: f64,
     pub(crate) mb_per_s: f64,
     /// Connections that ended before the attack did, in order.
@@ -315,7 +318,7 @@ pub(crate) async fn pingflood(t: &Target, start: Instant, end: Instant) -> Pingf
     let mut one = Vec::with_capacity(131);
     raw::put_frame(&mut one, OP_PING, &[0x5a; 125]);
     let burst: Arc<[u8]> = one.repeat(PINGS_PER_WRITE).into();
-    let sent = Arc::new(Count::default());
+    let sent = Arc::new(FloodCounts::default());
     let connects = Arc::new(Count::default());
     let errors = Arc::new(Count::default());
     let closes = Arc::new(Mutex::new(Vec::new()));
@@ -347,7 +350,7 @@ pub(crate) async fn pingflood(t: &Target, start: Instant, end: Instant) -> Pingf
                 };
                 connects.add(1);
                 let since = Instant::now();
-                let Some(ending) = flood(conn, &burst, end, &sent).await else {
+                let Some(ending) = flood(conn, hello, &burst, end, &sent).await else {
                     break;
                 };
                 closes
@@ -377,9 +380,11 @@ pub(crate) async fn pingflood(t: &Target, start: Instant, end: Instant) -> Pingf
             .count(),
         connects: connects.get(),
         connect_errors: errors.get(),
-        pings_sent: sent.get(),
-        pings_per_s: sent.get() as f64 / secs,
-        mb_per_s: sent.get() as f64 * 131.0 / secs / 1e6,
+        pings_sent: sent.pings.get(),
+        snapshots_read: sent.snapshots.get(),
+        acks_sent: sent.acks.get(),
+        pings_per_s: sent.pings.get() as f64 / secs,
+        mb_per_s: sent.pings.get() as f64 * 131.0 / secs / 1e6,
         first_close_s_hello: first(true),
         first_close_s_no_hello: first(false),
         closes_by_how: tally(labels.iter().map(String::as_str)),
@@ -387,8 +392,24 @@ pub(crate) async fn pingflood(t: &Target, start: Instant, end: Instant) -> Pingf
     }
 }
 
-/// Floods `conn` with `burst` until `end` (`None`) or until the connection ends.
-async fn flood(conn: Conn, burst: &[u8], end: Instant, sent: &Count) -> Option<Ending> {
+/// What the flooders wrote and read, added up.
+#[derive(Debug, Default)]
+struct FloodCounts {
+    pings: Count,
+    acks: Count,
+    snapshots: Count,
+}
+
+/// Floods `conn` with `burst` until `end` (`None`) or until the connection ends. A flooder
+/// that said Hello also acknowledges the newest snapshot it read, at most once a tick (30
+/// Hz), as a player would: only the flood, not the ack timeout, should get it closed.
+async fn flood(
+    conn: Conn,
+    player: bool,
+    burst: &[u8],
+    end: Instant,
+    sent: &FloodCounts,
+) -> Option<Ending> {
     enum Stop {
         Deadline,
         Ended(Ending),
@@ -398,14 +419,41 @@ async fn flood(conn: Conn, burst: &[u8], end: Instant, sent: &Count) -> Option<E
         mut reader,
         mut writer,
     } = conn;
+    // The newest snapshot tick read, plus one (0: none yet).
+    let newest = AtomicU64::new(0);
     let write = async {
-        while writer.write_all(burst).await.is_ok() {
-            sent.add(PINGS_PER_WRITE as u64);
+        let mut history = InputHistory::new();
+        let mut acked_at: Option<Instant> = None;
+        loop {
+            let due = acked_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(33));
+            if player
+                && due
+                && let Some(tick) = newest.load(Relaxed).checked_sub(1)
+                && history.push(0, 0, 0, 0).is_some()
+                && let Ok(frame) = raw::message_frame(&history.message(Some(Tick(tick as u32))))
+            {
+                acked_at = Some(Instant::now());
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+                sent.acks.add(1);
+            }
+            if writer.write_all(burst).await.is_err() {
+                return;
+            }
+            sent.pings.add(PINGS_PER_WRITE as u64);
         }
     };
+    // No byte cap: the pongs alone are as many bytes as the pings; `end` bounds it.
+    let read = reader.until_end_seeing(usize::MAX, |m| {
+        if let ServerMessage::Snapshot(s) = m {
+            newest.store(u64::from(s.tick.0) + 1, Relaxed);
+            sent.snapshots.add(1);
+        }
+    });
     let stop = tokio::select! {
         _ = sleep_until(end) => Stop::Deadline,
-        e = reader.until_end() => Stop::Ended(e),
+        e = read => Stop::Ended(e),
         () = write => Stop::WriteFailed,
     };
     match stop {

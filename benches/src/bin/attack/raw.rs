@@ -232,6 +232,16 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads (and drops) everything until the connection ends: a close frame, end of stream
     /// or an error; noting a `Disconnect` message on the way. At most [`MAX_DRAIN`] bytes.
     pub(crate) async fn until_end(&mut self) -> Ending {
+        self.until_end_seeing(MAX_DRAIN, |_| {}).await
+    }
+
+    /// As [`Reader::until_end`], reading at most `max` bytes and showing `seen` every server
+    /// message on the way.
+    pub(crate) async fn until_end_seeing(
+        &mut self,
+        max: usize,
+        mut seen: impl FnMut(&ServerMessage),
+    ) -> Ending {
         let mut disconnect = None;
         let mut read = 0usize;
         loop {
@@ -240,18 +250,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 Ok(None) => return Ending::without_close("eof", disconnect),
                 Err(e) => return io_ending(&e, disconnect),
             };
-            read += payload.len() + 2;
+            read = read.saturating_add(payload.len() + 2);
             match opcode {
                 OP_CLOSE => return close_ending(payload, disconnect),
-                // Snapshots are the bulk: only the envelope's tag byte is looked at first.
-                OP_BINARY => {
-                    if let Ok(ServerMessage::Disconnect { code, .. }) = decode_server(payload) {
-                        disconnect = Some(code);
-                    }
-                }
+                OP_BINARY => match decode_server(payload) {
+                    Ok(ServerMessage::Disconnect { code, .. }) => disconnect = Some(code),
+                    Ok(m) => seen(&m),
+                    Err(_) => {}
+                },
                 _ => {}
             }
-            if read > MAX_DRAIN {
+            if read > max {
                 return Ending::without_close("too much data", disconnect);
             }
         }
