@@ -375,6 +375,8 @@ async fn run_attack(mode: Mode, t: &Target, start: Instant, end: Instant) -> Fig
 struct Ctx<'a> {
     args: &'a Args,
     target: Target,
+    /// The attackers' own runtime (see `main`).
+    attackers: tokio::runtime::Handle,
     url: String,
     server: &'a ServerProc,
     sampler: &'a Sampler,
@@ -439,10 +441,10 @@ async fn phase(ctx: &Ctx<'_>, attack: Option<Mode>) -> anyhow::Result<(Phase, Op
             end,
         );
         let attacking = async {
-            match attack {
-                Some(mode) => Some(run_attack(mode, &ctx.target, start, end).await),
-                None => None,
-            }
+            let mode = attack?;
+            let target = ctx.target.clone();
+            let run = async move { run_attack(mode, &target, start, end).await };
+            ctx.attackers.spawn(run).await.ok()
         };
         let (p, f) = tokio::join!(probes, attacking);
         (start, p, f)
@@ -587,6 +589,14 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // The attackers get a runtime of their own: 10,000 trickling sockets or 300 handshakes
+    // a second queued on the probes' and the sampler's runtime would delay the fresh
+    // players' Welcomes and the samples themselves, and the harness would measure its own
+    // queue. (The bots have theirs already: one runtime per core, in `run`.)
+    let attackers = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("attackers")
+        .enable_all()
+        .build()?;
     let overall = Duration::from_secs_f64(2.0 * (args.duration + 15.0) + args.settle + 60.0);
     let (baseline, attack, figures, settle, samples) = rt.block_on(async {
         tokio::time::timeout(overall, async {
@@ -594,6 +604,7 @@ fn main() -> anyhow::Result<()> {
             let ctx = Ctx {
                 args: &args,
                 target,
+                attackers: attackers.handle().clone(),
                 url: format!("ws://{addr}/ws"),
                 server: &server,
                 sampler: &sampler,
@@ -618,6 +629,7 @@ fn main() -> anyhow::Result<()> {
         .await
         .context("the run took longer than its bound")?
     })?;
+    attackers.shutdown_timeout(Duration::from_secs(1));
     drop(server);
     let table = table(
         &args, &setup, &baseline, &attack, &figures, &settle, &samples,
