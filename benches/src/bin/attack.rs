@@ -16,21 +16,21 @@
 //! client left. Server CPU comes from /proc/PID/stat (utime + stime) over each phase, and
 //! the server's disconnect counters by reason from `/metrics` before and after each phase.
 //!
-//! The modes (`--attackers` defaults in brackets):
-//! - `slowloris` [1,100]: sockets that open a TCP connection to the game port and trickle
+//! The modes (with their default `--attackers`):
+//! - `slowloris` (1,100): sockets that open a TCP connection to the game port and trickle
 //!   an upgrade head (`GET /ws HTTP/1.1`, `Host`, `Upgrade: websocket`, ... then `X-a: b`
 //!   lines for ever, never the blank line) one byte every `--trickle` seconds (3), opened
 //!   spread over the first second and reopened `--reopen` seconds (0.1) after the server
 //!   closes them. Figures: sockets opened, closed by the server, peak open, how long the
 //!   server held one; the fresh players and `/healthz` rows are the point. The issue's
 //!   sizes are 1,100 and 10,000 (`--attackers 10000`).
-//! - `pingflood` [50]: WebSockets writing 125-byte ping frames back to back (512 to a
+//! - `pingflood` (50): WebSockets writing 125-byte ping frames back to back (512 to a
 //!   write), after a Hello or not (`--flood-hello all|none|half`, default half), reading
 //!   whatever comes back; a flooder with Hello also acknowledges the newest snapshot at the
 //!   tick rate, as a player does, so that the ack timeout does not close it for the flood.
 //!   A closed flooder reopens after `--reopen`. Figures: pings per second, and every close:
 //!   when, after how long, with which close code (or none).
-//! - `blindack` [50]: clients that say Hello, read up to their first snapshot to learn a
+//! - `blindack` (50): clients that say Hello, read up to their first snapshot to learn a
 //!   tick, then never read again while sending an `Input` at the tick rate that
 //!   acknowledges the tick the clock says the server is at (first tick + elapsed × tick
 //!   rate, two snapshots behind). Figures: how long until the server dropped each (a write
@@ -54,6 +54,16 @@
 //! attackers take CPU the server would otherwise have, so a latency change is the attack's
 //! effect on the whole box, not on the server alone (the harness CPU row says how much it
 //! took). Figures from such a box are noisy; run a mode twice before trusting a few percent.
+//!
+//! Before the fixes of the item 8 ([3/4]; server at f4de182, 500 bystanders, 30 s
+//! phases, a 2-core box that other builds were using; two or three runs each):
+//! slowloris 1,100: 1/14 fresh players in, `/healthz` 5-7/28, bystanders unharmed; 10,000:
+//! 0-9/14 in, `/healthz` 8-91% answered, delivery 0.78-0.93. pingflood: delivery
+//! 0.55-0.80, input p99 ×5-13, kernel TCP memory ~50,000 pages; flooders are closed only by
+//! the Hello deadline (1008 at 5 s) or the ack timeout (4000 at 10 s: their acks queue
+//! behind their own pings). blindack: none dropped in 120 s while the kernel's TCP memory
+//! grew ~50 pages/s. storm 300/s: RSS 22 -> 31 MB (74 MB in a run on a busier box, with
+//! Welcomes taking seconds). close999: no close frame, the TCP stream just ends.
 //!
 //! Build the server and the harness separately (with `--bin attack` in the same command
 //! cargo builds that binary only, not the server):
