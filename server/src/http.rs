@@ -149,11 +149,17 @@ async fn route(req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) ->
         };
         return matchmaking::handle(&sh, &rest, &body).await;
     }
+    if path == "/ws" {
+        // RFC 6455 4.1: the opening handshake is a GET.
+        if method != Method::GET {
+            return not_allowed("GET");
+        }
+        return upgrade(req, sh, pending);
+    }
     if method != Method::GET && !head_only {
         return not_allowed("GET, HEAD");
     }
     let mut answer = match path.as_str() {
-        "/ws" => return upgrade(req, sh, pending),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/rooms" => matchmaking::rooms(&sh).await,
         "/metrics" => {
@@ -208,22 +214,115 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Answer> {
     }
 }
 
-/// Answers a valid WebSocket upgrade with 101 and runs the session on the upgraded socket.
-fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) -> Answer {
+/// Why a request to `/ws` is not upgraded (RFC 6455 section 4.2.1; RFC 9110 section 15.5.22).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// A plain request (no `Upgrade: websocket`, no `Sec-WebSocket-*` header): 426 Upgrade
+    /// Required, naming the protocol to upgrade to. Not 400: the request itself is valid
+    /// HTTP, it just asks for something this resource only serves over a WebSocket.
+    NotWebSocket,
+    /// `Sec-WebSocket-Version` is not 13: 426 with `Sec-WebSocket-Version: 13`, the version
+    /// this server speaks (RFC 6455 section 4.4).
+    Version,
+    /// A request that claims to be a WebSocket upgrade but breaks the handshake rules: 400.
+    Bad(&'static str),
+}
+
+impl Refusal {
+    fn answer(self) -> Answer {
+        let mut a = match self {
+            Refusal::NotWebSocket => text(
+                StatusCode::UPGRADE_REQUIRED,
+                "WebSocket endpoint: upgrade required\n",
+            ),
+            Refusal::Version => text(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version: this server speaks 13\n",
+            ),
+            Refusal::Bad(why) => return text(StatusCode::BAD_REQUEST, why),
+        };
+        let h = a.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        a
+    }
+}
+
+/// Whether any `name` header holds `token` in its comma-separated list (case-insensitive).
+fn has_token(h: &header::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// The one value of `name`, or `Err` when there are several.
+fn single(h: &header::HeaderMap, name: header::HeaderName) -> Result<Option<&HeaderValue>, ()> {
+    let mut all = h.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (v, None) => Ok(v),
+        _ => Err(()),
+    }
+}
+
+/// Checks a WebSocket opening handshake (RFC 6455 section 4.2.1) and returns its
+/// `Sec-WebSocket-Key`. The method (GET) is checked by the caller.
+fn check_upgrade<B>(req: &Request<B>) -> Result<HeaderValue, Refusal> {
     let h = req.headers();
-    let has = |name: header::HeaderName, token: &str| {
-        h.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
+    let upgrade = has_token(h, header::UPGRADE, "websocket");
+    if !upgrade
+        && !h.contains_key(header::SEC_WEBSOCKET_KEY)
+        && !h.contains_key(header::SEC_WEBSOCKET_VERSION)
+    {
+        return Err(Refusal::NotWebSocket);
+    }
+    // The version first: a client of another version learns which one to speak, whatever
+    // else its version puts in the request.
+    match single(h, header::SEC_WEBSOCKET_VERSION) {
+        Err(()) => return Err(Refusal::Bad("more than one Sec-WebSocket-Version\n")),
+        Ok(None) => return Err(Refusal::Bad("Sec-WebSocket-Version missing\n")),
+        Ok(Some(v)) if v.as_bytes() != b"13" => return Err(Refusal::Version),
+        Ok(Some(_)) => {}
+    }
+    if req.version() < hyper::Version::HTTP_11 {
+        return Err(Refusal::Bad("a WebSocket upgrade needs HTTP/1.1\n"));
+    }
+    if !h.contains_key(header::HOST) {
+        return Err(Refusal::Bad("Host missing\n"));
+    }
+    if !upgrade {
+        return Err(Refusal::Bad("Upgrade: websocket missing\n"));
+    }
+    if !has_token(h, header::CONNECTION, "upgrade") {
+        return Err(Refusal::Bad("Connection: Upgrade missing\n"));
+    }
+    let key = match single(h, header::SEC_WEBSOCKET_KEY) {
+        Ok(Some(k)) => k,
+        Ok(None) => return Err(Refusal::Bad("Sec-WebSocket-Key missing\n")),
+        Err(()) => return Err(Refusal::Bad("more than one Sec-WebSocket-Key\n")),
     };
-    let is_upgrade = has(header::UPGRADE, "websocket")
-        && has(header::CONNECTION, "upgrade")
-        && h.get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v.as_bytes() == b"13");
-    let key = h.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let (true, Some(key)) = (is_upgrade, key) else {
-        return text(StatusCode::UPGRADE_REQUIRED, "WebSocket endpoint\n");
+    // Strict base64 (padding required, no stray bits) of exactly 16 bytes.
+    match data_encoding::BASE64.decode(key.as_bytes()) {
+        Ok(nonce) if nonce.len() == 16 => Ok(key.clone()),
+        _ => Err(Refusal::Bad(
+            "Sec-WebSocket-Key is not base64 of 16 bytes\n",
+        )),
+    }
+}
+
+/// Answers a valid WebSocket upgrade with 101 and runs the session on the upgraded socket.
+/// Only a request that passed [`check_upgrade`] and got a session slot takes a client id.
+fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) -> Answer {
+    let key = match check_upgrade(&req) {
+        Ok(key) => key,
+        Err(refusal) => {
+            debug!(?refusal, "upgrade refused");
+            return refusal.answer();
+        }
     };
     let Some(slot) = session::SessionSlot::acquire(&sh) else {
         debug!("refused: server full");
@@ -275,6 +374,79 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) ->
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::get("/ws");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    const GOOD: [(&str, &str); 5] = [
+        ("host", "x"),
+        ("upgrade", "websocket"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+    ];
+
+    fn without(name: &str) -> Vec<(&'static str, &'static str)> {
+        GOOD.iter().copied().filter(|(k, _)| *k != name).collect()
+    }
+
+    fn with(name: &str, value: &'static str) -> Vec<(&'static str, &'static str)> {
+        let mut h = without(name);
+        h.push((GOOD.iter().find(|(k, _)| *k == name).unwrap().0, value));
+        h
+    }
+
+    #[test]
+    fn handshake_checks_follow_rfc6455() {
+        assert!(check_upgrade(&req(&GOOD)).is_ok());
+        assert!(check_upgrade(&req(&with("upgrade", "WebSocket"))).is_ok());
+        assert_eq!(
+            check_upgrade(&req(&[("host", "x")])),
+            Err(Refusal::NotWebSocket)
+        );
+        assert_eq!(
+            check_upgrade(&req(&with("upgrade", "h2c"))),
+            Err(Refusal::Bad("Upgrade: websocket missing\n"))
+        );
+        assert_eq!(
+            check_upgrade(&req(&with("sec-websocket-version", "8"))),
+            Err(Refusal::Version)
+        );
+        for bad in [
+            without("host"),
+            without("connection"),
+            with("connection", "keep-alive"),
+            without("sec-websocket-key"),
+            without("sec-websocket-version"),
+            // 15 and 17 bytes, not base64, no padding, stray bits.
+            with("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAA"),
+            with("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAAA="),
+            with("sec-websocket-key", "not base64 at all!!!!!=="),
+            with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ"),
+            with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZR=="),
+        ] {
+            assert!(
+                matches!(check_upgrade(&req(&bad)), Err(Refusal::Bad(_))),
+                "{bad:?}"
+            );
+        }
+        let mut two_keys = GOOD.to_vec();
+        two_keys.push(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(matches!(
+            check_upgrade(&req(&two_keys)),
+            Err(Refusal::Bad(_))
+        ));
+        let mut old = req(&GOOD);
+        *old.version_mut() = hyper::Version::HTTP_10;
+        assert!(matches!(check_upgrade(&old), Err(Refusal::Bad(_))));
+    }
+
     #[test]
     fn accept_key_matches_rfc6455_example() {
         assert_eq!(

@@ -7,6 +7,7 @@
 pub(crate) mod agones_fake;
 pub(crate) mod http;
 pub(crate) mod process;
+pub(crate) mod raw;
 pub(crate) mod redis;
 
 use std::net::SocketAddr;

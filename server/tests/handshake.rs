@@ -1,0 +1,121 @@
+//! The WebSocket opening handshake at the front door (RFC 6455 section 4.2.1), over raw TCP:
+//! each way a request can fail gets its own HTTP status, and only real upgrades take a
+//! client id.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tickwire_server::http::MAX_BODY_BYTES;
+
+mod support;
+use support::TestServer;
+use support::raw::{exchange, upgrade_request};
+
+const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broken_handshake_gets_its_status_and_no_client_id() {
+    let srv = TestServer::start(|_| {}).await;
+    let first = srv.ws_client("first").await.welcome.client_id;
+
+    // The RFC 6455 example key: 101 with its accept value.
+    let ok = exchange(srv.addr, &upgrade_request(None)).await;
+    assert_eq!(ok.status, 101);
+    assert_eq!(
+        ok.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    drop(ok);
+
+    // A plain GET: 426 naming the protocol (RFC 9110 15.5.22 requires the Upgrade header).
+    let plain = exchange(srv.addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(plain.status, 426);
+    assert_eq!(plain.header("upgrade"), Some("websocket"));
+
+    // Another version: 426 with the one this server speaks.
+    let v8 = exchange(
+        srv.addr,
+        &upgrade_request(Some(&format!(
+            "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{KEY}Sec-WebSocket-Version: 8\r\n"
+        ))),
+    )
+    .await;
+    assert_eq!(v8.status, 426);
+    assert_eq!(v8.header("sec-websocket-version"), Some("13"));
+
+    // Claims to be an upgrade, breaks a rule: 400.
+    let v13 = "Sec-WebSocket-Version: 13\r\n";
+    let bad = [
+        (
+            "no Connection",
+            format!("Host: x\r\nUpgrade: websocket\r\n{KEY}{v13}"),
+        ),
+        (
+            "Connection without upgrade",
+            format!("Host: x\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n{KEY}{v13}"),
+        ),
+        (
+            "no Upgrade",
+            format!("Host: x\r\nConnection: Upgrade\r\n{KEY}{v13}"),
+        ),
+        (
+            "no key",
+            format!("Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{v13}"),
+        ),
+        (
+            "15-byte key",
+            format!(
+                "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n{v13}"
+            ),
+        ),
+        (
+            "key not base64",
+            format!(
+                "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: hello\r\n{v13}"
+            ),
+        ),
+        (
+            "two keys",
+            format!("Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{KEY}{KEY}{v13}"),
+        ),
+        (
+            "no version",
+            format!("Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{KEY}"),
+        ),
+        (
+            "no Host",
+            format!("Upgrade: websocket\r\nConnection: Upgrade\r\n{KEY}{v13}"),
+        ),
+    ];
+    for (what, headers) in &bad {
+        let r = exchange(srv.addr, &upgrade_request(Some(headers))).await;
+        assert_eq!(r.status, 400, "{what}");
+    }
+    let http10 = upgrade_request(None).replacen("HTTP/1.1", "HTTP/1.0", 1);
+    assert_eq!(exchange(srv.addr, &http10).await.status, 400, "HTTP/1.0");
+
+    // Not a GET: 405, Allow: GET.
+    for method in ["POST", "HEAD", "PUT"] {
+        let req = upgrade_request(None).replacen("GET", method, 1);
+        let r = exchange(srv.addr, &req).await;
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow"), Some("GET"), "{method}");
+    }
+
+    // Plain HTTP takes no client id either.
+    for _ in 0..5 {
+        let r = exchange(srv.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(r.status, 200);
+    }
+    let big = format!(
+        "POST /matchmake/create/arena HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{}",
+        MAX_BODY_BYTES + 1,
+        "x".repeat(MAX_BODY_BYTES + 1)
+    );
+    assert_eq!(exchange(srv.addr, &big).await.status, 413);
+
+    // Only the two real upgrades (`first` and the raw 101) took ids.
+    let next = srv.ws_client("next").await.welcome.client_id;
+    assert_eq!(next.0, first.0 + 2, "ids {first:?} then {next:?}");
+    srv.shutdown().await;
+}
