@@ -41,6 +41,12 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_WS_MESSAGE))
 }
 
+/// The reason tungstenite puts in the 1002 it answers a close frame with an invalid code with.
+const BAD_CLOSE_CODE: &str = "Protocol violation";
+
+/// How long the echo of a client's close frame may take to be written.
+const CLOSE_ECHO_WAIT: Duration = Duration::from_millis(500);
+
 /// One upgraded WebSocket.
 struct WsTransport {
     ws: WebSocketStream<TcpStream>,
@@ -84,7 +90,24 @@ impl Transport for WsTransport {
     async fn recv(&mut self) -> Inbound<Bytes> {
         let end = match self.ws.next().await {
             Some(Ok(Message::Binary(b))) => return Inbound::Frame(b, Channel::Reliable),
-            None | Some(Ok(Message::Close(_))) => End::peer_closed(),
+            // tungstenite has queued the answering close frame: the peer's own code echoed,
+            // or 1002 in its place when the code is one RFC 6455 7.4 does not allow on the
+            // wire (0-999, 1004-1006, 1014-2999, 5000 and up), which it hands us as
+            // "1002 Protocol violation".
+            Some(Ok(Message::Close(Some(f))))
+                if f.code == WsCloseCode::Protocol && f.reason == BAD_CLOSE_CODE =>
+            {
+                // The session's close flushes that 1002 (no `Disconnect`: the peer's close
+                // ends data frames).
+                End::protocol("invalid close code")
+            }
+            Some(Ok(Message::Close(_))) => {
+                // Send the echo before the socket goes. Bounded: a peer that closes and
+                // stops reading is not waited for.
+                let _ = timeout(CLOSE_ECHO_WAIT, self.ws.flush()).await;
+                End::peer_closed()
+            }
+            None => End::peer_closed(),
             Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                 End::dropped()
             }
@@ -132,6 +155,9 @@ impl Transport for WsTransport {
                     reason: reason.into(),
                 }))
                 .await;
+            // After the peer's close frame tungstenite refuses the one above, and the answer
+            // it queued itself (an echo, or 1002) goes out with a flush.
+            let _ = self.ws.flush().await;
             let tcp = self.ws.get_mut();
             let _ = tcp.shutdown().await;
             let mut sink = [0u8; 4096];

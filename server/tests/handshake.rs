@@ -1,13 +1,14 @@
-//! The WebSocket opening handshake at the front door (RFC 6455 section 4.2.1), over raw TCP:
-//! each way a request can fail gets its own HTTP status, and only real upgrades take a
-//! client id.
+//! The WebSocket opening and closing handshakes at the front door, over raw TCP: each way an
+//! upgrade request can fail gets its own HTTP status (RFC 6455 section 4.2.1), only real
+//! upgrades take a client id, and every close frame is answered (section 7.4).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tickwire_server::http::MAX_BODY_BYTES;
+use tokio::io::AsyncWriteExt;
 
 mod support;
 use support::TestServer;
-use support::raw::{exchange, upgrade_request};
+use support::raw::{client_frame, exchange, raw_websocket, read_close_code, upgrade_request};
 
 const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
@@ -117,5 +118,42 @@ async fn each_broken_handshake_gets_its_status_and_no_client_id() {
     // Only the two real upgrades (`first` and the raw 101) took ids.
     let next = srv.ws_client("next").await.welcome.client_id;
     assert_eq!(next.0, first.0 + 2, "ids {first:?} then {next:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_frame_with_an_invalid_code_is_answered_with_1002() {
+    let srv = TestServer::start(|_| {}).await;
+    // RFC 6455 7.4.1/7.4.2: never on the wire (1005, 1006, 1015), unassigned (0-999, 1004,
+    // 1014, 1016-2999), or out of range (5000 and up).
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000, 65535,
+    ] {
+        let mut ws = raw_websocket(srv.addr).await;
+        ws.write_all(&client_frame(0x8, &code.to_be_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_close_code(&mut ws).await,
+            Ok(Some(1002)),
+            "code {code}"
+        );
+    }
+    // Valid codes are echoed, as the closing handshake says.
+    for code in [1000u16, 1001, 3000, 4999] {
+        let mut ws = raw_websocket(srv.addr).await;
+        ws.write_all(&client_frame(0x8, &code.to_be_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_close_code(&mut ws).await,
+            Ok(Some(code)),
+            "code {code}"
+        );
+    }
+    // A one-byte close payload cannot hold a code: 1002 too.
+    let mut ws = raw_websocket(srv.addr).await;
+    ws.write_all(&client_frame(0x8, &[3])).await.unwrap();
+    assert_eq!(read_close_code(&mut ws).await, Ok(Some(1002)));
     srv.shutdown().await;
 }

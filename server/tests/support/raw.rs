@@ -87,3 +87,66 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(mut s: S) -> RawResponse<S> 
         rest: buf[end..].to_vec(),
     }
 }
+
+/// A WebSocket opened by hand: the upgrade over raw TCP, then frames written byte by byte.
+pub(crate) async fn raw_websocket(addr: SocketAddr) -> TcpStream {
+    let r = exchange(addr, &upgrade_request(None)).await;
+    assert_eq!(r.status, 101);
+    assert!(
+        r.rest.is_empty(),
+        "the server speaks first only after Hello"
+    );
+    r.stream
+}
+
+/// One client frame (FIN set, masked as RFC 6455 requires of a client) with a payload under
+/// 126 bytes.
+pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads one server frame (unmasked): its opcode and payload; `None` when the stream ends
+/// first (cleanly or by a reset).
+pub(crate) async fn read_server_frame<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await.ok()?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.ok()?;
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).await.ok()?;
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    s.read_exact(&mut payload).await.ok()?;
+    Some((h[0] & 0x0f, payload))
+}
+
+/// Reads server frames until a close frame: its code (`None` for a close without one), or
+/// `Err` when the stream ended without a close frame.
+pub(crate) async fn read_close_code<S: AsyncRead + Unpin>(s: &mut S) -> Result<Option<u16>, ()> {
+    timeout(WAIT, async {
+        loop {
+            match read_server_frame(s).await {
+                None => return Err(()),
+                Some((0x8, p)) => {
+                    return Ok(p.first_chunk::<2>().map(|c| u16::from_be_bytes(*c)));
+                }
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("a close in time")
+}
