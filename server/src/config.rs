@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::origin::{Origin, OriginPolicy};
 use crate::quic::{QuicError, TlsIdentity};
 use crate::world::{World, WorldError};
 
@@ -120,6 +121,20 @@ pub struct Cli {
     /// QUIC private key, PEM (PKCS#8, PKCS#1 or SEC1), for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Let WebSocket upgrades in only from pages of this origin (`scheme://host[:port]`,
+    /// repeatable); any other `Origin` header gets 403. Browsers add the header and pages
+    /// cannot forge it, so this stops any web site a player visits from playing as them
+    /// (cross-site WebSocket hijacking). List every origin your game's pages are served
+    /// from, this server's own too when players use the built-in client at `/`. Default:
+    /// any origin.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    /// With --allowed-origin, refuse (403) an upgrade that carries no `Origin` header, as
+    /// only non-browser clients send none.
+    #[arg(long, requires = "allowed_origins")]
+    pub require_origin: bool,
 
     /// Room driver threads: each steps its rooms at their tick deadlines. Default: one per
     /// CPU core.
@@ -264,6 +279,8 @@ pub struct ServerConfig {
     /// QUIC certificate and key from `--tls-cert`/`--tls-key`; `None` means a self-signed one
     /// is generated at start.
     pub tls: Option<TlsIdentity>,
+    /// Which `Origin` an upgrade may come from.
+    pub origins: OriginPolicy,
     /// Rooms, matchmaking and the fleet.
     pub rooms: RoomsConfig,
 }
@@ -369,6 +386,16 @@ impl Cli {
         };
         let quic = (!self.no_quic).then_some(self.quic);
         let rooms = self.rooms_config(quic)?;
+        let allowed = self
+            .allowed_origins
+            .iter()
+            .map(|o| Origin::parse(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                flag: "allowed-origin",
+                why: e.to_string(),
+            })?;
+        let origins = OriginPolicy::new(allowed, self.require_origin);
         Ok(ServerConfig {
             rooms,
             listen: self.listen,
@@ -392,6 +419,7 @@ impl Cli {
             seed: self.seed,
             quic,
             tls,
+            origins,
         })
     }
 }
@@ -539,6 +567,25 @@ mod tests {
             Cli::try_parse_from(["s", "--tls-cert", "/nonexistent.pem", "--tls-key", "k"]).unwrap();
         let e = cli.into_config().unwrap_err().to_string();
         assert!(e.contains("--tls-cert /nonexistent.pem"), "{e}");
+    }
+
+    #[test]
+    fn origin_flags() {
+        let c = Cli::try_parse_from([
+            "s",
+            "--allowed-origin",
+            "https://game.example.com",
+            "--allowed-origin=http://127.0.0.1:8080",
+            "--require-origin",
+        ])
+        .unwrap();
+        let p = c.into_config().unwrap().origins;
+        assert!(p.allows([b"http://127.0.0.1:8080".as_slice()].into_iter()));
+        assert!(!p.allows(std::iter::empty()));
+        assert!(Cli::try_parse_from(["s", "--require-origin"]).is_err());
+        let c = Cli::try_parse_from(["s", "--allowed-origin", "https://x/path"]).unwrap();
+        let e = c.into_config().unwrap_err().to_string();
+        assert!(e.contains("--allowed-origin"), "{e}");
     }
 
     #[test]

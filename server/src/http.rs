@@ -324,6 +324,15 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) ->
             return refusal.answer();
         }
     };
+    if !sh.cfg.origins.allows(
+        req.headers()
+            .get_all(header::ORIGIN)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    ) {
+        debug!(origin = ?req.headers().get(header::ORIGIN), "upgrade refused: origin not allowed");
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
     let Some(slot) = session::SessionSlot::acquire(&sh) else {
         debug!("refused: server full");
         return text(StatusCode::SERVICE_UNAVAILABLE, "server full\n");

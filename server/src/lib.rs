@@ -22,6 +22,7 @@ pub mod grid;
 pub mod http;
 pub(crate) mod matchmaking;
 pub mod metrics;
+pub mod origin;
 pub mod quic;
 pub mod registry;
 pub mod replication;

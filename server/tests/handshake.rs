@@ -1,9 +1,11 @@
 //! The WebSocket opening and closing handshakes at the front door, over raw TCP: each way an
 //! upgrade request can fail gets its own HTTP status (RFC 6455 section 4.2.1), only real
-//! upgrades take a client id, and every close frame is answered (section 7.4).
+//! upgrades take a client id, the `Origin` allowlist refuses foreign pages with 403, and every
+//! close frame is answered (section 7.4).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tickwire_server::http::MAX_BODY_BYTES;
+use tickwire_server::origin::{Origin, OriginPolicy};
 use tokio::io::AsyncWriteExt;
 
 mod support;
@@ -155,5 +157,65 @@ async fn a_close_frame_with_an_invalid_code_is_answered_with_1002() {
     let mut ws = raw_websocket(srv.addr).await;
     ws.write_all(&client_frame(0x8, &[3])).await.unwrap();
     assert_eq!(read_close_code(&mut ws).await, Ok(Some(1002)));
+    srv.shutdown().await;
+}
+
+/// The status of a standard upgrade carrying `origin` (no header when `None`).
+async fn upgrade_status(srv: &TestServer, origin: Option<&str>) -> u16 {
+    let std = upgrade_request(None);
+    let req = match origin {
+        None => std,
+        Some(o) => std.replacen("Host: x\r\n", &format!("Host: x\r\nOrigin: {o}\r\n"), 1),
+    };
+    exchange(srv.addr, &req).await.status
+}
+
+fn allow(origins: &[&str], require: bool) -> OriginPolicy {
+    OriginPolicy::new(
+        origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+        require,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_allowlist_refuses_foreign_pages_with_403() {
+    let listed = ["https://game.example.com", "http://127.0.0.1:8080"];
+    let srv = TestServer::start(|c| c.origins = allow(&listed, false)).await;
+    assert_eq!(
+        upgrade_status(&srv, Some("https://evil.example")).await,
+        403
+    );
+    assert_eq!(
+        upgrade_status(&srv, Some("http://game.example.com")).await,
+        403
+    );
+    assert_eq!(upgrade_status(&srv, Some("null")).await, 403);
+    assert_eq!(
+        upgrade_status(&srv, Some("https://game.example.com")).await,
+        101
+    );
+    assert_eq!(
+        upgrade_status(&srv, Some("https://GAME.Example.com:443")).await,
+        101
+    );
+    assert_eq!(
+        upgrade_status(&srv, Some("http://127.0.0.1:8080")).await,
+        101
+    );
+    // Non-browser clients (the bot) send no Origin: let in unless --require-origin.
+    assert_eq!(upgrade_status(&srv, None).await, 101);
+    srv.ws_client("bot").await;
+    srv.shutdown().await;
+
+    let srv = TestServer::start(|c| c.origins = allow(&listed, true)).await;
+    assert_eq!(upgrade_status(&srv, None).await, 403);
+    assert_eq!(
+        upgrade_status(&srv, Some("https://evil.example")).await,
+        403
+    );
+    assert_eq!(
+        upgrade_status(&srv, Some("https://game.example.com")).await,
+        101
+    );
     srv.shutdown().await;
 }
