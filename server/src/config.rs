@@ -112,13 +112,14 @@ pub struct Cli {
     #[arg(long)]
     pub no_quic: bool,
 
-    /// QUIC certificate chain, PEM (leaf first). Without it (and --tls-key) a self-signed
-    /// certificate is generated at start and its SHA-256 is logged as cert_sha256= for clients
-    /// to pin.
+    /// Certificate chain, PEM (leaf first): the game port serves https:// and wss:// with it
+    /// (TLS 1.3 and 1.2), and QUIC serves it too. Without it (and --tls-key) the game port is
+    /// plain http:// and ws://, and QUIC gets a self-signed certificate generated at start,
+    /// its SHA-256 logged as cert_sha256= for clients to pin.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
-    /// QUIC private key, PEM (PKCS#8, PKCS#1 or SEC1), for --tls-cert.
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1), for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
@@ -276,8 +277,9 @@ pub struct ServerConfig {
     pub seed: u64,
     /// QUIC UDP address; `None` serves WebSocket only.
     pub quic: Option<SocketAddr>,
-    /// QUIC certificate and key from `--tls-cert`/`--tls-key`; `None` means a self-signed one
-    /// is generated at start.
+    /// Certificate and key from `--tls-cert`/`--tls-key`: TLS on the game port and QUIC's
+    /// identity. `None`: plain HTTP/WebSocket, and a self-signed QUIC certificate generated at
+    /// start.
     pub tls: Option<TlsIdentity>,
     /// Which `Origin` an upgrade may come from.
     pub origins: OriginPolicy,

@@ -1,5 +1,6 @@
-//! The front door on the game port, over hyper's HTTP/1.1 server: health, metrics, the web
-//! client, matchmaking ([`crate::matchmaking`]) and the WebSocket upgrade at `/ws`.
+//! The front door on the game port, over hyper's HTTP/1.1 server (over TLS with
+//! `--tls-cert`, see [`crate::tls`]): health, metrics, the web client, matchmaking
+//! ([`crate::matchmaking`]) and the WebSocket upgrade at `/ws`.
 //!
 //! Every connection is bounded: the request head must arrive within `--handshake-timeout`
 //! and fit hyper's smallest read buffer (8 KiB plus what it parses in one go), request bodies
@@ -20,7 +21,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tickwire_shared::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug};
 
 use crate::metrics::Metrics;
@@ -86,8 +90,8 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Answer
     }
 }
 
-/// Serves one TCP connection: HTTP/1.1 requests (keep-alive) until it closes, or until one
-/// of them upgrades to a WebSocket.
+/// Serves one TCP connection: the TLS handshake when the game port has TLS, then HTTP/1.1
+/// requests (keep-alive) until it closes, or until one of them upgrades to a WebSocket.
 pub(crate) async fn serve(stream: TcpStream, sh: Arc<Shared>) {
     let Some(pending) = Pending::take(&sh.metrics) else {
         debug!("too many connections still in HTTP: closed");
@@ -95,10 +99,36 @@ pub(crate) async fn serve(stream: TcpStream, sh: Arc<Shared>) {
     };
     let _ = stream.set_nodelay(true);
     let pending = Arc::new(std::sync::Mutex::new(Some(pending)));
+    let Some(tls) = sh.tls.clone() else {
+        return serve_http(TokioIo::new(stream), sh, pending).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut shutdown = sh.shutdown.clone();
+    let tls = tokio::select! {
+        r = timeout(sh.cfg.handshake_timeout, acceptor.accept(stream)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return;
+            }
+        },
+        _ = shutdown.changed() => return,
+    };
+    serve_http(TokioIo::new(tls), sh, pending).await
+}
+
+/// HTTP/1.1 on one connection, plain or TLS.
+async fn serve_http<I>(io: TokioIo<I>, sh: Arc<Shared>, pending: PendingCell)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc_sh = sh.clone();
-    let svc_pending = pending.clone();
     let service = hyper::service::service_fn(move |req| {
-        let (sh, pending) = (svc_sh.clone(), svc_pending.clone());
+        let (sh, pending) = (svc_sh.clone(), pending.clone());
         async move { Ok::<_, Infallible>(route(req, sh, pending).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -107,16 +137,14 @@ pub(crate) async fn serve(stream: TcpStream, sh: Arc<Shared>) {
         .header_read_timeout(sh.cfg.handshake_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let conn = builder.serve_connection(io, service).with_upgrades();
     let mut shutdown = sh.shutdown.clone();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_millis(500), conn).await;
+            let _ = timeout(Duration::from_millis(500), conn).await;
         }
     }
 }
@@ -357,14 +385,20 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) ->
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take(),
             );
-            // Back to the plain TCP stream (plus whatever hyper read past the head), so the
-            // session writes straight to the socket.
+            // Back to the plain TCP (or TLS) stream, plus whatever hyper read past the head,
+            // so the session writes straight to the socket.
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
                     debug!("upgraded");
                     ws::serve(parts.io.into_inner(), parts.read_buf.to_vec(), sh, id).await;
                 }
-                Err(_) => debug!("upgraded connection is not a TCP stream"),
+                Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                    Ok(parts) => {
+                        debug!("upgraded (TLS)");
+                        ws::serve(parts.io.into_inner(), parts.read_buf.to_vec(), sh, id).await;
+                    }
+                    Err(_) => debug!("upgraded connection is neither TCP nor TLS over TCP"),
+                },
             }
             drop(slot);
         }

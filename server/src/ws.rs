@@ -13,8 +13,7 @@ use tickwire_shared::CloseCode;
 use futures_util::{SinkExt, StreamExt};
 use tickwire_shared::ClientId;
 use tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::ProtocolError;
@@ -47,14 +46,18 @@ const BAD_CLOSE_CODE: &str = "Protocol violation";
 /// How long the echo of a client's close frame may take to be written.
 const CLOSE_ECHO_WAIT: Duration = Duration::from_millis(500);
 
-/// One upgraded WebSocket.
-struct WsTransport {
-    ws: WebSocketStream<TcpStream>,
+/// One upgraded WebSocket, over plain TCP or TLS (a separate monomorphic copy each, so plain
+/// TCP's write path is exactly what it was before TLS existed).
+struct WsTransport<S> {
+    ws: WebSocketStream<S>,
     write_timeout: Duration,
 }
 
 /// Runs one upgraded connection to its end.
-pub(crate) async fn serve(stream: TcpStream, leftover: Vec<u8>, sh: Arc<Shared>, client: ClientId) {
+pub(crate) async fn serve<S>(stream: S, leftover: Vec<u8>, sh: Arc<Shared>, client: ClientId)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
             .await;
@@ -66,7 +69,7 @@ pub(crate) async fn serve(stream: TcpStream, leftover: Vec<u8>, sh: Arc<Shared>,
     session::run(t, sh, client, hello_deadline).await;
 }
 
-impl WsTransport {
+impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     async fn send_frame(&mut self, frame: Bytes) -> Result<u64, End> {
         let len = frame.len() as u64;
         let mut send = std::pin::pin!(self.ws.send(Message::Binary(frame)));
@@ -84,7 +87,7 @@ impl WsTransport {
     }
 }
 
-impl Transport for WsTransport {
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
     type Frame = Bytes;
 
     async fn recv(&mut self) -> Inbound<Bytes> {
@@ -158,12 +161,12 @@ impl Transport for WsTransport {
             // After the peer's close frame tungstenite refuses the one above, and the answer
             // it queued itself (an echo, or 1002) goes out with a flush.
             let _ = self.ws.flush().await;
-            let tcp = self.ws.get_mut();
-            let _ = tcp.shutdown().await;
+            let stream = self.ws.get_mut();
+            let _ = stream.shutdown().await;
             let mut sink = [0u8; 4096];
             let mut drained = 0;
             while drained < 64 * MAX_CLIENT_MESSAGE_BYTES {
-                match tcp.read(&mut sink).await {
+                match stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => drained += n,
                 }

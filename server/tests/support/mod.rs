@@ -9,6 +9,7 @@ pub(crate) mod http;
 pub(crate) mod process;
 pub(crate) mod raw;
 pub(crate) mod redis;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
