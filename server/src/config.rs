@@ -80,6 +80,15 @@ pub struct Cli {
     #[arg(long, default_value_t = 5.0)]
     pub write_timeout: f64,
 
+    /// Kernel send buffer of each TCP connection, in bytes (SO_SNDBUF; 0 leaves the kernel's
+    /// autotuning, which grows it up to net.ipv4.tcp_wmem's maximum, 4 MiB by default). A
+    /// client that stops reading is dropped once this much is queued for it and a write has
+    /// then waited --write-timeout; autotuned, the buffer kept growing, the write never
+    /// waited, and 50 such clients pinned ~170 MB of kernel memory for ~10 minutes. Linux
+    /// doubles the value for its bookkeeping. 4096 to 67108864.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_send_buffer: usize,
+
     /// Snapshots remembered per client as delta baselines (1–256). More survives longer ack
     /// gaps without a full snapshot, at about 1 KiB per snapshot per client.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -269,6 +278,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Write timeout.
     pub write_timeout: Duration,
+    /// SO_SNDBUF of each TCP connection; `None` leaves the kernel's autotuning.
+    pub send_buffer: Option<usize>,
     /// Input queue capacity.
     pub input_queue: usize,
     /// Directory to serve the web client from, instead of the built-in copy.
@@ -363,6 +374,16 @@ impl Cli {
                 why: "must be at least 1".into(),
             });
         }
+        let send_buffer = match self.max_send_buffer {
+            0 => None,
+            n @ 4096..=0x400_0000 => Some(n),
+            n => {
+                return Err(ConfigError::Invalid {
+                    flag: "max-send-buffer",
+                    why: format!("{n} is not 0 or between 4096 and 67108864 bytes"),
+                });
+            }
+        };
         let rate = f64::from(self.tick_rate);
         let ack = seconds("ack-timeout", self.ack_timeout, 0.1, 3600.0)?;
         let grace = seconds("resume-grace", self.resume_grace, 0.0, 3600.0)?;
@@ -416,6 +437,7 @@ impl Cli {
             max_clients: self.max_clients,
             handshake_timeout,
             write_timeout,
+            send_buffer,
             input_queue: self.input_queue,
             web_root: self.web_root,
             seed: self.seed,
@@ -555,6 +577,11 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.quic.map(|a| a.port()), Some(4433));
         assert!(c.tls.is_none());
+        assert_eq!(c.send_buffer, Some(256 * 1024));
+        let cli = Cli::try_parse_from(["s", "--max-send-buffer", "0"]).unwrap();
+        assert_eq!(cli.into_config().unwrap().send_buffer, None);
+        let cli = Cli::try_parse_from(["s", "--max-send-buffer", "100"]).unwrap();
+        assert!(cli.into_config().is_err());
     }
 
     #[test]

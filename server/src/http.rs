@@ -98,6 +98,11 @@ pub(crate) async fn serve(stream: TcpStream, sh: Arc<Shared>) {
         return;
     };
     let _ = stream.set_nodelay(true);
+    if let Some(bytes) = sh.cfg.send_buffer
+        && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes)
+    {
+        debug!(error = %e, "cannot set SO_SNDBUF");
+    }
     let pending = Arc::new(std::sync::Mutex::new(Some(pending)));
     let Some(tls) = sh.tls.clone() else {
         return serve_http(TokioIo::new(stream), sh, pending).await;
