@@ -12,9 +12,8 @@ use tickwire_shared::CloseCode;
 
 use futures_util::{SinkExt, StreamExt};
 use tickwire_shared::ClientId;
-use tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -45,6 +44,15 @@ const BAD_CLOSE_CODE: &str = "Protocol violation";
 
 /// How long the echo of a client's close frame may take to be written.
 const CLOSE_ECHO_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a close may take in all: queueing `Disconnect` and the close frame behind what
+/// the peer has not read yet, then waiting for the peer to close its side. A lagging client
+/// that reads its backlog within this gets the real close code.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Most bytes read and thrown away while waiting for the peer to close (a flooding client's
+/// messages still in flight); past it the socket is dropped, reset and all.
+pub const DRAIN_LIMIT: usize = 1 << 20;
 
 /// One upgraded WebSocket, over plain TCP or TLS (a separate monomorphic copy each, so plain
 /// TCP's write path is exactly what it was before TLS existed).
@@ -141,10 +149,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
         self.send_frame(frame.to_vec().into()).await
     }
 
-    /// `Disconnect`, a close frame, then half-close and drain so the peer reads them instead
-    /// of a reset. Bounded in time and bytes.
+    /// `Disconnect` and a close frame, queued behind whatever the socket still holds for the
+    /// peer; then half-close, and read and discard until the peer closes too. The socket is
+    /// never dropped with unread received data while the peer may still be reading: that
+    /// makes the kernel answer with a reset, and the peer's kernel then throws away
+    /// everything it has not read yet, close frame included (the client sees 1006). Bounded:
+    /// [`CLOSE_LINGER`] in all, [`DRAIN_LIMIT`] bytes read.
     async fn close(mut self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>) {
-        let work = async {
+        let deadline = Instant::now() + CLOSE_LINGER;
+        let queued = timeout_at(deadline, async {
             if let Some(frame) = disconnect {
                 let _ = self
                     .ws
@@ -161,17 +174,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
             // After the peer's close frame tungstenite refuses the one above, and the answer
             // it queued itself (an echo, or 1002) goes out with a flush.
             let _ = self.ws.flush().await;
-            let stream = self.ws.get_mut();
+        })
+        .await;
+        if queued.is_err() {
+            // The peer read nothing for the whole linger: nothing left to wait for.
+            return;
+        }
+        let stream = self.ws.get_mut();
+        let _ = timeout_at(deadline, async {
             let _ = stream.shutdown().await;
             let mut sink = [0u8; 4096];
             let mut drained = 0;
-            while drained < 64 * MAX_CLIENT_MESSAGE_BYTES {
+            while drained < DRAIN_LIMIT {
                 match stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => drained += n,
                 }
             }
-        };
-        let _ = timeout(Duration::from_secs(1), work).await;
+        })
+        .await;
     }
 }
