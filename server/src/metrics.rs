@@ -49,10 +49,12 @@ pub enum DisconnectReason {
     RoomUnavailable,
     /// The room directory (Redis) could not be reached to check the seat.
     DirectoryUnavailable,
+    /// Messages (WebSocket pings and pongs included) far over the message budget.
+    Flooding,
 }
 
 impl DisconnectReason {
-    const ALL: [DisconnectReason; 17] = [
+    const ALL: [DisconnectReason; 18] = [
         Self::Normal,
         Self::Dropped,
         Self::Shutdown,
@@ -70,6 +72,7 @@ impl DisconnectReason {
         Self::SeatForeign,
         Self::RoomUnavailable,
         Self::DirectoryUnavailable,
+        Self::Flooding,
     ];
 
     /// The label value.
@@ -92,6 +95,7 @@ impl DisconnectReason {
             Self::SeatForeign => "seat_foreign",
             Self::RoomUnavailable => "room_unavailable",
             Self::DirectoryUnavailable => "directory_unavailable",
+            Self::Flooding => "flooding",
         }
     }
 }

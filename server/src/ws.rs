@@ -132,8 +132,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
                 CloseCode::UnsupportedData,
                 "binary frames only",
             ),
-            // Ping and pong are answered by tungstenite.
-            Some(Ok(_)) => return Inbound::Nothing,
+            // tungstenite answers a ping itself, keeping at most one pong waiting (a newer
+            // ping's replaces it) within the write buffer's cap; the session charges both
+            // to the client's message budget.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Inbound::Control,
+            Some(Ok(Message::Frame(_))) => return Inbound::Nothing,
         };
         Inbound::End(end)
     }
