@@ -72,9 +72,25 @@ pub struct Cli {
     #[arg(long, default_value_t = 10.0)]
     pub resume_grace: f64,
 
-    /// Seconds a new connection has to send its HTTP upgrade and then its Hello.
+    /// Seconds a new connection has for its TLS handshake, then for its whole HTTP request
+    /// head (a deadline for the head, not per byte; again for each keep-alive request), and
+    /// after the upgrade for its Hello.
     #[arg(long, default_value_t = 5.0)]
     pub handshake_timeout: f64,
+
+    /// Most connections in HTTP at once (not yet WebSocket sessions: in the TLS handshake,
+    /// sending a request head, being answered, or idle between keep-alive requests). A new
+    /// connection is never refused for it: the oldest one that has not sent a whole request
+    /// head is closed to make room (slow and idle sockets go first). Each costs a socket and,
+    /// once it has sent a head, about 16 KiB of HTTP buffers.
+    #[arg(long, default_value_t = crate::pending::DEFAULT_MAX_PENDING)]
+    pub max_pending_http: usize,
+
+    /// Most connections in HTTP from one source (an IPv4 address, an IPv6 /64); beyond it a
+    /// new connection from there is closed at accept, so one host cannot take the whole
+    /// --max-pending-http table. 0: no per-source cap (players behind one big NAT).
+    #[arg(long, default_value_t = crate::pending::DEFAULT_MAX_PENDING_PER_SOURCE)]
+    pub max_pending_per_ip: usize,
 
     /// Seconds one write to a client may block before the client is dropped as too slow.
     #[arg(long, default_value_t = 5.0)]
@@ -280,6 +296,10 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// SO_SNDBUF of each TCP connection; `None` leaves the kernel's autotuning.
     pub send_buffer: Option<usize>,
+    /// Most connections in HTTP at once.
+    pub max_pending_http: usize,
+    /// Most connections in HTTP from one source (0: no cap).
+    pub max_pending_per_ip: usize,
     /// Input queue capacity.
     pub input_queue: usize,
     /// Directory to serve the web client from, instead of the built-in copy.
@@ -368,6 +388,12 @@ impl Cli {
                 why: "must be at least 1".into(),
             });
         }
+        if self.max_pending_http == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "max-pending-http",
+                why: "must be at least 1".into(),
+            });
+        }
         if self.input_queue == 0 {
             return Err(ConfigError::Invalid {
                 flag: "input-queue",
@@ -438,6 +464,8 @@ impl Cli {
             handshake_timeout,
             write_timeout,
             send_buffer,
+            max_pending_http: self.max_pending_http,
+            max_pending_per_ip: self.max_pending_per_ip,
             input_queue: self.input_queue,
             web_root: self.web_root,
             seed: self.seed,

@@ -2,14 +2,20 @@
 //! `--tls-cert`, see [`crate::tls`]): health, metrics, the web client, matchmaking
 //! ([`crate::matchmaking`]) and the WebSocket upgrade at `/ws`.
 //!
-//! Every connection is bounded: the request head must arrive within `--handshake-timeout`
-//! and fit hyper's smallest read buffer (8 KiB plus what it parses in one go), request bodies
-//! are capped at [`MAX_BODY_BYTES`], and at most [`MAX_PENDING_HTTP`] connections may be in
-//! HTTP at once (the rest are closed at accept). A WebSocket upgrade takes a `--max-clients`
-//! slot before it answers 101.
+//! Every connection is bounded: a connection still in HTTP holds a place in the
+//! [`PendingTable`] (`--max-pending-http`, `--max-pending-per-ip`; a full table makes room by
+//! closing its oldest connection that has not sent a whole head, see [`crate::pending`]); on
+//! plain TCP the first request head is read into a buffer no bigger than what arrived
+//! ([`crate::head`]) before hyper takes over; the TLS handshake and each request head must
+//! be complete within `--handshake-timeout` (a deadline for the whole head, not per byte: the
+//! head is read that long from accept, and hyper's `header_read_timeout` is armed once per
+//! head); heads fit hyper's smallest read buffer (8 KiB), request bodies are capped at
+//! [`MAX_BODY_BYTES`]. A WebSocket upgrade takes a `--max-clients` slot before it answers 101,
+//! and leaves the pending table then.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -22,45 +28,40 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tickwire_shared::ClientId;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug};
 
-use crate::metrics::Metrics;
+use crate::head::{self, Rewind};
+use crate::pending::{Admission, PendingGuard};
 use crate::{Shared, matchmaking, session, web, ws};
 
 /// Largest request body accepted (matchmaking options); larger gets 413.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
-/// Connections still in HTTP (not yet WebSocket sessions) at once; past this a new
-/// connection is closed at once, so slow or idle sockets cannot use up every file descriptor
-/// before `--max-clients` applies.
-pub const MAX_PENDING_HTTP: u64 = 1024;
-
 /// hyper's read buffer limit, which bounds a request head.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Connections waiting in the kernel to be accepted (the kernel caps it at
+/// `net.core.somaxconn`). tokio's default of 1024 overflowed under a connection flood, and a
+/// full queue drops players' SYNs.
+pub const ACCEPT_BACKLOG: u32 = 4096;
 
 /// An HTTP answer.
 pub(crate) type Answer = Response<Full<Bytes>>;
 
-/// Counts a connection as pending HTTP until dropped.
-struct Pending(Arc<Metrics>);
-
-impl Pending {
-    fn take(metrics: &Arc<Metrics>) -> Option<Self> {
-        if metrics.http_pending.fetch_add(1, Relaxed) >= MAX_PENDING_HTTP {
-            metrics.http_pending.fetch_sub(1, Relaxed);
-            return None;
-        }
-        Some(Self(metrics.clone()))
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.http_pending.fetch_sub(1, Relaxed);
-    }
+/// Binds the game port's listener with an [`ACCEPT_BACKLOG`]-deep accept queue.
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// A plain answer with a body.
@@ -90,25 +91,106 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Answer
     }
 }
 
-/// Serves one TCP connection: the TLS handshake when the game port has TLS, then HTTP/1.1
-/// requests (keep-alive) until it closes, or until one of them upgrades to a WebSocket.
-pub(crate) async fn serve(stream: TcpStream, sh: Arc<Shared>) {
-    let Some(pending) = Pending::take(&sh.metrics) else {
-        debug!("too many connections still in HTTP: closed");
-        return;
+/// Takes one accepted connection: a place in the pending table, then a task serving it;
+/// `done` is held until the task ends (shutdown waits for every one).
+pub(crate) async fn accept(
+    sh: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    done: &mpsc::Sender<()>,
+) {
+    if sh.pending.would_evict_unserved() {
+        tokio::task::yield_now().await;
+    }
+    match sh.pending.admit(peer.ip()) {
+        Admission::Admitted { guard, evicted } => {
+            let span = tracing::info_span!("http", %peer);
+            let (sh, done) = (sh.clone(), done.clone());
+            tokio::spawn(
+                async move {
+                    serve(stream, guard, evicted, sh).await;
+                    drop(done);
+                }
+                .instrument(span),
+            );
+        }
+        Admission::SourceFull => {
+            sh.metrics.http_refused_source.fetch_add(1, Relaxed);
+            debug!(%peer, "closed at accept: its source holds --max-pending-per-ip");
+        }
+    }
+}
+
+/// Serves one accepted TCP connection until it closes, upgrades to a WebSocket, or the
+/// pending table evicts it to make room for a newer one.
+async fn serve(
+    stream: TcpStream,
+    guard: PendingGuard,
+    evicted: oneshot::Receiver<()>,
+    sh: Arc<Shared>,
+) {
+    // `Err`: the connection left the table (it upgraded) without being evicted.
+    let evicted = async {
+        if evicted.await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
+    tokio::select! {
+        _ = serve_conn(stream, Arc::new(guard), sh) => {}
+        _ = evicted => debug!("evicted: the pending table needed room"),
+    }
+}
+
+/// The TLS handshake when the game port has TLS, or the first head read cheaply, then HTTP/1.1
+/// requests (keep-alive) until the connection closes or one of them upgrades.
+async fn serve_conn(stream: TcpStream, guard: PendingCell, sh: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     if let Some(bytes) = sh.cfg.send_buffer
         && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes)
     {
         debug!(error = %e, "cannot set SO_SNDBUF");
     }
-    let pending = Arc::new(std::sync::Mutex::new(Some(pending)));
-    let Some(tls) = sh.tls.clone() else {
-        return serve_http(TokioIo::new(stream), sh, pending).await;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // Boxed: a hyper connection (or a TLS one) is large, and inline it would make the task
+    // of every connection that large while it only waits for its first bytes.
+    match sh.tls.clone() {
+        None => serve_plain(stream, guard, sh).await,
+        Some(tls) => Box::pin(serve_tls(stream, tls, guard, sh)).await,
+    }
+}
+
+/// The first request head, read into a buffer no bigger than what arrived, then HTTP/1.1.
+async fn serve_plain(stream: TcpStream, guard: PendingCell, sh: Arc<Shared>) {
     let mut shutdown = sh.shutdown.clone();
+    let head = tokio::select! {
+        r = timeout(
+            sh.cfg.handshake_timeout,
+            head::read_head(&stream, MAX_HEAD_BYTES, || guard.waiting()),
+        ) => {
+            match r {
+                Ok(Ok(head)) if !head.is_empty() => head,
+                Ok(_) => return,
+                Err(_) => {
+                    debug!("request head timed out");
+                    return;
+                }
+            }
+        }
+        _ = shutdown.changed() => return,
+    };
+    guard.busy();
+    let io = TokioIo::new(Rewind::new(head, stream));
+    Box::pin(serve_http(io, sh, guard)).await
+}
+
+/// The TLS handshake, then HTTP/1.1 over it.
+async fn serve_tls(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    guard: PendingCell,
+    sh: Arc<Shared>,
+) {
+    let mut shutdown = sh.shutdown.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let tls = tokio::select! {
         r = timeout(sh.cfg.handshake_timeout, acceptor.accept(stream)) => match r {
             Ok(Ok(s)) => s,
@@ -123,7 +205,8 @@ pub(crate) async fn serve(stream: TcpStream, sh: Arc<Shared>) {
         },
         _ = shutdown.changed() => return,
     };
-    serve_http(TokioIo::new(tls), sh, pending).await
+    guard.waiting();
+    serve_http(TokioIo::new(tls), sh, guard).await
 }
 
 /// HTTP/1.1 on one connection, plain or TLS.
@@ -165,9 +248,18 @@ impl AtomicClientIds {
     }
 }
 
-type PendingCell = Arc<std::sync::Mutex<Option<Pending>>>;
+/// A connection's place in the pending table, shared by its requests.
+type PendingCell = Arc<PendingGuard>;
 
+/// Answers one request; meanwhile its connection counts as busy, not waiting for a head.
 async fn route(req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) -> Answer {
+    pending.busy();
+    let answer = answer_request(req, sh, &pending).await;
+    pending.idle();
+    answer
+}
+
+async fn answer_request(req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -> Answer {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let head_only = method == Method::HEAD;
@@ -349,7 +441,7 @@ fn check_upgrade<B>(req: &Request<B>) -> Result<HeaderValue, Refusal> {
 
 /// Answers a valid WebSocket upgrade with 101 and runs the session on the upgraded socket.
 /// Only a request that passed [`check_upgrade`] and got a session slot takes a client id.
-fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) -> Answer {
+fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -> Answer {
     let key = match check_upgrade(&req) {
         Ok(key) => key,
         Err(refusal) => {
@@ -383,19 +475,14 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) ->
                     return;
                 }
             };
-            // No longer pending HTTP: the session slot counts it now.
-            drop(
-                pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take(),
-            );
             // Back to the plain TCP (or TLS) stream, plus whatever hyper read past the head,
             // so the session writes straight to the socket.
-            match upgraded.downcast::<TokioIo<TcpStream>>() {
+            match upgraded.downcast::<TokioIo<Rewind<TcpStream>>>() {
                 Ok(parts) => {
                     debug!("upgraded");
-                    ws::serve(parts.io.into_inner(), parts.read_buf.to_vec(), sh, id).await;
+                    let (mut leftover, tcp) = parts.io.into_inner().into_parts();
+                    leftover.extend_from_slice(&parts.read_buf);
+                    ws::serve(tcp, leftover, sh, id).await;
                 }
                 Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                     Ok(parts) => {
@@ -409,6 +496,9 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: PendingCell) ->
         }
         .instrument(span),
     );
+    // No longer pending HTTP: the session slot counts it from here on, and the table can no
+    // longer evict it mid-handover.
+    pending.leave();
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();

@@ -19,10 +19,12 @@ pub mod driver;
 pub(crate) mod fleet;
 pub mod game;
 pub mod grid;
+pub(crate) mod head;
 pub mod http;
 pub(crate) mod matchmaking;
 pub mod metrics;
 pub mod origin;
+pub mod pending;
 pub mod quic;
 pub mod registry;
 pub mod replication;
@@ -95,6 +97,8 @@ pub(crate) struct Shared {
     /// The room a `Hello` without a seat joins, if this node has one.
     default_room: Option<String>,
     client_ids: http::AtomicClientIds,
+    /// Connections still in HTTP.
+    pending: Arc<pending::PendingTable>,
     /// TLS on the game port, with `--tls-cert`.
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Claims made so far: each claim takes the next number (see [`fleet`]).
@@ -296,6 +300,11 @@ impl Server {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let pending = Arc::new(pending::PendingTable::new(
+            cfg.max_pending_http,
+            cfg.max_pending_per_ip,
+            metrics.clone(),
+        ));
         let shared = Arc::new(Shared {
             cfg,
             metrics,
@@ -304,6 +313,7 @@ impl Server {
             claim_gate: tokio::sync::RwLock::new(()),
             default_room,
             client_ids: http::AtomicClientIds::default(),
+            pending,
             tls,
             claims: std::sync::atomic::AtomicU64::new(0),
             shutdown: shutdown_rx,
@@ -352,17 +362,7 @@ impl Server {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let span = info_span!("http", %peer);
-                        let (sh, done) = (shared.clone(), done_tx.clone());
-                        tokio::spawn(
-                            async move {
-                                http::serve(stream, sh).await;
-                                drop(done);
-                            }
-                            .instrument(span),
-                        );
-                    }
+                    Ok((stream, peer)) => http::accept(&shared, stream, peer, &done_tx).await,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         warn!(error = %e, "accept failed");

@@ -142,6 +142,10 @@ pub struct Metrics {
     pub inputs_rate_limited: AtomicU64,
     /// TCP connections still in their HTTP request or answer.
     pub http_pending: AtomicU64,
+    /// Connections in HTTP closed to make room for a newer one (`--max-pending-http`).
+    pub http_evicted: AtomicU64,
+    /// Connections closed at accept: their source held `--max-pending-per-ip` already.
+    pub http_refused_source: AtomicU64,
     /// Upgrades refused with 503 (and QUIC connections refused) at `--max-clients`.
     pub refused_full: AtomicU64,
     /// Snapshots sent on a QUIC stream because they did not fit a datagram.
@@ -242,6 +246,18 @@ impl Metrics {
             "tickwire_refused_full_total",
             "Sessions refused at --max-clients (WebSocket upgrades with 503, QUIC connections with CONNECTION_REFUSED).",
             self.refused_full.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "tickwire_http_evicted_total",
+            "Connections still in HTTP closed to make room for a newer one at --max-pending-http.",
+            self.http_evicted.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "tickwire_http_refused_source_total",
+            "Connections closed at accept because their source held --max-pending-per-ip already.",
+            self.http_refused_source.load(Relaxed),
         );
         counter(
             &mut o,
