@@ -7,8 +7,10 @@
 //! code) and calls [`run`]. So WebSocket and QUIC clients produce the same simulation events
 //! and see the same protocol behaviour, and the simulation never knows which one a client uses.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use tickwire_shared::CloseCode;
 
 use std::time::Duration;
@@ -420,16 +422,18 @@ impl<T: Transport> Session<T> {
                 return Some(end);
             }
         }
-        if let Some(frame) = st.snapshot {
-            match self.t.send_snapshot(frame).await {
-                Ok(n) => {
-                    self.sh.metrics.bytes_sent.fetch_add(n, Relaxed);
-                    self.sh.metrics.snapshots_sent.fetch_add(1, Relaxed);
-                }
+        // Closing: no more snapshots, so the Disconnect and the close frame queue right behind
+        // what the socket already holds for the client.
+        let mut close = st.close;
+        if close.is_none()
+            && let Some(frame) = st.snapshot
+        {
+            match self.send_snapshots(frame).await {
+                Ok(c) => close = c,
                 Err(end) => return Some(end),
             }
         }
-        if let Some(closing) = st.close {
+        if let Some(closing) = close {
             // The simulation already dropped this client.
             self.joined = false;
             let why = if closing.code == CloseCode::AckTimeout {
@@ -444,6 +448,52 @@ impl<T: Transport> Session<T> {
             });
         }
         None
+    }
+
+    /// Sends `frame`. While the socket makes it wait (a client that is not reading), keeps
+    /// taking what the room puts in the slot meanwhile: a newer snapshot waits its turn
+    /// (latest wins), and a close stops the wait at once and is returned, so a lagging
+    /// client is closed with its code instead of being dropped as slow when the write
+    /// times out.
+    async fn send_snapshots(&mut self, mut frame: SnapshotFrame) -> Result<Option<Closing>, End> {
+        let out = self.out.clone();
+        let metrics = self.sh.metrics.clone();
+        loop {
+            let mut newer = None;
+            let send = self.t.send_snapshot(frame);
+            tokio::pin!(send);
+            // Nearly every write completes at once; only one that waits arms the Notify wait
+            // (re-made per snapshot, it would cost every connection measurable CPU).
+            let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+                Poll::Ready(r) => r,
+                Poll::Pending => loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut send => break r,
+                        _ = out.notify.notified() => {
+                            let st = out.take();
+                            if st.close.is_some() {
+                                // Whatever of the frame tungstenite already took stays queued
+                                // ahead of the close; the rest is never sent.
+                                return Ok(st.close);
+                            }
+                            if let Some(s) = st.snapshot
+                                && newer.replace(s).is_some()
+                            {
+                                metrics.snapshots_superseded.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                },
+            };
+            let n = sent?;
+            metrics.bytes_sent.fetch_add(n, Relaxed);
+            metrics.snapshots_sent.fetch_add(1, Relaxed);
+            match newer {
+                Some(f) => frame = f,
+                None => return Ok(None),
+            }
+        }
     }
 
     async fn on_frame(&mut self, bytes: &[u8], channel: Channel) -> Option<End> {

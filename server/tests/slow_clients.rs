@@ -90,3 +90,57 @@ async fn a_client_that_never_reads_but_acks_blindly_is_dropped_after_the_write_t
     assert!(gone < Duration::from_secs(20), "{gone:?}");
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_client_reads_its_backlog_then_the_real_close_code() {
+    let srv = TestServer::start(|c| {
+        c.npcs = 500;
+        c.sim.view_radius = 5000.0;
+        // Closed for not acknowledging after 1 s, long before its blocked write would time
+        // out (and drop it without a code), and long before the close gives up lingering.
+        c.sim.ack_timeout_ticks = 30;
+        c.write_timeout = Duration::from_secs(3);
+        c.send_buffer = Some(16 * 1024);
+    })
+    .await;
+    // A small receive buffer, so the backlog fills both kernels' buffers and the server's
+    // writes wait.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(srv.addr).await.unwrap();
+    let url = format!("ws://{}/ws", srv.addr);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
+            .await
+            .unwrap();
+    send(&mut ws, &HelloArgs::new("lagging").message())
+        .await
+        .unwrap();
+    // Stop reading (and acknowledging) for longer than the write timeout.
+    sleep(Duration::from_secs(4)).await;
+    let mut snapshots = 0;
+    let mut disconnect = None;
+    let close = timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => match decode_server(&b).unwrap() {
+                    ServerMessage::Snapshot(_) => {
+                        assert!(disconnect.is_none(), "a snapshot after Disconnect");
+                        snapshots += 1;
+                    }
+                    ServerMessage::Disconnect { code, .. } => disconnect = Some(code),
+                    _ => {}
+                },
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("the backlog ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the backlog and the close in time");
+    assert!(snapshots > 0);
+    assert_eq!(disconnect, Some(4000));
+    assert_eq!(close, Some(4000));
+    srv.shutdown().await;
+}
