@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tickwire_shared::token::{PlayerClaims, TokenKey};
 
+use crate::origin::{Origin, OriginPolicy};
 use crate::quic::{QuicError, TlsIdentity};
 use crate::world::{World, WorldError};
 
@@ -100,13 +101,38 @@ pub struct Cli {
     #[arg(long)]
     pub max_detached: Option<u32>,
 
-    /// Seconds a new connection has to send its HTTP upgrade and then its Hello.
+    /// Seconds a new connection has for its TLS handshake, then for its whole HTTP request
+    /// head (a deadline for the head, not per byte; again for each keep-alive request), and
+    /// after the upgrade for its Hello.
     #[arg(long, default_value_t = 5.0)]
     pub handshake_timeout: f64,
+
+    /// Most connections in HTTP at once (not yet WebSocket sessions: in the TLS handshake,
+    /// sending a request head, being answered, or idle between keep-alive requests). A new
+    /// connection is never refused for it: the oldest one that has not sent a whole request
+    /// head is closed to make room (slow and idle sockets go first). Each costs a socket and,
+    /// once it has sent a head, about 16 KiB of HTTP buffers.
+    #[arg(long, default_value_t = crate::pending::DEFAULT_MAX_PENDING)]
+    pub max_pending_http: usize,
+
+    /// Most connections in HTTP from one source (an IPv4 address, an IPv6 /64); beyond it a
+    /// new connection from there is closed at accept, so one host cannot take the whole
+    /// --max-pending-http table. 0: no per-source cap (players behind one big NAT).
+    #[arg(long, default_value_t = crate::pending::DEFAULT_MAX_PENDING_PER_SOURCE)]
+    pub max_pending_per_ip: usize,
 
     /// Seconds one write to a client may block before the client is dropped as too slow.
     #[arg(long, default_value_t = 5.0)]
     pub write_timeout: f64,
+
+    /// Kernel send buffer of each TCP connection, in bytes (SO_SNDBUF; 0 leaves the kernel's
+    /// autotuning, which grows it up to net.ipv4.tcp_wmem's maximum, 4 MiB by default). A
+    /// client that stops reading is dropped once this much is queued for it and a write has
+    /// then waited --write-timeout; autotuned, the buffer kept growing, the write never
+    /// waited, and 50 such clients pinned ~170 MB of kernel memory for ~10 minutes. Linux
+    /// doubles the value for its bookkeeping. 4096 to 67108864.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_send_buffer: usize,
 
     /// Snapshots remembered per client as delta baselines (1–256). More survives longer ack
     /// gaps without a full snapshot, at about 1 KiB per snapshot per client.
@@ -147,15 +173,30 @@ pub struct Cli {
     #[arg(long)]
     pub no_quic: bool,
 
-    /// QUIC certificate chain, PEM (leaf first). Without it (and --tls-key) a self-signed
-    /// certificate is generated at start and its SHA-256 is logged as cert_sha256= for clients
-    /// to pin.
+    /// Certificate chain, PEM (leaf first): the game port serves https:// and wss:// with it
+    /// (TLS 1.3 and 1.2), and QUIC serves it too. Without it (and --tls-key) the game port is
+    /// plain http:// and ws://, and QUIC gets a self-signed certificate generated at start,
+    /// its SHA-256 logged as cert_sha256= for clients to pin.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
-    /// QUIC private key, PEM (PKCS#8, PKCS#1 or SEC1), for --tls-cert.
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1), for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Let WebSocket upgrades in only from pages of this origin (`scheme://host[:port]`,
+    /// repeatable); any other `Origin` header gets 403. Browsers add the header and pages
+    /// cannot forge it, so this stops any web site a player visits from playing as them
+    /// (cross-site WebSocket hijacking). List every origin your game's pages are served
+    /// from, this server's own too when players use the built-in client at `/`. Default:
+    /// any origin.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    /// With --allowed-origin, refuse (403) an upgrade that carries no `Origin` header, as
+    /// only non-browser clients send none.
+    #[arg(long, requires = "allowed_origins")]
+    pub require_origin: bool,
 
     /// Room driver threads: each steps its rooms at their tick deadlines. Default: one per
     /// CPU core.
@@ -356,6 +397,12 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Write timeout.
     pub write_timeout: Duration,
+    /// SO_SNDBUF of each TCP connection; `None` leaves the kernel's autotuning.
+    pub send_buffer: Option<usize>,
+    /// Most connections in HTTP at once.
+    pub max_pending_http: usize,
+    /// Most connections in HTTP from one source (0: no cap).
+    pub max_pending_per_ip: usize,
     /// Input queue capacity.
     pub input_queue: usize,
     /// Directory to serve the web client from, instead of the built-in copy.
@@ -364,9 +411,12 @@ pub struct ServerConfig {
     pub seed: u64,
     /// QUIC UDP address; `None` serves WebSocket only.
     pub quic: Option<SocketAddr>,
-    /// QUIC certificate and key from `--tls-cert`/`--tls-key`; `None` means a self-signed one
-    /// is generated at start.
+    /// Certificate and key from `--tls-cert`/`--tls-key`: TLS on the game port and QUIC's
+    /// identity. `None`: plain HTTP/WebSocket, and a self-signed QUIC certificate generated at
+    /// start.
     pub tls: Option<TlsIdentity>,
+    /// Which `Origin` an upgrade may come from.
+    pub origins: OriginPolicy,
     /// Rooms, matchmaking and the fleet.
     pub rooms: RoomsConfig,
     /// The key signed player tokens are checked with; `None` checks none.
@@ -451,12 +501,28 @@ impl Cli {
                 why: "must be at least 1".into(),
             });
         }
+        if self.max_pending_http == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "max-pending-http",
+                why: "must be at least 1".into(),
+            });
+        }
         if self.input_queue == 0 {
             return Err(ConfigError::Invalid {
                 flag: "input-queue",
                 why: "must be at least 1".into(),
             });
         }
+        let send_buffer = match self.max_send_buffer {
+            0 => None,
+            n @ 4096..=0x400_0000 => Some(n),
+            n => {
+                return Err(ConfigError::Invalid {
+                    flag: "max-send-buffer",
+                    why: format!("{n} is not 0 or between 4096 and 67108864 bytes"),
+                });
+            }
+        };
         let rate = f64::from(self.tick_rate);
         let ack = seconds("ack-timeout", self.ack_timeout, 0.1, 3600.0)?;
         let behind = seconds("max-behind", self.max_behind, 0.1, 3600.0)?;
@@ -483,6 +549,16 @@ impl Cli {
         };
         let quic = (!self.no_quic).then_some(self.quic);
         let rooms = self.rooms_config(quic)?;
+        let allowed = self
+            .allowed_origins
+            .iter()
+            .map(|o| Origin::parse(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                flag: "allowed-origin",
+                why: e.to_string(),
+            })?;
+        let origins = OriginPolicy::new(allowed, self.require_origin);
         Ok(ServerConfig {
             rooms,
             listen: self.listen,
@@ -503,6 +579,9 @@ impl Cli {
             max_clients: self.max_clients,
             handshake_timeout,
             write_timeout,
+            send_buffer,
+            max_pending_http: self.max_pending_http,
+            max_pending_per_ip: self.max_pending_per_ip,
             input_queue: self.input_queue,
             web_root: self.web_root,
             seed: self.seed,
@@ -512,6 +591,7 @@ impl Cli {
                 Some(p) => Some(Arc::new(read_secret(p)?)),
                 None => None,
             },
+            origins,
         })
     }
 }
@@ -651,6 +731,11 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.quic.map(|a| a.port()), Some(4433));
         assert!(c.tls.is_none());
+        assert_eq!(c.send_buffer, Some(256 * 1024));
+        let cli = Cli::try_parse_from(["s", "--max-send-buffer", "0"]).unwrap();
+        assert_eq!(cli.into_config().unwrap().send_buffer, None);
+        let cli = Cli::try_parse_from(["s", "--max-send-buffer", "100"]).unwrap();
+        assert!(cli.into_config().is_err());
     }
 
     #[test]
@@ -665,6 +750,25 @@ mod tests {
             Cli::try_parse_from(["s", "--tls-cert", "/nonexistent.pem", "--tls-key", "k"]).unwrap();
         let e = cli.into_config().unwrap_err().to_string();
         assert!(e.contains("--tls-cert /nonexistent.pem"), "{e}");
+    }
+
+    #[test]
+    fn origin_flags() {
+        let c = Cli::try_parse_from([
+            "s",
+            "--allowed-origin",
+            "https://game.example.com",
+            "--allowed-origin=http://127.0.0.1:8080",
+            "--require-origin",
+        ])
+        .unwrap();
+        let p = c.into_config().unwrap().origins;
+        assert!(p.allows([b"http://127.0.0.1:8080".as_slice()].into_iter()));
+        assert!(!p.allows(std::iter::empty()));
+        assert!(Cli::try_parse_from(["s", "--require-origin"]).is_err());
+        let c = Cli::try_parse_from(["s", "--allowed-origin", "https://x/path"]).unwrap();
+        let e = c.into_config().unwrap_err().to_string();
+        assert!(e.contains("--allowed-origin"), "{e}");
     }
 
     #[test]

@@ -19,9 +19,12 @@ pub mod driver;
 pub(crate) mod fleet;
 pub mod game;
 pub mod grid;
+pub(crate) mod head;
 pub mod http;
 pub(crate) mod matchmaking;
 pub mod metrics;
+pub mod origin;
+pub mod pending;
 pub mod quic;
 pub mod registry;
 pub mod replication;
@@ -29,6 +32,7 @@ pub mod rng;
 pub mod room;
 pub mod scheduler;
 pub(crate) mod session;
+pub mod tls;
 pub mod web;
 pub mod world;
 pub mod ws;
@@ -74,6 +78,9 @@ pub enum ServerError {
     /// The default room could not be made.
     #[error("default room: {0}")]
     DefaultRoom(registry::RoomError),
+    /// rustls refused the certificate or key for the game port.
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(rustls::Error),
 }
 
 /// State every connection task shares.
@@ -90,6 +97,10 @@ pub(crate) struct Shared {
     /// The room a `Hello` without a seat joins, if this node has one.
     default_room: Option<String>,
     client_ids: http::AtomicClientIds,
+    /// Connections still in HTTP.
+    pending: Arc<pending::PendingTable>,
+    /// TLS on the game port, with `--tls-cert`.
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// Claims made so far: each claim takes the next number (see [`fleet`]).
     claims: std::sync::atomic::AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -197,6 +208,14 @@ impl Server {
                 *url = url.replace(&q.to_string(), &ql.local_addr().to_string());
             }
         }
+        let tls = match &cfg.tls {
+            Some(id) => Some(tls::server_config(id).map_err(ServerError::Tls)?),
+            None => None,
+        };
+        if tls.is_some() && !cfg.rooms.public_urls_given {
+            // Matchmaking sends clients to this port: over TLS, as wss://.
+            cfg.rooms.ws_url = cfg.rooms.ws_url.replacen("ws://", "wss://", 1);
+        }
         let driver = driver::Driver::start(cfg.rooms.threads, cfg.sim.tick_rate, metrics.clone())
             .map_err(ServerError::Thread)?;
         let registry = Arc::new(registry::Registry::new(
@@ -231,7 +250,11 @@ impl Server {
             match public_urls_from_agones(&agones::AgonesClient::new(port)).await {
                 Some((ws, q)) => {
                     info!(ws_url = %ws, "Agones: clients reach this GameServer at its address and host port");
-                    cfg.rooms.ws_url = ws;
+                    cfg.rooms.ws_url = if tls.is_some() {
+                        ws.replacen("ws://", "wss://", 1)
+                    } else {
+                        ws
+                    };
                     if cfg.rooms.quic_url.is_some() {
                         cfg.rooms.quic_url = q;
                     }
@@ -241,9 +264,14 @@ impl Server {
                 }
             }
         }
-        if ["ws://0.0.0.0:", "ws://[::]:"]
-            .iter()
-            .any(|p| cfg.rooms.ws_url.starts_with(p))
+        if [
+            "ws://0.0.0.0:",
+            "ws://[::]:",
+            "wss://0.0.0.0:",
+            "wss://[::]:",
+        ]
+        .iter()
+        .any(|p| cfg.rooms.ws_url.starts_with(p))
         {
             warn!(
                 ws_url = %cfg.rooms.ws_url,
@@ -272,6 +300,11 @@ impl Server {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let pending = Arc::new(pending::PendingTable::new(
+            cfg.max_pending_http,
+            cfg.max_pending_per_ip,
+            metrics.clone(),
+        ));
         let shared = Arc::new(Shared {
             cfg,
             metrics,
@@ -280,6 +313,8 @@ impl Server {
             claim_gate: tokio::sync::RwLock::new(()),
             default_room,
             client_ids: http::AtomicClientIds::default(),
+            pending,
+            tls,
             claims: std::sync::atomic::AtomicU64::new(0),
             shutdown: shutdown_rx,
         });
@@ -294,6 +329,7 @@ impl Server {
             ws_url = %shared.cfg.rooms.ws_url,
             room_threads = shared.cfg.rooms.threads,
             directory = if shared.cfg.rooms.redis.is_some() { "redis" } else { "local" },
+            tls = shared.tls.is_some(),
             "listening (WebSocket at /ws, matchmaking at /matchmake, metrics at /metrics)"
         );
         if let Some(q) = &quic {
@@ -326,17 +362,7 @@ impl Server {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let span = info_span!("http", %peer);
-                        let (sh, done) = (shared.clone(), done_tx.clone());
-                        tokio::spawn(
-                            async move {
-                                http::serve(stream, sh).await;
-                                drop(done);
-                            }
-                            .instrument(span),
-                        );
-                    }
+                    Ok((stream, peer)) => http::accept(&shared, stream, peer, &done_tx).await,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         warn!(error = %e, "accept failed");

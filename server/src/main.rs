@@ -55,8 +55,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = tickwire_server::http::bind_listener(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let quic = match config.quic {
             None => None,

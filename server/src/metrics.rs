@@ -65,10 +65,12 @@ pub enum DisconnectReason {
     DirectoryUnavailable,
     /// The signed player token was missing, expired, invalid or for another room.
     TokenRefused,
+    /// Messages (WebSocket pings and pongs included) far over the message budget.
+    Flooding,
 }
 
 impl DisconnectReason {
-    const ALL: [DisconnectReason; 19] = [
+    const ALL: [DisconnectReason; 20] = [
         Self::Normal,
         Self::Dropped,
         Self::Shutdown,
@@ -88,6 +90,7 @@ impl DisconnectReason {
         Self::RoomUnavailable,
         Self::DirectoryUnavailable,
         Self::TokenRefused,
+        Self::Flooding,
     ];
 
     /// The label value.
@@ -112,6 +115,7 @@ impl DisconnectReason {
             Self::RoomUnavailable => "room_unavailable",
             Self::DirectoryUnavailable => "directory_unavailable",
             Self::TokenRefused => "token_refused",
+            Self::Flooding => "flooding",
         }
     }
 }
@@ -158,6 +162,10 @@ pub struct Metrics {
     pub inputs_rate_limited: AtomicU64,
     /// TCP connections still in their HTTP request or answer.
     pub http_pending: AtomicU64,
+    /// Connections in HTTP closed to make room for a newer one (`--max-pending-http`).
+    pub http_evicted: AtomicU64,
+    /// Connections closed at accept: their source held `--max-pending-per-ip` already.
+    pub http_refused_source: AtomicU64,
     /// Upgrades refused with 503 (and QUIC connections refused) at `--max-clients`.
     pub refused_full: AtomicU64,
     /// Snapshots sent on a QUIC stream because they did not fit a datagram.
@@ -211,7 +219,7 @@ impl Metrics {
 /// The unlabelled counters, in exposition order: the name without `_total` (the encoder
 /// appends it to counters), the help, and the atomic behind it.
 type CounterField = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
-const COUNTERS: [CounterField; 12] = [
+const COUNTERS: [CounterField; 14] = [
     ("tickwire_ticks", "Simulation ticks run.", |m| &m.ticks),
     (
         "tickwire_tick_overruns",
@@ -257,6 +265,16 @@ const COUNTERS: [CounterField; 12] = [
         "tickwire_refused_full",
         "Sessions refused at --max-clients (WebSocket upgrades with 503, QUIC connections with CONNECTION_REFUSED).",
         |m| &m.refused_full,
+    ),
+    (
+        "tickwire_http_evicted",
+        "Connections still in HTTP closed to make room for a newer one at --max-pending-http.",
+        |m| &m.http_evicted,
+    ),
+    (
+        "tickwire_http_refused_source",
+        "Connections closed at accept because their source held --max-pending-per-ip already.",
+        |m| &m.http_refused_source,
     ),
     (
         "tickwire_quic_snapshots_on_stream",

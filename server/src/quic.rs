@@ -141,6 +141,16 @@ impl TlsIdentity {
         })
     }
 
+    /// The certificate chain, leaf first.
+    pub(crate) fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// The private key.
+    pub(crate) fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.key
+    }
+
     /// Whether this identity was generated at start rather than loaded.
     pub fn is_self_signed(&self) -> bool {
         self.self_signed

@@ -7,14 +7,18 @@
 //! code) and calls [`run`]. So WebSocket and QUIC clients produce the same simulation events
 //! and see the same protocol behaviour, and the simulation never knows which one a client uses.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use tickwire_shared::CloseCode;
 
+use std::time::Duration;
 use tickwire_shared::codec::{DecodeError, decode_client, encode_server, peek_hello_version};
 use tickwire_shared::message::MAX_REASON_BYTES;
 use tickwire_shared::token::{PlayerClaims, TokenError};
 use tickwire_shared::{ClientId, ClientMessage, PROTOCOL_VERSION, ServerMessage, Tick};
+
 use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
@@ -126,8 +130,11 @@ pub(crate) enum Channel {
 pub(crate) enum Inbound<F> {
     /// One client envelope, not yet decoded.
     Frame(F, Channel),
-    /// Something the transport handled itself (a WebSocket ping, a stream being opened).
+    /// Something the transport handled itself (a stream being opened, a chunk of a stream).
     Nothing,
+    /// A transport control message the transport answered itself (a WebSocket ping or pong):
+    /// it counts against the message budget like an envelope.
+    Control,
     /// The connection ended or broke the transport's rules.
     End(End),
 }
@@ -219,41 +226,88 @@ struct Session<T> {
 }
 
 /// Per-session message budget (a token bucket): a client may send about two messages per tick
-/// plus a small burst. Messages over it are dropped and counted, so one flooding client
-/// cannot fill the simulation's shared input queue and crowd out everyone else's inputs and
+/// plus a small burst; `Input`, `Ping` and WebSocket control frames (ping, pong) all count.
+/// Messages over it are dropped and counted, so one flooding client cannot fill the
+/// simulation's shared input queue and crowd out everyone else's inputs and
 /// acknowledgements. Legitimate clients lose nothing: each Input repeats the last 8 frames.
+///
+/// A client that keeps sending far over it is closed with 4013: more than [`FLOOD_FACTOR`]
+/// times its per-second budget dropped within one second (280 at 30 Hz: it sent at five times
+/// the budget for a whole second). A client whose messages were held up by the network and
+/// arrive in one burst stays well under that: a 5 s stall at 30 inputs a second is 150
+/// messages, of which the burst lets 32 through.
 #[derive(Debug)]
 struct RateLimit {
     tokens: f64,
     per_sec: f64,
     burst: f64,
     last: Instant,
+    /// Start of the current one-second window of dropped messages, and how many it has.
+    window: Instant,
+    dropped: u32,
+    flood: u32,
+}
+
+/// A client is flooding when it has more than this many times its per-second budget dropped
+/// within one second.
+pub(crate) const FLOOD_FACTOR: f64 = 4.0;
+
+/// What the budget says about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    /// Within budget: handle it.
+    Take,
+    /// Over budget: drop it (and count it).
+    Drop,
+    /// Far over budget for a second: close the client with 4013.
+    Flooding,
 }
 
 impl RateLimit {
-    fn new(tick_rate: u32) -> Self {
+    fn new(tick_rate: u32, now: Instant) -> Self {
         let per_sec = 2.0 * f64::from(tick_rate) + 10.0;
         let burst = 32.0;
         Self {
             tokens: burst,
             per_sec,
             burst,
-            last: Instant::now(),
+            last: now,
+            window: now,
+            dropped: 0,
+            flood: (FLOOD_FACTOR * per_sec) as u32,
         }
     }
 
     /// Takes one token if there is one.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = (now - self.last).as_secs_f64() * self.per_sec;
+    fn take(&mut self, now: Instant) -> Budget {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
-        } else {
-            false
+            return Budget::Take;
         }
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.dropped = 0;
+        }
+        self.dropped += 1;
+        if self.dropped > self.flood {
+            Budget::Flooding
+        } else {
+            Budget::Drop
+        }
+    }
+}
+
+impl End {
+    /// Far over the message budget.
+    fn flooding() -> Self {
+        Self::close(
+            DisconnectReason::Flooding,
+            CloseCode::Flooding,
+            "too many messages",
+        )
     }
 }
 
@@ -277,7 +331,7 @@ pub(crate) async fn run<T: Transport>(
         welcomed: false,
         resume_token: None,
         buf: Vec::with_capacity(256),
-        budget: RateLimit::new(sh_tick_rate),
+        budget: RateLimit::new(sh_tick_rate, Instant::now()),
     };
     let end = s.serve(hello_deadline).await;
     if let Some(place) = s.place.take() {
@@ -346,6 +400,9 @@ impl<T: Transport> Session<T> {
                     let end = match inbound {
                         Inbound::Frame(bytes, channel) => self.on_frame(bytes.as_ref(), channel).await,
                         Inbound::Nothing => None,
+                        Inbound::Control => {
+                            (self.charge() == Budget::Flooding).then(End::flooding)
+                        }
                         Inbound::End(end) => Some(end),
                     };
                     if let Some(end) = end {
@@ -354,6 +411,15 @@ impl<T: Transport> Session<T> {
                 }
             }
         }
+    }
+
+    /// Charges one message to the budget, counting a dropped one.
+    fn charge(&mut self) -> Budget {
+        let b = self.budget.take(Instant::now());
+        if b != Budget::Take {
+            self.sh.metrics.inputs_rate_limited.fetch_add(1, Relaxed);
+        }
+        b
     }
 
     async fn flush_outbound(&mut self) -> Option<End> {
@@ -370,16 +436,18 @@ impl<T: Transport> Session<T> {
                 return Some(end);
             }
         }
-        if let Some(frame) = st.snapshot {
-            match self.t.send_snapshot(frame).await {
-                Ok(n) => {
-                    self.sh.metrics.bytes_sent.fetch_add(n, Relaxed);
-                    self.sh.metrics.snapshots_sent.fetch_add(1, Relaxed);
-                }
+        // Closing: no more snapshots, so the Disconnect and the close frame queue right behind
+        // what the socket already holds for the client.
+        let mut close = st.close;
+        if close.is_none()
+            && let Some(frame) = st.snapshot
+        {
+            match self.send_snapshots(frame).await {
+                Ok(c) => close = c,
                 Err(end) => return Some(end),
             }
         }
-        if let Some(closing) = st.close {
+        if let Some(closing) = close {
             // The simulation already dropped this client.
             self.joined = false;
             let why = match closing.code {
@@ -394,6 +462,52 @@ impl<T: Transport> Session<T> {
             });
         }
         None
+    }
+
+    /// Sends `frame`. While the socket makes it wait (a client that is not reading), keeps
+    /// taking what the room puts in the slot meanwhile: a newer snapshot waits its turn
+    /// (latest wins), and a close stops the wait at once and is returned, so a lagging
+    /// client is closed with its code instead of being dropped as slow when the write
+    /// times out.
+    async fn send_snapshots(&mut self, mut frame: SnapshotFrame) -> Result<Option<Closing>, End> {
+        let out = self.out.clone();
+        let metrics = self.sh.metrics.clone();
+        loop {
+            let mut newer = None;
+            let send = self.t.send_snapshot(frame);
+            tokio::pin!(send);
+            // Nearly every write completes at once; only one that waits arms the Notify wait
+            // (re-made per snapshot, it would cost every connection measurable CPU).
+            let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+                Poll::Ready(r) => r,
+                Poll::Pending => loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut send => break r,
+                        _ = out.notify.notified() => {
+                            let st = out.take();
+                            if st.close.is_some() {
+                                // Whatever of the frame tungstenite already took stays queued
+                                // ahead of the close; the rest is never sent.
+                                return Ok(st.close);
+                            }
+                            if let Some(s) = st.snapshot
+                                && newer.replace(s).is_some()
+                            {
+                                metrics.snapshots_superseded.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                },
+            };
+            let n = sent?;
+            metrics.bytes_sent.fetch_add(n, Relaxed);
+            metrics.snapshots_sent.fetch_add(1, Relaxed);
+            match newer {
+                Some(f) => frame = f,
+                None => return Ok(None),
+            }
+        }
     }
 
     async fn on_frame(&mut self, bytes: &[u8], channel: Channel) -> Option<End> {
@@ -421,10 +535,12 @@ impl<T: Transport> Session<T> {
         if matches!(
             msg,
             ClientMessage::Input { .. } | ClientMessage::Ping { .. }
-        ) && !self.budget.take()
-        {
-            self.sh.metrics.inputs_rate_limited.fetch_add(1, Relaxed);
-            return None;
+        ) {
+            match self.charge() {
+                Budget::Take => {}
+                Budget::Drop => return None,
+                Budget::Flooding => return Some(End::flooding()),
+            }
         }
         match msg {
             ClientMessage::Hello {
@@ -589,5 +705,38 @@ impl<T: Transport> Session<T> {
         let n = self.t.send_reliable(&self.buf).await?;
         self.sh.metrics.bytes_sent.fetch_add(n, Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_drops_then_calls_a_second_far_over_it_flooding() {
+        let t0 = Instant::now();
+        let mut b = RateLimit::new(30, t0);
+        // The burst, then drops.
+        for _ in 0..32 {
+            assert_eq!(b.take(t0), Budget::Take);
+        }
+        for _ in 0..280 {
+            assert_eq!(b.take(t0), Budget::Drop);
+        }
+        assert_eq!(b.take(t0), Budget::Flooding);
+
+        // At the budget's rate (70/s at 30 Hz) nothing is dropped.
+        let mut b = RateLimit::new(30, t0);
+        let mut now = t0;
+        for _ in 0..700 {
+            now += Duration::from_millis(15);
+            assert_eq!(b.take(now), Budget::Take);
+        }
+        // Twice the rate for ten seconds: half dropped, never flooding (each one-second
+        // window drops about 70).
+        for _ in 0..1400 {
+            now += Duration::from_micros(7143);
+            assert_ne!(b.take(now), Budget::Flooding);
+        }
     }
 }

@@ -12,10 +12,8 @@ use tickwire_shared::CloseCode;
 
 use futures_util::{SinkExt, StreamExt};
 use tickwire_shared::ClientId;
-use tickwire_shared::codec::MAX_CLIENT_MESSAGE_BYTES;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -41,14 +39,33 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_WS_MESSAGE))
 }
 
-/// One upgraded WebSocket.
-struct WsTransport {
-    ws: WebSocketStream<TcpStream>,
+/// The reason tungstenite puts in the 1002 it answers a close frame with an invalid code with.
+const BAD_CLOSE_CODE: &str = "Protocol violation";
+
+/// How long the echo of a client's close frame may take to be written.
+const CLOSE_ECHO_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a close may take in all: queueing `Disconnect` and the close frame behind what
+/// the peer has not read yet, then waiting for the peer to close its side. A lagging client
+/// that reads its backlog within this gets the real close code.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Most bytes read and thrown away while waiting for the peer to close (a flooding client's
+/// messages still in flight); past it the socket is dropped, reset and all.
+pub const DRAIN_LIMIT: usize = 1 << 20;
+
+/// One upgraded WebSocket, over plain TCP or TLS (a separate monomorphic copy each, so plain
+/// TCP's write path is exactly what it was before TLS existed).
+struct WsTransport<S> {
+    ws: WebSocketStream<S>,
     write_timeout: Duration,
 }
 
 /// Runs one upgraded connection to its end.
-pub(crate) async fn serve(stream: TcpStream, leftover: Vec<u8>, sh: Arc<Shared>, client: ClientId) {
+pub(crate) async fn serve<S>(stream: S, leftover: Vec<u8>, sh: Arc<Shared>, client: ClientId)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
             .await;
@@ -60,7 +77,7 @@ pub(crate) async fn serve(stream: TcpStream, leftover: Vec<u8>, sh: Arc<Shared>,
     session::run(t, sh, client, hello_deadline).await;
 }
 
-impl WsTransport {
+impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     async fn send_frame(&mut self, frame: Bytes) -> Result<u64, End> {
         let len = frame.len() as u64;
         let mut send = std::pin::pin!(self.ws.send(Message::Binary(frame)));
@@ -78,13 +95,30 @@ impl WsTransport {
     }
 }
 
-impl Transport for WsTransport {
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
     type Frame = Bytes;
 
     async fn recv(&mut self) -> Inbound<Bytes> {
         let end = match self.ws.next().await {
             Some(Ok(Message::Binary(b))) => return Inbound::Frame(b, Channel::Reliable),
-            None | Some(Ok(Message::Close(_))) => End::peer_closed(),
+            // tungstenite has queued the answering close frame: the peer's own code echoed,
+            // or 1002 in its place when the code is one RFC 6455 7.4 does not allow on the
+            // wire (0-999, 1004-1006, 1014-2999, 5000 and up), which it hands us as
+            // "1002 Protocol violation".
+            Some(Ok(Message::Close(Some(f))))
+                if f.code == WsCloseCode::Protocol && f.reason == BAD_CLOSE_CODE =>
+            {
+                // The session's close flushes that 1002 (no `Disconnect`: the peer's close
+                // ends data frames).
+                End::protocol("invalid close code")
+            }
+            Some(Ok(Message::Close(_))) => {
+                // Send the echo before the socket goes. Bounded: a peer that closes and
+                // stops reading is not waited for.
+                let _ = timeout(CLOSE_ECHO_WAIT, self.ws.flush()).await;
+                End::peer_closed()
+            }
+            None => End::peer_closed(),
             Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                 End::dropped()
             }
@@ -98,8 +132,11 @@ impl Transport for WsTransport {
                 CloseCode::UnsupportedData,
                 "binary frames only",
             ),
-            // Ping and pong are answered by tungstenite.
-            Some(Ok(_)) => return Inbound::Nothing,
+            // tungstenite answers a ping itself, keeping at most one pong waiting (a newer
+            // ping's replaces it) within the write buffer's cap; the session charges both
+            // to the client's message budget.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Inbound::Control,
+            Some(Ok(Message::Frame(_))) => return Inbound::Nothing,
         };
         Inbound::End(end)
     }
@@ -115,10 +152,15 @@ impl Transport for WsTransport {
         self.send_frame(frame.to_vec().into()).await
     }
 
-    /// `Disconnect`, a close frame, then half-close and drain so the peer reads them instead
-    /// of a reset. Bounded in time and bytes.
+    /// `Disconnect` and a close frame, queued behind whatever the socket still holds for the
+    /// peer; then half-close, and read and discard until the peer closes too. The socket is
+    /// never dropped with unread received data while the peer may still be reading: that
+    /// makes the kernel answer with a reset, and the peer's kernel then throws away
+    /// everything it has not read yet, close frame included (the client sees 1006). Bounded:
+    /// [`CLOSE_LINGER`] in all, [`DRAIN_LIMIT`] bytes read.
     async fn close(mut self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>) {
-        let work = async {
+        let deadline = Instant::now() + CLOSE_LINGER;
+        let queued = timeout_at(deadline, async {
             if let Some(frame) = disconnect {
                 let _ = self
                     .ws
@@ -132,17 +174,27 @@ impl Transport for WsTransport {
                     reason: reason.into(),
                 }))
                 .await;
-            let tcp = self.ws.get_mut();
-            let _ = tcp.shutdown().await;
+            // After the peer's close frame tungstenite refuses the one above, and the answer
+            // it queued itself (an echo, or 1002) goes out with a flush.
+            let _ = self.ws.flush().await;
+        })
+        .await;
+        if queued.is_err() {
+            // The peer read nothing for the whole linger: nothing left to wait for.
+            return;
+        }
+        let stream = self.ws.get_mut();
+        let _ = timeout_at(deadline, async {
+            let _ = stream.shutdown().await;
             let mut sink = [0u8; 4096];
             let mut drained = 0;
-            while drained < 64 * MAX_CLIENT_MESSAGE_BYTES {
-                match tcp.read(&mut sink).await {
+            while drained < DRAIN_LIMIT {
+                match stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => drained += n,
                 }
             }
-        };
-        let _ = timeout(Duration::from_secs(1), work).await;
+        })
+        .await;
     }
 }

@@ -32,6 +32,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 mod support;
 use support::TestServer;
+use support::tls::TestPki;
 const BOTS: u64 = 20;
 const VIEWPORT: (u32, u32) = (1280, 800);
 
@@ -324,7 +325,7 @@ struct Chromium {
 }
 
 impl Chromium {
-    fn launch(binary: &Path) -> Chromium {
+    fn launch(binary: &Path, extra: &[&str]) -> Chromium {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -346,6 +347,7 @@ impl Chromium {
                 "--mute-audio",
                 "--remote-debugging-port=0",
             ])
+            .args(extra)
             .arg(format!("--window-size={},{}", VIEWPORT.0, VIEWPORT.1))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
@@ -655,40 +657,25 @@ async fn wait_for(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn browser_client_plays_in_headless_chromium() {
-    let binary = match find_chromium() {
-        Ok(b) => b,
+/// The Chromium binary, or `None` (the test passes, saying why on stderr) where there is none
+/// and `TICKWIRE_REQUIRE_BROWSER` is not 1.
+fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    match find_chromium() {
+        Ok(b) => Some(b),
         Err(why) => {
             assert!(
                 !env_is_1("TICKWIRE_REQUIRE_BROWSER"),
                 "TICKWIRE_REQUIRE_BROWSER=1 but {why}"
             );
             // Straight to stderr: libtest would capture eprintln! of a passing test.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED browser_client_plays_in_headless_chromium: {why}"
-            );
-            return;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+            None
         }
-    };
-    let started = Instant::now();
-    let srv = TestServer::start(|c| {
-        c.npcs = 40;
-        // Wider than the default so the page has company to draw.
-        c.sim.view_radius = 300.0;
-        c.web_root = None; // serve the files built into the binary
-    })
-    .await;
-    let ws_url = format!("ws://{}/ws", srv.addr);
-    let (stop_bots, bots_stop) = watch::channel(false);
-    let bots: Vec<JoinHandle<BotReport>> = (0..BOTS)
-        .map(|n| tokio::spawn(bot(ws_url.clone(), n, bots_stop.clone())))
-        .collect();
+    }
+}
 
-    let mut browser = Chromium::launch(&binary);
-    let mut cdp = Cdp::connect(&browser.devtools_url).await;
-    let page_url = format!("http://{}/?name=e2e", srv.addr);
+/// Opens `page_url` in a new page of the browser, with the test's viewport and focus.
+async fn open_page(cdp: &mut Cdp, page_url: &str) {
     let target = cdp
         .call(
             "Target.createTarget",
@@ -726,9 +713,48 @@ async fn browser_client_plays_in_headless_chromium() {
         .await;
     cdp.call(
         "Page.navigate",
-        &format!(r#"{{"url":{}}}"#, json_str(&page_url)),
+        &format!(r#"{{"url":{}}}"#, json_str(page_url)),
     )
     .await;
+}
+
+/// Asks Chromium to quit (it takes its helper processes along); then the guard kills
+/// whatever is left and removes the profile.
+async fn quit(mut cdp: Cdp, mut browser: Chromium) {
+    let _ = timeout(
+        Duration::from_secs(2),
+        cdp.ws.send(Message::Text(
+            r#"{"id":999999,"method":"Browser.close","params":{}}"#.into(),
+        )),
+    )
+    .await;
+    drop(cdp);
+    browser.wait_exit(Duration::from_secs(2));
+    drop(browser);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browser_client_plays_in_headless_chromium() {
+    let Some(binary) = chromium_or_skip("browser_client_plays_in_headless_chromium") else {
+        return;
+    };
+    let started = Instant::now();
+    let srv = TestServer::start(|c| {
+        c.npcs = 40;
+        // Wider than the default so the page has company to draw.
+        c.sim.view_radius = 300.0;
+        c.web_root = None; // serve the files built into the binary
+    })
+    .await;
+    let ws_url = format!("ws://{}/ws", srv.addr);
+    let (stop_bots, bots_stop) = watch::channel(false);
+    let bots: Vec<JoinHandle<BotReport>> = (0..BOTS)
+        .map(|n| tokio::spawn(bot(ws_url.clone(), n, bots_stop.clone())))
+        .collect();
+
+    let browser = Chromium::launch(&binary, &[]);
+    let mut cdp = Cdp::connect(&browser.devtools_url).await;
+    open_page(&mut cdp, &format!("http://{}/?name=e2e", srv.addr)).await;
 
     // 60 verified snapshots (2 s at 30 Hz), none of them a desync.
     let stats = wait_for(&mut cdp, "60 snapshots", Duration::from_secs(15), |s| {
@@ -837,18 +863,7 @@ async fn browser_client_plays_in_headless_chromium() {
         cdp.console
     );
 
-    // Ask Chromium to quit (it takes its helper processes along), then the guard kills
-    // whatever is left and removes the profile.
-    let _ = timeout(
-        Duration::from_secs(2),
-        cdp.ws.send(Message::Text(
-            r#"{"id":999999,"method":"Browser.close","params":{}}"#.into(),
-        )),
-    )
-    .await;
-    drop(cdp);
-    browser.wait_exit(Duration::from_secs(2));
-    drop(browser);
+    quit(cdp, browser).await;
     let _ = stop_bots.send(true);
     for b in bots {
         let report = timeout(WAIT, b).await.expect("bot stops").unwrap();
@@ -857,6 +872,46 @@ async fn browser_client_plays_in_headless_chromium() {
     }
     srv.shutdown().await;
     eprintln!("browser e2e took {:?}", started.elapsed());
+}
+
+/// The page served over https (TLS on the game port, a certificate from a test CA the
+/// browser is told to accept) connects with wss: (a ws: socket from an https page would be
+/// blocked as mixed content) and plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browser_client_plays_over_https() {
+    let Some(binary) = chromium_or_skip("browser_client_plays_over_https") else {
+        return;
+    };
+    let identity = TestPki::new().identity;
+    let srv = TestServer::start(|c| {
+        c.npcs = 40;
+        c.sim.view_radius = 300.0;
+        c.web_root = None;
+        c.tls = Some(identity);
+    })
+    .await;
+    // The test CA is not in Chromium's store; in this test only, certificate errors pass.
+    let browser = Chromium::launch(&binary, &["--ignore-certificate-errors"]);
+    let mut cdp = Cdp::connect(&browser.devtools_url).await;
+    open_page(&mut cdp, &format!("https://{}/?name=tls", srv.addr)).await;
+    let stats = wait_for(&mut cdp, "30 snapshots", Duration::from_secs(15), |s| {
+        s.get("snapshots")
+            .is_some_and(|n| matches!(n, Json::Num(n) if *n >= 30.0))
+    })
+    .await;
+    assert_eq!(stats.get("connected"), Some(&Json::Bool(true)));
+    assert_eq!(stats.num("desyncs"), 0.0, "{stats:?}");
+    assert_eq!(
+        cdp.eval("location.protocol").await,
+        Json::Str("https:".into())
+    );
+    assert!(
+        !cdp.console.iter().any(|l| l.starts_with("exception")),
+        "page threw: {:#?}",
+        cdp.console
+    );
+    quit(cdp, browser).await;
+    srv.shutdown().await;
 }
 
 #[test]

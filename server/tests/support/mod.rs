@@ -7,7 +7,9 @@
 pub(crate) mod agones_fake;
 pub(crate) mod http;
 pub(crate) mod process;
+pub(crate) mod raw;
 pub(crate) mod redis;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

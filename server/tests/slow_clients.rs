@@ -1,0 +1,146 @@
+//! Clients that stop reading: what they can cost the server, and what they get to read.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tickwire_bot_client::HelloArgs;
+use tickwire_bot_client::client::client_ws_config;
+use tickwire_shared::codec::{decode_server, encode_client};
+use tickwire_shared::{ClientMessage, ServerMessage, Tick};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{sleep, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+
+mod support;
+use support::{TestServer, WAIT};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// A welcomed WebSocket over a socket with default (autotuned) buffers, like any client's;
+/// returns it with the tick of the first snapshot and when it arrived.
+async fn welcomed(addr: SocketAddr, name: &str) -> (Ws, Tick, Instant) {
+    let socket = TcpSocket::new_v4().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
+            .await
+            .unwrap();
+    send(&mut ws, &HelloArgs::new(name).message())
+        .await
+        .unwrap();
+    loop {
+        let Message::Binary(b) = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap() else {
+            continue;
+        };
+        if let ServerMessage::Snapshot(s) = decode_server(&b).unwrap() {
+            return (ws, s.tick, Instant::now());
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), tungstenite::Error> {
+    let mut b = Vec::new();
+    encode_client(msg, &mut b).unwrap();
+    ws.send(Message::Binary(b.into())).await
+}
+
+/// An Input acknowledging, without having read it, the snapshot the server should have sent
+/// by now (a few ticks back, so it is one the server did make).
+fn blind_ack(tick0: Tick, since: Instant, tick_rate: f64) -> ClientMessage {
+    let ticks = (since.elapsed().as_secs_f64() * tick_rate) as u32;
+    ClientMessage::Input {
+        ack_tick: Tick((tick0.0 + ticks).saturating_sub(3).max(tick0.0)),
+        frames: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_but_acks_blindly_is_dropped_after_the_write_timeout() {
+    let srv = TestServer::start(|c| {
+        // Every NPC in view: a few tens of KB/s of snapshots.
+        c.npcs = 500;
+        c.sim.view_radius = 5000.0;
+        c.write_timeout = Duration::from_secs(1);
+        // The ack timeout is not what ends this client.
+        c.sim.ack_timeout_ticks = 30 * 120;
+        c.send_buffer = Some(16 * 1024);
+    })
+    .await;
+    let (mut ws, tick0, t0) = welcomed(srv.addr, "never reads").await;
+    // From now on: acknowledge at the tick rate, never read. Once the server has closed the
+    // socket, writes fail (the first one is answered with a reset).
+    let started = Instant::now();
+    let gone = timeout(Duration::from_secs(60), async {
+        loop {
+            if send(&mut ws, &blind_ack(tick0, t0, 30.0)).await.is_err() {
+                return started.elapsed();
+            }
+            sleep(Duration::from_millis(33)).await;
+        }
+    })
+    .await
+    .expect("the server drops a client that never reads");
+    eprintln!("dropped after {gone:?}");
+    // The socket buffers fill in a few seconds, then one write waits the write timeout;
+    // with the kernel's autotuned 4 MiB send buffer this took minutes.
+    assert!(gone < Duration::from_secs(20), "{gone:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_client_reads_its_backlog_then_the_real_close_code() {
+    let srv = TestServer::start(|c| {
+        c.npcs = 500;
+        c.sim.view_radius = 5000.0;
+        // Closed for not acknowledging after 1 s, long before its blocked write would time
+        // out (and drop it without a code), and long before the close gives up lingering.
+        c.sim.ack_timeout_ticks = 30;
+        c.write_timeout = Duration::from_secs(3);
+        c.send_buffer = Some(16 * 1024);
+    })
+    .await;
+    // A small receive buffer, so the backlog fills both kernels' buffers and the server's
+    // writes wait.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(srv.addr).await.unwrap();
+    let url = format!("ws://{}/ws", srv.addr);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
+            .await
+            .unwrap();
+    send(&mut ws, &HelloArgs::new("lagging").message())
+        .await
+        .unwrap();
+    // Stop reading (and acknowledging) for longer than the write timeout.
+    sleep(Duration::from_secs(4)).await;
+    let mut snapshots = 0;
+    let mut disconnect = None;
+    let close = timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => match decode_server(&b).unwrap() {
+                    ServerMessage::Snapshot(_) => {
+                        assert!(disconnect.is_none(), "a snapshot after Disconnect");
+                        snapshots += 1;
+                    }
+                    ServerMessage::Disconnect { code, .. } => disconnect = Some(code),
+                    _ => {}
+                },
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("the backlog ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the backlog and the close in time");
+    assert!(snapshots > 0);
+    assert_eq!(disconnect, Some(4000));
+    assert_eq!(close, Some(4000));
+    srv.shutdown().await;
+}
