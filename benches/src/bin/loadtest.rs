@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use tickwire_bot_client::quic::parse_sha256;
+use tickwire_bot_client::tls::TlsTrust;
 use tickwire_bot_client::{FractionError, LoadConfig, TransportKind, parse_verify_fraction, run};
 use tickwire_shared::rlimit;
 use tickwire_shared::token::TokenKey;
@@ -224,6 +225,10 @@ struct Args {
     /// signs itself a player token with it (arena, crowd and rooms).
     #[arg(long, value_name = "PATH")]
     auth_secret_file: Option<PathBuf>,
+    /// WebSocket bots over TLS (`wss://`): the server gets a throwaway self-signed
+    /// certificate (`--tls-cert/--tls-key`), which the bots trust.
+    #[arg(long)]
+    tls: bool,
 }
 
 impl Args {
@@ -514,6 +519,31 @@ fn main() -> anyhow::Result<()> {
     server_args.extend(["--max-clients".to_owned(), (args.bots + 100).to_string()]);
     server_args.extend(scenario_args.iter().cloned());
     server_args.extend(args.auth_server_args());
+    // --tls: a self-signed certificate for 127.0.0.1, as PEM files beside the world file.
+    let mut tls_files = Vec::new();
+    let mut ws_tls = None;
+    if args.tls {
+        if args.transport != TransportKind::Ws {
+            bail!("--tls is for WebSocket bots (QUIC always uses TLS)");
+        }
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .context("cannot make a certificate")?;
+        let cert_pem = cert.cert.pem();
+        for (name, text) in [
+            ("cert", cert_pem.clone()),
+            ("key", cert.signing_key.serialize_pem()),
+        ] {
+            let path = std::env::temp_dir().join(format!(
+                "tickwire-loadtest-{}-{name}.pem",
+                std::process::id()
+            ));
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            server_args.extend([format!("--tls-{name}"), path.display().to_string()]);
+            tls_files.push(TempFile(path));
+        }
+        ws_tls = Some(TlsTrust::from_pem(cert_pem.as_bytes())?);
+    }
     server_args.extend(args.server_args.iter().cloned());
     let server = ServerProc::spawn(&server_bin, &server_args)?;
     let pid = server.pid;
@@ -523,7 +553,10 @@ fn main() -> anyhow::Result<()> {
     };
     let logged = server.logged(wanted, Duration::from_secs(20))?;
     let (url, cert_sha256) = match args.transport {
-        TransportKind::Ws => (format!("ws://{}/ws", logged["addr"]), None),
+        TransportKind::Ws => {
+            let scheme = if args.tls { "wss" } else { "ws" };
+            (format!("{scheme}://{}/ws", logged["addr"]), None)
+        }
         TransportKind::Quic => (
             format!("quic://{}", logged["quic_addr"]),
             Some(parse_sha256(&logged["cert_sha256"])?),
@@ -540,6 +573,7 @@ fn main() -> anyhow::Result<()> {
         bind_ips: args.bind_ip.clone(),
         verify_fraction: args.verify,
         auth,
+        ws_tls,
         ..LoadConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -558,6 +592,7 @@ fn main() -> anyhow::Result<()> {
     let bots_cpu_s = (cpu_ticks(std::process::id())? - bots_cpu0) as f64 / 100.0;
     peak_rss = peak_rss.max(rss_kb(pid).unwrap_or(0));
     drop(world_file);
+    drop(tls_files);
 
     // /proc reports CPU time in USER_HZ, which Linux fixes at 100 on every architecture.
     let server_cpu_s = (cpu1 - cpu0) as f64 / 100.0;
