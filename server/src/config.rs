@@ -134,6 +134,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_send_buffer: usize,
 
+    /// Seconds a source (an IPv4 address, an IPv6 /64) whose session was closed for flooding
+    /// (4013) has its new connections closed at accept; 0 turns it off. Players behind the
+    /// same NAT as a flooder wait this long too, so keep it short.
+    #[arg(long, default_value_t = 5.0)]
+    pub flood_penalty: f64,
+
     /// Snapshots remembered per client as delta baselines (1–256). More survives longer ack
     /// gaps without a full snapshot, at about 1 KiB per snapshot per client.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -399,6 +405,8 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// SO_SNDBUF of each TCP connection; `None` leaves the kernel's autotuning.
     pub send_buffer: Option<usize>,
+    /// How long a flooder's source is refused at accept.
+    pub flood_penalty: Duration,
     /// Most connections in HTTP at once.
     pub max_pending_http: usize,
     /// Most connections in HTTP from one source (0: no cap).
@@ -528,6 +536,7 @@ impl Cli {
         let behind = seconds("max-behind", self.max_behind, 0.1, 3600.0)?;
         let grace = seconds("resume-grace", self.resume_grace, 0.0, 3600.0)?;
         let handshake_timeout = seconds("handshake-timeout", self.handshake_timeout, 0.1, 600.0)?;
+        let flood_penalty = seconds("flood-penalty", self.flood_penalty, 0.0, 3600.0)?;
         let write_timeout = seconds("write-timeout", self.write_timeout, 0.1, 600.0)?;
         let world = match &self.world {
             None => World::arena(),
@@ -580,6 +589,7 @@ impl Cli {
             handshake_timeout,
             write_timeout,
             send_buffer,
+            flood_penalty,
             max_pending_http: self.max_pending_http,
             max_pending_per_ip: self.max_pending_per_ip,
             input_queue: self.input_queue,

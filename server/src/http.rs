@@ -114,6 +114,10 @@ pub(crate) async fn accept(
                 .instrument(span),
             );
         }
+        Admission::Penalized => {
+            sh.metrics.http_refused_source.fetch_add(1, Relaxed);
+            debug!(%peer, "closed at accept: its source was closed for flooding a moment ago");
+        }
         Admission::SourceFull => {
             sh.metrics.http_refused_source.fetch_add(1, Relaxed);
             debug!(%peer, "closed at accept: its source holds --max-pending-per-ip");
@@ -464,6 +468,7 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -
     };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let peer_ip = pending.ip();
     let id = sh.client_ids.next();
     let span = tracing::info_span!("conn", client_id = %id);
     tokio::spawn(
@@ -482,12 +487,13 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -
                     debug!("upgraded");
                     let (mut leftover, tcp) = parts.io.into_inner().into_parts();
                     leftover.extend_from_slice(&parts.read_buf);
-                    ws::serve(tcp, leftover, sh, id).await;
+                    ws::serve(tcp, leftover, sh, id, Some(peer_ip)).await;
                 }
                 Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                     Ok(parts) => {
                         debug!("upgraded (TLS)");
-                        ws::serve(parts.io.into_inner(), parts.read_buf.to_vec(), sh, id).await;
+                        let leftover = parts.read_buf.to_vec();
+                        ws::serve(parts.io.into_inner(), leftover, sh, id, Some(peer_ip)).await;
                     }
                     Err(_) => debug!("upgraded connection is neither TCP nor TLS over TCP"),
                 },

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -75,6 +76,8 @@ struct Inner {
     /// ago, and their head is on its way).
     fresh: BTreeSet<u64>,
     per_source: HashMap<Source, usize>,
+    /// Sources closed for flooding, and until when their new connections are refused.
+    penalized: HashMap<Source, Instant>,
 }
 
 #[derive(Debug)]
@@ -96,7 +99,13 @@ pub enum Admission {
     },
     /// Its source already holds its share: close it.
     SourceFull,
+    /// Its source was closed for flooding a moment ago (`--flood-penalty`): close it.
+    Penalized,
 }
+
+/// Most sources remembered as penalized at once; past it the oldest penalty is forgotten
+/// early (so an attacker with many addresses costs this table a bounded size).
+pub const MAX_PENALIZED: usize = 4096;
 
 impl PendingTable {
     /// A table of at most `max` connections, `max_per_source` per source (0: no such cap).
@@ -109,6 +118,21 @@ impl PendingTable {
         }
     }
 
+    /// Refuses new connections from `ip`'s source until `until` (it was closed for flooding).
+    pub fn penalize(&self, ip: IpAddr, until: Instant) {
+        let mut t = self.lock();
+        if t.penalized.len() >= MAX_PENALIZED {
+            let now = Instant::now();
+            t.penalized.retain(|_, u| *u > now);
+            if t.penalized.len() >= MAX_PENALIZED
+                && let Some(first) = t.penalized.iter().min_by_key(|(_, u)| **u).map(|(s, _)| *s)
+            {
+                t.penalized.remove(&first);
+            }
+        }
+        t.penalized.insert(Source::from(ip), until);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Nothing under the lock panics; a poisoned table is still consistent.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -119,6 +143,12 @@ impl PendingTable {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
         let source = Source::from(ip);
         let mut t = self.lock();
+        if let Some(&until) = t.penalized.get(&source) {
+            if Instant::now() < until {
+                return Admission::Penalized;
+            }
+            t.penalized.remove(&source);
+        }
         let held = t.per_source.get(&source).copied().unwrap_or(0);
         if self.max_per_source > 0 && held >= self.max_per_source {
             return Admission::SourceFull;
@@ -148,6 +178,7 @@ impl PendingTable {
             guard: PendingGuard {
                 table: self.clone(),
                 id,
+                ip,
             },
             evicted,
         }
@@ -215,9 +246,15 @@ impl Inner {
 pub struct PendingGuard {
     table: Arc<PendingTable>,
     id: u64,
+    ip: IpAddr,
 }
 
 impl PendingGuard {
+    /// The connection's peer address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
     /// Part of a request head has come, not the rest (or the TLS handshake is done and the
     /// head has not come): evicted first.
     pub fn waiting(&self) {
@@ -262,8 +299,28 @@ mod tests {
     fn admit(t: &Arc<PendingTable>, ip: &str) -> (PendingGuard, oneshot::Receiver<()>) {
         match t.admit(ip.parse().unwrap()) {
             Admission::Admitted { guard, evicted } => (guard, evicted),
-            Admission::SourceFull => panic!("{ip} refused"),
+            Admission::SourceFull | Admission::Penalized => panic!("{ip} refused"),
         }
+    }
+
+    #[test]
+    fn a_penalized_source_is_refused_until_its_penalty_ends() {
+        let t = table(8, 0);
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        t.penalize(ip, Instant::now() + std::time::Duration::from_millis(200));
+        assert!(matches!(t.admit(ip), Admission::Penalized));
+        // Another source is not.
+        let (_g, _) = admit(&t, "10.0.0.10");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let (_h, _) = admit(&t, "10.0.0.9");
+        // The table of penalties stays bounded.
+        for i in 0..(MAX_PENALIZED as u32 + 10) {
+            t.penalize(
+                IpAddr::from(i.to_be_bytes()),
+                Instant::now() + std::time::Duration::from_secs(60),
+            );
+        }
+        assert!(t.lock().penalized.len() <= MAX_PENALIZED);
     }
 
     #[test]

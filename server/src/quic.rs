@@ -354,7 +354,9 @@ pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId
         metrics: sh.metrics.clone(),
         out: Vec::with_capacity(256),
     };
-    session::run(t, sh, client, deadline).await;
+    // QUIC flooders are not penalized at the TCP accept: their connections are cheap to refuse
+    // in quinn already (--max-clients), and a QUIC source may be a shared NAT.
+    session::run(t, sh, client, deadline, None).await;
 }
 
 /// Writes `frame` behind its length prefix into `out` (cleared first).

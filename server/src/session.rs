@@ -319,6 +319,7 @@ pub(crate) async fn run<T: Transport>(
     sh: Arc<Shared>,
     client: ClientId,
     hello_deadline: Instant,
+    peer: Option<std::net::IpAddr>,
 ) {
     let sh_tick_rate = sh.cfg.sim.tick_rate;
     let mut s = Session {
@@ -361,6 +362,16 @@ pub(crate) async fn run<T: Transport>(
         let disconnect = encode_server(&msg, &mut s.buf)
             .is_ok()
             .then_some(&s.buf[..]);
+        // A flooder's source is refused at accept for --flood-penalty, from now on: a
+        // flooder that reconnects at once costs a refused accept, not a handshake, an upgrade
+        // and another second of flood.
+        if let Some(ip) = peer
+            && end.why == DisconnectReason::Flooding
+            && !s.sh.cfg.flood_penalty.is_zero()
+        {
+            s.sh.pending
+                .penalize(ip, std::time::Instant::now() + s.sh.cfg.flood_penalty);
+        }
         s.t.close(code, reason, disconnect).await;
     }
 }

@@ -61,9 +61,14 @@ struct WsTransport<S> {
     write_timeout: Duration,
 }
 
-/// Runs one upgraded connection to its end.
-pub(crate) async fn serve<S>(stream: S, leftover: Vec<u8>, sh: Arc<Shared>, client: ClientId)
-where
+/// Runs one upgraded connection from `peer` to its end.
+pub(crate) async fn serve<S>(
+    stream: S,
+    leftover: Vec<u8>,
+    sh: Arc<Shared>,
+    client: ClientId,
+    peer: Option<std::net::IpAddr>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let ws =
@@ -74,7 +79,7 @@ where
         write_timeout: sh.cfg.write_timeout,
     };
     let hello_deadline = Instant::now() + sh.cfg.handshake_timeout;
-    session::run(t, sh, client, hello_deadline).await;
+    session::run(t, sh, client, hello_deadline, peer).await;
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {

@@ -16,6 +16,7 @@ use tungstenite::Message;
 
 mod support;
 use support::{TestServer, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Reads until a verified snapshot arrives.
 async fn next_snapshot(c: &mut Client) {
@@ -89,6 +90,18 @@ async fn a_ping_flood_is_closed_with_4013_and_others_keep_playing() {
         bystander.send_input(0, 127, 0, 0).await.unwrap();
         next_snapshot(&mut bystander).await;
     }
+
+    // For --flood-penalty the flooder's source is closed at accept: no HTTP answer at all.
+    let mut again = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let _ = again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = timeout(WAIT, again.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a penalized source got {:?}", &buf[..n]);
     srv.shutdown().await;
 }
 
