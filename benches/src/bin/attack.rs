@@ -75,6 +75,9 @@
 //! `./target/release/attack --attack blindack --bystanders 50 --attackers 20 --duration 5`.
 //! With `--json` the table goes to stderr and stdout gets one JSON object.
 
+#[path = "common/procfs.rs"]
+mod procfs;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

@@ -39,6 +39,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+#[path = "common/procfs.rs"]
+mod procfs;
+
+use procfs::{cpu_ticks, field, rss_kb};
 use tickwire_bot_client::quic::parse_sha256;
 use tickwire_bot_client::tls::TlsTrust;
 use tickwire_bot_client::{FractionError, LoadConfig, TransportKind, parse_verify_fraction, run};
@@ -348,39 +352,6 @@ impl ServerProc {
     fn overruns(&self) -> u64 {
         *self.overruns.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// utime + stime of a process, in clock ticks, from /proc/PID/stat.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("odd /proc stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11).context("no utime")?.parse()?;
-    let stime: u64 = f.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn rss_kb(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("no VmRSS value")?
-        .parse()?)
-}
-
-/// The value of `key=value` in a log line (a whole word: `addr` does not match `quic_addr=`).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// A status line's tick p99 in µs: `room_tick_p99_us=` (the room driver's status line; one

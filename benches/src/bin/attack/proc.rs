@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+
+use crate::procfs::field;
+pub(crate) use crate::procfs::{cpu_ticks, rss_kb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -87,41 +90,6 @@ impl ServerProc {
         addr.parse()
             .with_context(|| format!("the server logged addr={addr}"))
     }
-}
-
-/// The value of `key=value` in a log line (a whole word: `addr` does not match `quic_addr=`).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 on every Linux), from
-/// /proc/PID/stat.
-pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("odd /proc stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11).context("no utime")?.parse()?;
-    let stime: u64 = f.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// VmRSS of a process, in kB.
-pub(crate) fn rss_kb(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("no VmRSS value")?
-        .parse()?)
 }
 
 /// The soft open-file limit of a process, from /proc/PID/limits.
