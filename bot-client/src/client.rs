@@ -20,7 +20,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tickwire_shared::codec::{DecodeError, decode_server};
 use tickwire_shared::quant::BoundsError;
-use tickwire_shared::session::{ClientSession, SessionConfig, SessionError};
+use tickwire_shared::session::{ClientSession, HandshakeStep, SessionConfig, SessionError};
 pub use tickwire_shared::session::{Event, HelloArgs, Trusted};
 use tickwire_shared::{
     ClientMessage, CloseCode, InputSeq, ServerMessage, SnapshotReceiver, Tick, Welcome,
@@ -296,17 +296,17 @@ impl Client {
             let mut ws = connect_raw_tls(url, bind, tls).await?;
             let sent = flush(&mut session, &mut ws).await?;
             let welcome = loop {
-                match next_frame(&mut ws).await? {
-                    Ok(b) => session.handle_envelope(Instant::now(), &b)?,
-                    Err((code, reason)) => session.handle_close(code, &reason),
-                }
-                match session.poll_event() {
-                    Some(Event::Welcome(w)) => break w,
-                    Some(Event::Closed { code, reason }) => {
+                let received = next_frame(&mut ws).await?;
+                let received = match &received {
+                    Ok(b) => Ok(&b[..]),
+                    Err((code, reason)) => Err((*code, reason.as_str())),
+                };
+                match session.handshake_receive(Instant::now(), received)? {
+                    HandshakeStep::Welcomed(w) => break w,
+                    HandshakeStep::Closed { code, reason } => {
                         return Err(ClientError::Closed { code, reason });
                     }
-                    // Before the Welcome the session yields nothing else.
-                    Some(_) | None => {}
+                    HandshakeStep::Waiting => {}
                 }
             };
             Ok((ws, welcome, sent))

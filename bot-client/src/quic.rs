@@ -30,7 +30,9 @@ use tickwire_shared::codec::{DecodeError, MAX_SERVER_MESSAGE_BYTES, decode_serve
 use tickwire_shared::quant::BoundsError;
 pub use tickwire_shared::quic::{ALPN, LENGTH_PREFIX_BYTES};
 use tickwire_shared::quic::{FrameDecoder, single_frame, write_frame};
-use tickwire_shared::session::{Channel, ClientSession, SessionConfig, SessionError};
+use tickwire_shared::session::{
+    Channel, ClientSession, HandshakeStep, SessionConfig, SessionError,
+};
 use tickwire_shared::{
     ClientMessage, CloseCode, InputSeq, ServerMessage, SnapshotReceiver, Tick, Welcome,
 };
@@ -347,17 +349,17 @@ impl QuicConnector {
             // A snapshot datagram may overtake the Welcome on its stream; it waits in quinn's
             // datagram buffer until the Welcome has been read.
             let welcome = loop {
-                match raw.next_control_envelope().await? {
-                    Ok(b) => session.handle_envelope(Instant::now(), &b)?,
-                    Err((code, reason)) => session.handle_close(code, &reason),
-                }
-                match session.poll_event() {
-                    Some(Event::Welcome(w)) => break w,
-                    Some(Event::Closed { code, reason }) => {
+                let received = raw.next_control_envelope().await?;
+                let received = match &received {
+                    Ok(b) => Ok(&b[..]),
+                    Err((code, reason)) => Err((*code, reason.as_str())),
+                };
+                match session.handshake_receive(Instant::now(), received)? {
+                    HandshakeStep::Welcomed(w) => break w,
+                    HandshakeStep::Closed { code, reason } => {
                         return Err(QuicError::Closed { code, reason });
                     }
-                    // Before the Welcome the session yields nothing else.
-                    Some(_) | None => {}
+                    HandshakeStep::Waiting => {}
                 }
             };
             Ok((raw, welcome, sent))

@@ -139,6 +139,22 @@ pub struct Transmit {
     pub envelope: Vec<u8>,
 }
 
+/// Where a handshake stands, after [`ClientSession::handshake_receive`].
+#[derive(Debug)]
+pub enum HandshakeStep {
+    /// No `Welcome` yet: receive more.
+    Waiting,
+    /// The server's `Welcome`: the session is open.
+    Welcomed(Welcome),
+    /// The server refused or closed the connection before its `Welcome`.
+    Closed {
+        /// The close code (or `Disconnect.code`); 1006 when the connection just dropped.
+        code: u16,
+        /// The reason.
+        reason: String,
+    },
+}
+
 /// What the server sent, after decoding and (for snapshots) verification.
 #[derive(Debug)]
 pub enum Event {
@@ -514,6 +530,26 @@ impl ClientSession {
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Feeds what a transport received while waiting for the `Welcome` (an envelope, or the
+    /// connection's close code and reason) and says where the handshake stands. The driver of
+    /// either transport loops on it until it is no longer [`HandshakeStep::Waiting`].
+    pub fn handshake_receive(
+        &mut self,
+        now: Instant,
+        received: Result<&[u8], (u16, &str)>,
+    ) -> Result<HandshakeStep, SessionError> {
+        match received {
+            Ok(envelope) => self.handle_envelope(now, envelope)?,
+            Err((code, reason)) => self.handle_close(code, reason),
+        }
+        Ok(match self.poll_event() {
+            Some(Event::Welcome(w)) => HandshakeStep::Welcomed(w),
+            Some(Event::Closed { code, reason }) => HandshakeStep::Closed { code, reason },
+            // Before the Welcome the session yields nothing else.
+            Some(_) | None => HandshakeStep::Waiting,
+        })
     }
 
     fn queue_input(&mut self) -> Result<(), SessionError> {
