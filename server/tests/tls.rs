@@ -124,3 +124,48 @@ async fn the_binary_serves_https_and_quic_on_the_pem_files_it_is_given() {
     assert_eq!(r.status, 200);
     drop(proc);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_plays_over_the_servers_own_wss() {
+    use tickwire_bot_client::tls::TlsTrust;
+    use tickwire_bot_client::{Client, LoadConfig, run};
+
+    let pki = TestPki::new();
+    let identity = pki.identity.clone();
+    let srv = TestServer::start(|c| c.tls = Some(identity)).await;
+    let url = format!("wss://127.0.0.1:{}/ws", srv.addr.port());
+    // One client, trusting only the test CA (what --ca-cert does).
+    let trust = TlsTrust::from_pem(pki.chain_pem.as_bytes()).unwrap();
+    let config = trust.client_config().unwrap();
+    let mut c = Client::connect_with_tls(&url, &HelloArgs::new("bot"), Some(&config), None, WAIT)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        loop {
+            if let tickwire_bot_client::Event::Snapshot { outcome, .. } =
+                timeout(WAIT, c.next_event()).await.unwrap().unwrap()
+            {
+                outcome.expect("verifies");
+                break;
+            }
+        }
+    }
+    c.close().await;
+    // Load bots over wss, as `tickwire-bot --url wss://… --ca-cert PEM` runs them.
+    let report = run(
+        LoadConfig {
+            url,
+            ws_tls: Some(trust),
+            bots: 10,
+            duration: std::time::Duration::from_secs(2),
+            ramp_per_s: 100.0,
+            ..LoadConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(report.connected, 10, "{report:?}");
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.delivery_ratio > 0.9, "{report:?}");
+    srv.shutdown().await;
+}
