@@ -272,10 +272,15 @@ async fn answer_request(req: Request<Incoming>, sh: Arc<Shared>, pending: &Pendi
             return not_allowed("POST");
         }
         let rest = rest.to_owned();
-        let body = match read_body(req).await {
-            Ok(b) => b,
-            Err(a) => return a,
+        // The body is under the same deadline as the head, and while it trickles in the
+        // connection is evicted as early as one still sending its head.
+        pending.waiting();
+        let body = match timeout(sh.cfg.handshake_timeout, read_body(req)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(a)) => return a,
+            Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "request body too slow\n"),
         };
+        pending.busy();
         return matchmaking::handle(&sh, &rest, &body).await;
     }
     if path == "/ws" {
@@ -485,8 +490,10 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -
             match upgraded.downcast::<TokioIo<Rewind<TcpStream>>>() {
                 Ok(parts) => {
                     debug!("upgraded");
-                    let (mut leftover, tcp) = parts.io.into_inner().into_parts();
-                    leftover.extend_from_slice(&parts.read_buf);
+                    // hyper's unread bytes came out of the prefix before what is left of it.
+                    let (rest, tcp) = parts.io.into_inner().into_parts();
+                    let mut leftover = parts.read_buf.to_vec();
+                    leftover.extend_from_slice(&rest);
                     ws::serve(tcp, leftover, sh, id, Some(peer_ip)).await;
                 }
                 Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {

@@ -104,6 +104,19 @@ impl Outbound {
         std::mem::take(&mut *self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Gives back a snapshot the connection took but has not sent, unless the room has put a
+    /// newer one since (which wins); wakes the connection to send it.
+    pub(crate) fn put_back_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.snapshot.is_some() {
+            metrics.snapshots_superseded.fetch_add(1, Relaxed);
+        } else {
+            st.snapshot = Some(snap);
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
     fn put(&self, f: impl FnOnce(&mut OutboundState)) {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
         self.notify.notify_one();
@@ -407,21 +420,29 @@ impl<G: Game> Room<G> {
         if c.frames_tick != self.tick {
             c.frames_tick = self.tick;
             c.frames_applied = 0;
-            // This message repeats the newest frames: it supersedes what waited.
-            c.deferred_len = 0;
         }
         m.frames.sort_unstable_by_key(|f| f.seq);
         m.frames.dedup_by_key(|f| f.seq);
         let new = &m.frames[m.frames.partition_point(|f| f.seq <= c.v.last_input)..];
+        // What waited is superseded by a message whose newest frame is at least as new (a
+        // reordered or repeated datagram with older frames supersedes nothing).
+        let newest_waiting = c.deferred[..usize::from(c.deferred_len)]
+            .last()
+            .map(|f| f.seq);
+        let supersedes = new
+            .last()
+            .is_some_and(|f| newest_waiting.is_none_or(|w| f.seq >= w));
         if c.frames_applied >= self.cfg.max_frames_per_tick {
-            // Over budget: keep the newest for right after this tick's step (a later message
-            // repeats and supersedes them).
-            if !new.is_empty() {
+            // Over budget: keep the newest for the next tick (a later message repeats them).
+            if supersedes {
                 let n = new.len().min(MAX_INPUT_FRAMES);
                 c.deferred[..n].copy_from_slice(&new[new.len() - n..]);
                 c.deferred_len = n as u8;
             }
             return;
+        }
+        if supersedes {
+            c.deferred_len = 0;
         }
         Self::apply_frames(&mut self.game, c, self.cfg.max_frames_per_tick, new);
     }
@@ -1038,6 +1059,16 @@ mod tests {
         send(&mut s, [19, 20, 21]);
         s.tick();
         assert_eq!(s.game().applied[4..], [13, 14, 20, 21]);
+        // A reordered datagram with older frames does not throw away what waited.
+        for n in 22..=30u32 {
+            send(&mut s, n - 7..=n);
+        }
+        s.tick();
+        assert_eq!(s.game().applied[8..], [22, 23]);
+        send(&mut s, [24, 25]);
+        s.tick();
+        s.tick();
+        assert_eq!(s.game().applied[8..], [22, 23, 24, 25, 29, 30]);
     }
 
     #[test]

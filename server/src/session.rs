@@ -479,11 +479,13 @@ impl<T: Transport> Session<T> {
     /// taking what the room puts in the slot meanwhile: a newer snapshot waits its turn
     /// (latest wins), and a close stops the wait at once and is returned, so a lagging
     /// client is closed with its code instead of being dropped as slow when the write
-    /// times out.
-    async fn send_snapshots(&mut self, mut frame: SnapshotFrame) -> Result<Option<Closing>, End> {
+    /// times out. A newer snapshot goes back into the slot once the write is done, so the
+    /// session loop reads the client's acks and inputs before it sends that one: a client
+    /// on a slow link, whose every write waits, must not go unread (and ack-time out).
+    async fn send_snapshots(&mut self, frame: SnapshotFrame) -> Result<Option<Closing>, End> {
         let out = self.out.clone();
         let metrics = self.sh.metrics.clone();
-        loop {
+        {
             let mut newer = None;
             let send = self.t.send_snapshot(frame);
             tokio::pin!(send);
@@ -514,10 +516,10 @@ impl<T: Transport> Session<T> {
             let n = sent?;
             metrics.bytes_sent.fetch_add(n, Relaxed);
             metrics.snapshots_sent.fetch_add(1, Relaxed);
-            match newer {
-                Some(f) => frame = f,
-                None => return Ok(None),
+            if let Some(f) = newer {
+                out.put_back_snapshot(f, &metrics);
             }
+            Ok(None)
         }
     }
 
