@@ -162,6 +162,8 @@ struct Client {
     /// that stops sending after a burst still gets its newest intent applied.
     deferred: [InputFrame; MAX_INPUT_FRAMES],
     deferred_len: u8,
+    /// The player id of its signed token (`None` without tokens).
+    player_id: Option<String>,
     /// Replication state, and the entity, slot and last input it needs.
     v: Viewer,
 }
@@ -176,6 +178,8 @@ struct Detached {
     token: u64,
     entity: EntityId,
     expires: u32,
+    /// The player id of its token: only the same player may resume it.
+    player_id: Option<String>,
 }
 
 /// Most dropped players a [`Room`] made with [`SimConfig::max_detached`] `None` keeps waiting
@@ -278,7 +282,7 @@ impl<G: Game> Room<G> {
                 player_id,
                 out,
             } => {
-                let resumed = resume.and_then(|t| self.take_over(t));
+                let resumed = resume.and_then(|t| self.take_over(t, player_id.as_deref()));
                 let entity = resumed.unwrap_or_else(|| {
                     self.game.spawn_player(PlayerInfo {
                         client,
@@ -314,6 +318,7 @@ impl<G: Game> Room<G> {
                     frames_tick: self.tick,
                     deferred: [InputFrame::default(); MAX_INPUT_FRAMES],
                     deferred_len: 0,
+                    player_id,
                     v: Viewer::new(entity, out, self.cfg.baseline_ring),
                 });
             }
@@ -343,6 +348,7 @@ impl<G: Game> Room<G> {
                         token: c.token,
                         entity: c.v.entity,
                         expires: self.tick.saturating_add(self.cfg.resume_grace_ticks),
+                        player_id: c.player_id,
                     });
                 }
             }
@@ -352,14 +358,24 @@ impl<G: Game> Room<G> {
     /// The entity behind a resume token: a dropped player waiting in the grace period, or a
     /// connected one whose old connection has not noticed it is dead yet (that connection is
     /// closed with [`CloseCode::Replaced`]).
-    fn take_over(&mut self, token: u64) -> Option<EntityId> {
-        if let Some(i) = self.detached.iter().position(|d| d.token == token) {
+    /// With signed player tokens, only the same player id takes an entity back: a leaked
+    /// resume token is worth nothing with another player's token.
+    fn take_over(&mut self, token: u64, player_id: Option<&str>) -> Option<EntityId> {
+        if let Some(i) = self
+            .detached
+            .iter()
+            .position(|d| d.token == token && d.player_id.as_deref() == player_id)
+        {
             let entity = self.detached.remove(i)?.entity;
             unhide(&mut self.hidden, entity);
             self.game.attach_player(entity);
             return Some(entity);
         }
-        let old = self.clients.iter().find(|c| c.token == token)?.id;
+        let old = self
+            .clients
+            .iter()
+            .find(|c| c.token == token && c.player_id.as_deref() == player_id)?
+            .id;
         let c = self.remove_client(old)?;
         c.v.out.put(|s| {
             s.close = Some(Closing::new(
@@ -821,6 +837,31 @@ mod tests {
             client: ClientId(client),
             graceful: false,
         });
+    }
+
+    #[test]
+    fn only_the_same_player_resumes_with_a_resume_token() {
+        let mut s = resuming_sim(16);
+        let join_as = |s: &mut Room<Recorder>, client: u32, resume, player: &str| {
+            let out = Arc::new(Outbound::default());
+            s.control(Control::Join {
+                client: ClientId(client),
+                resume,
+                player_id: Some(player.to_owned()),
+                out: out.clone(),
+            });
+            out.take().welcome.unwrap()
+        };
+        let w = join_as(&mut s, 1, None, "alice");
+        drop_client(&mut s, 1);
+        // Another player's token with alice's resume token: a new player.
+        let other = join_as(&mut s, 2, Some(w.resume_token), "mallory");
+        assert_ne!(other.entity_id, w.entity_id);
+        assert_eq!(s.detached_count(), 1);
+        // Alice herself gets her entity back.
+        let back = join_as(&mut s, 3, Some(w.resume_token), "alice");
+        assert_eq!(back.entity_id, w.entity_id);
+        assert_eq!(s.detached_count(), 0);
     }
 
     #[test]

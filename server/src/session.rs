@@ -574,6 +574,15 @@ impl<T: Transport> Session<T> {
                     Ok(c) => c,
                     Err(end) => return Some(end),
                 };
+                // A seat names its room: a token for another room is refused before the seat
+                // is claimed (a claim is single-use).
+                if let (Some(c), Some(t)) = (
+                    &claims,
+                    seat.as_deref().and_then(crate::directory::Token::parse),
+                ) && c.check_room(t.room_id).is_err()
+                {
+                    return Some(token_end(TokenError::WrongRoom));
+                }
                 let place = match self.enter(seat.as_deref(), resume_token).await {
                     Ok(p) => p,
                     Err(end) => return Some(end),
