@@ -612,9 +612,19 @@ fn main() -> anyhow::Result<()> {
         },
         report: &report,
     };
-    let json = serde_json::to_string(&json)?;
+    finish(&json, args.json.as_deref(), &report)
+}
+
+/// Prints the run's JSON (and writes it to `--json`), then fails the run if the bots saw a
+/// desync or a decode error.
+fn finish(
+    json: &impl serde::Serialize,
+    path: Option<&Path>,
+    report: &tickwire_bot_client::Report,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string(json)?;
     println!("{json}");
-    if let Some(p) = &args.json {
+    if let Some(p) = path {
         std::fs::write(p, json + "\n")?;
     }
     if !report.is_clean() {

@@ -271,15 +271,7 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
         },
         report: &report,
     };
-    let json = serde_json::to_string(&json)?;
-    println!("{json}");
-    if let Some(p) = &args.json {
-        std::fs::write(p, json + "\n")?;
-    }
-    if !report.is_clean() {
-        bail!("desyncs or decode errors");
-    }
-    Ok(())
+    super::finish(&json, args.json.as_deref(), &report)
 }
 
 /// One RSS sample of the churn scenario.
