@@ -297,10 +297,6 @@ impl Client {
             let sent = flush(&mut session, &mut ws).await?;
             let welcome = loop {
                 let received = next_frame(&mut ws).await?;
-                let received = match &received {
-                    Ok(b) => Ok(&b[..]),
-                    Err((code, reason)) => Err((*code, reason.as_str())),
-                };
                 match session.handshake_receive(Instant::now(), received)? {
                     HandshakeStep::Welcomed(w) => break w,
                     HandshakeStep::Closed { code, reason } => {

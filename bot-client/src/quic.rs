@@ -350,10 +350,6 @@ impl QuicConnector {
             // datagram buffer until the Welcome has been read.
             let welcome = loop {
                 let received = raw.next_control_envelope().await?;
-                let received = match &received {
-                    Ok(b) => Ok(&b[..]),
-                    Err((code, reason)) => Err((*code, reason.as_str())),
-                };
                 match session.handshake_receive(Instant::now(), received)? {
                     HandshakeStep::Welcomed(w) => break w,
                     HandshakeStep::Closed { code, reason } => {

@@ -538,11 +538,11 @@ impl ClientSession {
     pub fn handshake_receive(
         &mut self,
         now: Instant,
-        received: Result<&[u8], (u16, &str)>,
+        received: Result<impl AsRef<[u8]>, (u16, String)>,
     ) -> Result<HandshakeStep, SessionError> {
         match received {
-            Ok(envelope) => self.handle_envelope(now, envelope)?,
-            Err((code, reason)) => self.handle_close(code, reason),
+            Ok(envelope) => self.handle_envelope(now, envelope.as_ref())?,
+            Err((code, reason)) => self.handle_close(code, &reason),
         }
         Ok(match self.poll_event() {
             Some(Event::Welcome(w)) => HandshakeStep::Welcomed(w),
