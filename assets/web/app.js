@@ -235,7 +235,12 @@ function sendInput() {
   const [mx, my] = moveIntent();
   const fire = mouse.down || mouse.clicked;
   mouse.clicked = false;
-  const frame = client.sendInput({ moveX: mx, moveY: my, aimYaw, buttons: fire ? BUTTON_FIRE : 0 });
+  // Lag compensation (PROTOCOL.md 5.3): say how far behind the newest snapshot the others
+  // are on screen right now, so the server tests a shot against what you aimed at.
+  const viewTick = client.receiver ? client.receiver.ackTick : 0;
+  const renderTick = (performance.now() - INTERP_DELAY_MS - clockOffset) / tickMs;
+  const interpMs = viewTick > 0 && clockOffset !== null ? Math.max(0, (viewTick - renderTick) * tickMs) : INTERP_DELAY_MS;
+  const frame = client.sendInput({ moveX: mx, moveY: my, aimYaw, buttons: fire ? BUTTON_FIRE : 0, interpMs });
   if (!frame) return;
   pending.push(frame);
   if (pending.length > MAX_PENDING_INPUTS) pending.shift();

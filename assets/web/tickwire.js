@@ -1,4 +1,4 @@
-// tickwire.js: a Tickwire client for browsers (and Node), protocol version 2.
+// tickwire.js: a Tickwire client for browsers (and Node), protocol version 4.
 //
 // A plain ES module: no build step, no dependencies. It follows shared/PROTOCOL.md byte for
 // byte; the pure functions below are tested against shared/tests/vectors/ by
@@ -28,7 +28,7 @@
 // ---------------------------------------------------------------------------------------
 // Constants (PROTOCOL.md section 4)
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 export const MAX_CLIENT_MESSAGE_BYTES = 512;
 export const MAX_SERVER_MESSAGE_BYTES = 1 << 20;
 export const MAX_INPUT_FRAMES = 8;
@@ -45,6 +45,8 @@ export const MAX_WORLD_EXTENT = 16_000_000;
 
 /** `InputFrame.buttons` bit 0: fire. */
 export const BUTTON_FIRE = 1;
+/** `InputFrame.buttons` bit 1: secondary fire (the arena's hitscan weapon). */
+export const BUTTON_SECONDARY = 2;
 
 /** Close codes (PROTOCOL.md section 6). */
 export const CLOSE = Object.freeze({
@@ -274,7 +276,15 @@ function asBytes(data) {
 }
 
 function readFrame(r) {
-  return { seq: r.u32(), moveX: r.i8(), moveY: r.i8(), aimYaw: r.u16(), buttons: r.u8() };
+  return {
+    seq: r.u32(),
+    moveX: r.i8(),
+    moveY: r.i8(),
+    aimYaw: r.u16(),
+    buttons: r.u8(),
+    viewTick: r.u32(),
+    interpMs: r.u16(),
+  };
 }
 
 /**
@@ -282,7 +292,8 @@ function readFrame(r) {
  * `{type: "Hello", protocolVersion, name, resumeToken, seat, auth}` (resumeToken: BigInt or
  * null; seat: the matchmaker's seat token, a string, or null; auth: a signed player token
  * from the game's backend, a string, or null),
- * `{type: "Input", ackTick, frames: [{seq, moveX, moveY, aimYaw, buttons}]}`,
+ * `{type: "Input", ackTick, frames: [{seq, moveX, moveY, aimYaw, buttons, viewTick, interpMs}]}`
+ * (viewTick and interpMs default to 0),
  * `{type: "Ping", clientTime}` (BigInt), `{type: "Leave"}`. Returns a Uint8Array.
  * Throws ProtocolError for values out of range or a broken limit (name over 32 bytes, seat
  * over 128 bytes, auth over 256 bytes, more than 8 frames, over 512 bytes).
@@ -327,6 +338,8 @@ export function encodeClientMessage(msg) {
         w.i8(f.moveY);
         w.u16(f.aimYaw);
         w.u8(f.buttons);
+        w.u32(f.viewTick ?? 0);
+        w.u16(f.interpMs ?? 0);
       }
       break;
     }
@@ -411,6 +424,7 @@ export function encodeServerMessage(msg) {
       w.u32(msg.baselineAge);
       w.u32(msg.lastInput);
       w.u32(msg.checksum);
+      w.bool(msg.partial ?? false);
       w.rawBytes(msg.body);
       break;
     case "Pong":
@@ -434,7 +448,8 @@ export function encodeServerMessage(msg) {
  * and messages over 1 MiB throw ProtocolError):
  * `{type: "Welcome", protocolVersion, clientId, entityId, tickRate, snapshotEvery, worldMin,
  * worldMax, resumeToken}` (worldMin/worldMax: [x, y, z] numbers; resumeToken: BigInt),
- * `{type: "Snapshot", tick, baselineAge, lastInput, checksum, body}` (body: Uint8Array),
+ * `{type: "Snapshot", tick, baselineAge, lastInput, checksum, partial, body}` (partial: a
+ * boolean, PROTOCOL.md 7.4; body: Uint8Array),
  * `{type: "Pong", clientTime, serverTick}` (clientTime: BigInt),
  * `{type: "Disconnect", code, reason}`.
  */
@@ -467,6 +482,7 @@ export function decodeServerMessage(data) {
         baselineAge: r.u32(),
         lastInput: r.u32(),
         checksum: r.u32(),
+        partial: r.bool(),
         body: r.rawBytes(),
       };
       break;
@@ -879,7 +895,7 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
  *   c.onsnapshot = (view, info) => ...;   // a new verified view, dequantized
  *   c.onclose = ({ code, reason }) => ...;
  *   c.onerror = (error) => ...;
- *   c.sendInput({ moveX, moveY, aimYaw, buttons });
+ *   c.sendInput({ moveX, moveY, aimYaw, buttons, interpMs });
  *   c.close();
  *
  * Options: `name` (at most 32 bytes of UTF-8), `resumeToken` (BigInt from an earlier
@@ -889,7 +905,10 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
  * section 13; required by a server with `--auth-secret-file`), `WebSocket` (a constructor; default globalThis.WebSocket), `pingIntervalMs`
  * (default 1000), `history` (baselines kept, default 32), `autoAck` (default true: after a
  * verified snapshot, if no Input has carried the new ack within about one snapshot
- * interval, send an Input with no frames so the server never times the client out).
+ * interval, send an Input with no frames so the server never times the client out),
+ * `interpMs` (default 100: how far behind the newest snapshot you draw other entities; each
+ * input frame reports it, with the newest snapshot's tick, for lag compensation, PROTOCOL.md
+ * 5.3; pass `interpMs` to sendInput to report the exact value per frame).
  *
  * `view` in onsnapshot is an id-sorted array of dequantized entities
  * `{id, kind, x, y, z, vx, vy, vz, yaw, health, flags}`; `info` holds `tick`, `lastInput`,
@@ -912,6 +931,7 @@ export class TickwireClient {
       pingIntervalMs = 1000,
       history = DEFAULT_RING,
       autoAck = true,
+      interpMs = 100,
     } = options;
     if (utf8Encoder.encode(name).length > MAX_NAME_BYTES) {
       throw new RangeError(`name is longer than ${MAX_NAME_BYTES} bytes of UTF-8`);
@@ -927,6 +947,8 @@ export class TickwireClient {
     }
     this.url = String(url);
     this.name = name;
+    /** The interpolation delay each input frame reports by default (ms, 0..65535). */
+    this.interpMs = interpMs;
     /** CONNECTING until the Welcome, then OPEN; CLOSING after close()/Disconnect; CLOSED. */
     this.readyState = TickwireClient.CONNECTING;
     /** The server's Welcome, once received. */
@@ -997,10 +1019,13 @@ export class TickwireClient {
    * Sends one new input frame, with the newest earlier frames (up to 8 in all) and the ack of
    * the newest verified snapshot. `moveX`/`moveY`: -1..1 (sent as 1/127 steps; the server
    * normalises longer vectors); `aimYaw`: radians counter-clockwise from +x; `buttons`: bit
-   * mask (BUTTON_FIRE). Returns the frame as sent (`{seq, moveX, moveY, aimYaw, buttons}`,
+   * mask (BUTTON_FIRE); `interpMs`: how far behind the newest verified snapshot (the frame's
+   * `viewTick`) you were drawing the other entities when you sampled this input (default:
+   * the `interpMs` option), which lag compensation rewinds them by (PROTOCOL.md 5.3).
+   * Returns the frame as sent (`{seq, moveX, moveY, aimYaw, buttons, viewTick, interpMs}`,
    * wire units), or null when not connected (before the Welcome or after close).
    */
-  sendInput({ moveX = 0, moveY = 0, aimYaw = 0, buttons = 0 } = {}) {
+  sendInput({ moveX = 0, moveY = 0, aimYaw = 0, buttons = 0, interpMs = this.interpMs } = {}) {
     if (this.readyState !== TickwireClient.OPEN) return null;
     if (this._nextSeq > U32_MAX) {
       // The protocol's answer to sequence exhaustion is a new connection.
@@ -1014,6 +1039,8 @@ export class TickwireClient {
       moveY: toI8(moveY),
       aimYaw: yawToU16(aimYaw),
       buttons: (buttons | 0) & 0xff,
+      viewTick: this.receiver ? this.receiver.ackTick : 0,
+      interpMs: Math.min(0xffff, Math.max(0, Math.round(interpMs))) || 0,
     };
     this._recent.push(frame);
     if (this._recent.length > MAX_INPUT_FRAMES) this._recent.shift();

@@ -48,6 +48,7 @@ fn main() {
                 baseline_age: 0,
                 last_input: InputSeq(t),
                 checksum: view_checksum(&view),
+                partial: false,
                 body: w.finish(),
             });
             frame.clear();

@@ -90,8 +90,7 @@ fn step(s: &mut Setup) -> u64 {
                 seq: InputSeq(s.seq),
                 move_x: d.0,
                 move_y: d.1,
-                aim_yaw: 0,
-                buttons: 0,
+                ..Default::default()
             }],
         });
     }

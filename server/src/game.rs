@@ -481,8 +481,8 @@ mod tests {
             seq: InputSeq(1),
             move_x: x,
             move_y: y,
-            aim_yaw: 0,
             buttons,
+            ..Default::default()
         }
     }
 

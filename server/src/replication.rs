@@ -569,6 +569,7 @@ fn send_snapshot(
         age,
         v.last_input,
         v.checksum,
+        false,
         body.len(),
         &mut v.header,
     )

@@ -751,6 +751,7 @@ mod tests {
                 move_y: 40,
                 aim_yaw: 9000,
                 buttons: tickwire_shared::message::BUTTON_FIRE,
+                ..Default::default()
             }],
         });
         s.tick();

@@ -79,7 +79,13 @@ fn lossy_links_never_desync_and_recover() {
                     (rng.range(-1.0, 1.0) * 127.0) as i8,
                 );
             }
-            p.inputs.push(p.dir.0, p.dir.1, 0, 0).unwrap();
+            p.inputs
+                .push(tickwire_shared::InputFrame {
+                    move_x: p.dir.0,
+                    move_y: p.dir.1,
+                    ..Default::default()
+                })
+                .unwrap();
             let tickwire_shared::ClientMessage::Input { ack_tick, frames } =
                 p.inputs.message(p.rx.ack_tick())
             else {

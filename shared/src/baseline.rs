@@ -101,6 +101,7 @@ impl BaselineTracker {
             baseline_age,
             last_input,
             checksum,
+            partial: false,
             body: self.writer.finish_view().to_vec(),
         };
         EncodedSnapshot {
@@ -122,9 +123,9 @@ impl BaselineTracker {
     ) -> Result<bool, EncodeError> {
         let baseline_age = self.encode_body(tick, current, checksum);
         let body = self.writer.finish_view();
-        // Header: tag 1, three varints of at most 5 bytes, the length varint: at most 25.
-        frame.reserve(body.len() + 25);
-        encode_snapshot_frame(tick, baseline_age, last_input, checksum, body, frame)?;
+        frame.reserve(body.len() + crate::codec::MAX_SNAPSHOT_HEADER_BYTES);
+        // The reference encoder sends every entity of the view: never partial.
+        encode_snapshot_frame(tick, baseline_age, last_input, checksum, false, body, frame)?;
         Ok(baseline_age == 0)
     }
 

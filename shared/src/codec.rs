@@ -150,6 +150,7 @@ struct SnapshotFrameRef<'a> {
     baseline_age: u32,
     last_input: InputSeq,
     checksum: u32,
+    partial: bool,
     body: &'a [u8],
 }
 
@@ -163,6 +164,7 @@ pub fn encode_snapshot_frame(
     baseline_age: u32,
     last_input: InputSeq,
     checksum: u32,
+    partial: bool,
     body: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
@@ -172,6 +174,7 @@ pub fn encode_snapshot_frame(
         baseline_age,
         last_input,
         checksum,
+        partial,
         body,
     };
     let result = wincode::config::serialize_into(&mut *out, &SNAPSHOT_VARIANT, server_config())
@@ -191,13 +194,15 @@ struct SnapshotHeaderRef {
     baseline_age: u32,
     last_input: InputSeq,
     checksum: u32,
+    partial: bool,
     /// bincode writes a byte slice's length as a `u64`, a varint in this configuration.
     body_len: u64,
 }
 
 /// Longest [`encode_snapshot_header`] output: the tag (1 byte), four `u32` varints (5 bytes
-/// each) and the body length (9 bytes for a `u64` varint up to 2^64).
-pub const MAX_SNAPSHOT_HEADER_BYTES: usize = 1 + 4 * 5 + 9;
+/// each), the `partial` flag (1 byte) and the body length (9 bytes for a `u64` varint up to
+/// 2^64).
+pub const MAX_SNAPSHOT_HEADER_BYTES: usize = 1 + 4 * 5 + 1 + 9;
 
 /// Appends the `Snapshot` envelope's bytes up to (not including) a body of `body_len` bytes:
 /// the header plus the body is byte-for-byte [`encode_snapshot_frame`]'s frame. Lets a server
@@ -208,6 +213,7 @@ pub fn encode_snapshot_header(
     baseline_age: u32,
     last_input: InputSeq,
     checksum: u32,
+    partial: bool,
     body_len: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
@@ -224,6 +230,7 @@ pub fn encode_snapshot_header(
         baseline_age,
         last_input,
         checksum,
+        partial,
         body_len: body_len as u64,
     };
     let result = wincode::config::serialize_into(&mut *out, &SNAPSHOT_VARIANT, server_config())
@@ -314,12 +321,12 @@ mod tests {
             (u32::MAX, u32::MAX, u32::MAX, u32::MAX, 70_000),
         ] {
             let body = vec![0xa5u8; len];
+            let partial = len % 2 == 0;
             let mut frame = Vec::new();
-            encode_snapshot_frame(Tick(tick), age, InputSeq(input), sum, &body, &mut frame)
-                .unwrap();
+            let (t, i) = (Tick(tick), InputSeq(input));
+            encode_snapshot_frame(t, age, i, sum, partial, &body, &mut frame).unwrap();
             let mut header = Vec::new();
-            encode_snapshot_header(Tick(tick), age, InputSeq(input), sum, len, &mut header)
-                .unwrap();
+            encode_snapshot_header(t, age, i, sum, partial, len, &mut header).unwrap();
             assert!(header.len() <= MAX_SNAPSHOT_HEADER_BYTES);
             header.extend_from_slice(&body);
             assert_eq!(header, frame);
@@ -356,6 +363,8 @@ mod tests {
                 move_y: 5,
                 aim_yaw: 65535,
                 buttons: 1,
+                view_tick: Tick(u32::MAX),
+                interp_ms: u16::MAX,
             }],
         });
         roundtrip_client(ClientMessage::Ping { client_time: 0 });
@@ -370,6 +379,7 @@ mod tests {
             baseline_age: 3,
             last_input: InputSeq(251),
             checksum: 0xdead_beef,
+            partial: true,
             body: vec![1, 2, 3, 0xff],
         };
         let mut owned = Vec::new();
@@ -380,6 +390,7 @@ mod tests {
             msg.baseline_age,
             msg.last_input,
             msg.checksum,
+            msg.partial,
             &msg.body,
             &mut borrowed,
         )
@@ -425,7 +436,7 @@ mod tests {
         // Hand-built: the same message with 9 frames must be refused by the decoder.
         let mut nine = vec![1u8, 0, 9];
         for i in 0..9u8 {
-            nine.extend_from_slice(&[i + 1, 0, 0, 0, 0]);
+            nine.extend_from_slice(&[i + 1, 0, 0, 0, 0, 0, 0]);
         }
         assert!(matches!(
             decode_client(&nine),

@@ -30,20 +30,15 @@ impl InputHistory {
     }
 
     /// Records a new frame and returns its sequence number, or `None` once the sequence
-    /// space is exhausted (the client must reconnect).
-    pub fn push(&mut self, move_x: i8, move_y: i8, aim_yaw: u16, buttons: u8) -> Option<InputSeq> {
+    /// space is exhausted (the client must reconnect). `frame.seq` is ignored: the history
+    /// numbers it.
+    pub fn push(&mut self, frame: InputFrame) -> Option<InputSeq> {
         let seq = self.next;
         self.next = seq.next()?;
         if self.recent.len() == MAX_INPUT_FRAMES {
             self.recent.pop_front();
         }
-        self.recent.push_back(InputFrame {
-            seq,
-            move_x,
-            move_y,
-            aim_yaw,
-            buttons,
-        });
+        self.recent.push_back(InputFrame { seq, ..frame });
         Some(seq)
     }
 
@@ -65,7 +60,13 @@ mod tests {
     fn keeps_the_newest_frames_in_order() {
         let mut h = InputHistory::new();
         for i in 0..10 {
-            assert_eq!(h.push(i, 0, 0, 0), Some(InputSeq(u32::from(i as u8) + 1)));
+            assert_eq!(
+                h.push(InputFrame {
+                    move_x: i,
+                    ..InputFrame::default()
+                }),
+                Some(InputSeq(u32::from(i as u8) + 1))
+            );
         }
         let ClientMessage::Input { ack_tick, frames } = h.message(Some(Tick(7))) else {
             panic!("an Input");
@@ -77,6 +78,6 @@ mod tests {
             next: InputSeq(u32::MAX),
             recent: VecDeque::new(),
         };
-        assert_eq!(end.push(0, 0, 0, 0), None);
+        assert_eq!(end.push(InputFrame::default()), None);
     }
 }

@@ -19,6 +19,9 @@ pub const MAX_REASON_BYTES: usize = 123;
 
 /// Bit of [`InputFrame::buttons`]: fire the primary weapon.
 pub const BUTTON_FIRE: u8 = 1;
+/// Bit of [`InputFrame::buttons`]: fire the secondary weapon (the arena's: a hitscan beam,
+/// tested against targets where the player saw them, PROTOCOL.md 5.3).
+pub const BUTTON_SECONDARY: u8 = 2;
 
 /// A message from a client to the server.
 #[derive(Debug, Clone, PartialEq, SchemaWrite, SchemaRead)]
@@ -66,8 +69,17 @@ pub struct InputFrame {
     pub move_y: i8,
     /// Aim direction in units of 1/65536 of a turn, counter-clockwise from +x.
     pub aim_yaw: u16,
-    /// Button bitmask: [`BUTTON_FIRE`]; other bits are reserved and ignored.
+    /// Button bitmask: [`BUTTON_FIRE`], [`BUTTON_SECONDARY`]; other bits are reserved and
+    /// ignored.
     pub buttons: u8,
+    /// The tick of the newest snapshot the client had applied when it sampled this frame
+    /// (0: none yet). With `interp_ms` it says what the player saw: lag compensation tests a
+    /// shot against the world as it was then (PROTOCOL.md 5.3).
+    pub view_tick: Tick,
+    /// How far behind `view_tick` the client was drawing other entities, in milliseconds:
+    /// its interpolation delay (0 for a client that draws the newest snapshot as it is). The
+    /// moment the player saw is `view_tick - interp_ms * tick_rate / 1000` ticks.
+    pub interp_ms: u16,
 }
 
 /// A message from the server to a client.
@@ -127,6 +139,11 @@ pub struct SnapshotMessage {
     pub last_input: InputSeq,
     /// [`crate::view_checksum`] of the view the client must hold after applying this.
     pub checksum: u32,
+    /// Whether the server held back some entities to fit a bandwidth budget (PROTOCOL.md
+    /// 7.4). Then the body lists every entity it refreshed, unchanged ones included, and a
+    /// baseline entity in neither list is still in view but was not refreshed: its state is
+    /// as of an earlier tick. When `false`, every entity in view is as of `tick`.
+    pub partial: bool,
     /// The bit-packed delta (see [`crate::snapshot`]).
     pub body: Vec<u8>,
 }

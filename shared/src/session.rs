@@ -29,7 +29,7 @@ use crate::baseline::DEFAULT_RING;
 use crate::codec::{DecodeError, EncodeError, decode_server, encode_client};
 use crate::ids::{InputSeq, Tick};
 use crate::input::InputHistory;
-use crate::message::{ClientMessage, ServerMessage, SnapshotMessage, Welcome};
+use crate::message::{ClientMessage, InputFrame, ServerMessage, SnapshotMessage, Welcome};
 use crate::quant::{BoundsError, Quantizer, WorldBounds};
 use crate::receiver::{ReceiveError, Received, SnapshotReceiver};
 use crate::{CloseCode, PROTOCOL_VERSION};
@@ -108,7 +108,17 @@ pub struct SessionConfig {
     /// Verified snapshots kept as possible baselines; at least the server's
     /// `--baseline-ring` (default [`DEFAULT_RING`], the server's default).
     pub history: usize,
+    /// The interpolation delay [`ClientSession::send_input`] reports in each frame's
+    /// `interp_ms` (PROTOCOL.md 5.3): how far behind the newest snapshot the client draws
+    /// other entities. Default [`DEFAULT_INTERP_MS`]. A client that computes it per frame uses
+    /// [`ClientSession::send_input_viewing`].
+    pub interp_ms: u16,
 }
+
+/// The default [`SessionConfig::interp_ms`]: 100 ms, three snapshots at 30 a second, which is
+/// what a client interpolating between snapshots typically draws behind (Source's
+/// `cl_interp` default is 100 ms too).
+pub const DEFAULT_INTERP_MS: u16 = 100;
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -117,6 +127,7 @@ impl Default for SessionConfig {
             ping_interval: None,
             ack_delay: None,
             history: DEFAULT_RING,
+            interp_ms: DEFAULT_INTERP_MS,
         }
     }
 }
@@ -480,7 +491,8 @@ impl ClientSession {
     }
 
     /// Records a new input frame and queues an `Input` with it, the newest older frames (for
-    /// redundancy) and the acknowledgement ([`ClientSession::ack_tick`]). Returns the new
+    /// redundancy) and the acknowledgement ([`ClientSession::ack_tick`]). The frame says the
+    /// client was viewing the acknowledged tick, `config.interp_ms` behind it. Returns the new
     /// frame's sequence number.
     pub fn send_input(
         &mut self,
@@ -489,12 +501,27 @@ impl ClientSession {
         aim_yaw: u16,
         buttons: u8,
     ) -> Result<InputSeq, SessionError> {
+        let view_tick = self.ack_tick().unwrap_or(Tick(0));
+        self.send_input_viewing(InputFrame {
+            move_x,
+            move_y,
+            aim_yaw,
+            buttons,
+            view_tick,
+            interp_ms: self.config.interp_ms,
+            ..InputFrame::default()
+        })
+    }
+
+    /// As [`ClientSession::send_input`], with the frame's `view_tick` and `interp_ms` as the
+    /// caller says (a client that knows exactly what it drew); `frame.seq` is ignored.
+    pub fn send_input_viewing(&mut self, frame: InputFrame) -> Result<InputSeq, SessionError> {
         if self.phase == Phase::Handshake {
             return Err(SessionError::NotWelcomed);
         }
         let seq = self
             .inputs
-            .push(move_x, move_y, aim_yaw, buttons)
+            .push(frame)
             .ok_or(SessionError::InputExhausted)?;
         self.queue_input()?;
         Ok(seq)

@@ -154,6 +154,7 @@ proptest! {
             baseline_age: age,
             last_input: Default::default(),
             checksum,
+            partial: age % 2 == 0,
             body: body.clone(),
         });
     }

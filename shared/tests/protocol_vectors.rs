@@ -166,6 +166,8 @@ fn input_frames() -> Vec<InputFrame> {
             move_y: -127,
             aim_yaw: 16_384,
             buttons: 0,
+            view_tick: Tick(297),
+            interp_ms: 100,
         },
         InputFrame {
             seq: InputSeq(251),
@@ -173,6 +175,8 @@ fn input_frames() -> Vec<InputFrame> {
             move_y: -1,
             aim_yaw: 300,
             buttons: 1,
+            view_tick: Tick(300),
+            interp_ms: 100,
         },
     ]
 }
@@ -436,8 +440,8 @@ fn describe(msg: &Msg) -> (&'static str, u32, &'static str, Vec<(&'static str, S
                         .iter()
                         .map(|f| {
                             format!(
-                                "      {{\"seq\": {}, \"move_x\": {}, \"move_y\": {}, \"aim_yaw\": {}, \"buttons\": {}}}",
-                                f.seq.0, f.move_x, f.move_y, f.aim_yaw, f.buttons
+                                "      {{\"seq\": {}, \"move_x\": {}, \"move_y\": {}, \"aim_yaw\": {}, \"buttons\": {}, \"view_tick\": {}, \"interp_ms\": {}}}",
+                                f.seq.0, f.move_x, f.move_y, f.aim_yaw, f.buttons, f.view_tick.0, f.interp_ms
                             )
                         })
                         .collect();
@@ -487,6 +491,7 @@ fn describe(msg: &Msg) -> (&'static str, u32, &'static str, Vec<(&'static str, S
                         ("baseline_age", s.baseline_age.to_string()),
                         ("last_input", s.last_input.0.to_string()),
                         ("checksum", s.checksum.to_string()),
+                        ("partial", s.partial.to_string()),
                         ("body_len", s.body.len().to_string()),
                         ("body_hex", json_str(&hex_inline(&s.body))),
                     ],

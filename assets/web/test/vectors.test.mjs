@@ -382,7 +382,7 @@ test("TickwireClient: handshake, snapshots, acks, redundant frames, missing base
   assert.equal(client.sendInput({ moveX: 1 }), null, "no input before the Welcome");
 
   ws.open();
-  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: 3, name: "ada", resumeToken: null, seat: null, auth: null }]);
+  assert.deepEqual(ws.sent, [{ type: "Hello", protocolVersion: 4, name: "ada", resumeToken: null, seat: null, auth: null }]);
   assert.deepEqual(encodeClientMessage(ws.sent[0]), byName.hello.bytes);
   ws.deliver(byName.welcome.bytes);
   assert.equal(client.readyState, TickwireClient.OPEN);
@@ -390,13 +390,14 @@ test("TickwireClient: handshake, snapshots, acks, redundant frames, missing base
   assert.equal(ws.sentOf("Ping").length, 1, "pings right away");
 
   const f1 = client.sendInput({ moveX: 1, moveY: -1, aimYaw: Math.PI / 2, buttons: 1 });
-  assert.deepEqual(f1, { seq: 1, moveX: 127, moveY: -127, aimYaw: 16384, buttons: 1 });
+  assert.deepEqual(f1, { seq: 1, moveX: 127, moveY: -127, aimYaw: 16384, buttons: 1, viewTick: 0, interpMs: 100 });
   assert.deepEqual(ws.sentOf("Input").at(-1), { type: "Input", ackTick: 0, frames: [f1] });
 
   ws.deliver(byName.snapshot_full.bytes);
   assert.deepEqual(events.at(-1), ["snapshot", 300, 3, 10.5]);
-  client.sendInput({});
+  const f2 = client.sendInput({ interpMs: 42.4 });
   assert.equal(ws.sentOf("Input").at(-1).ackTick, 300);
+  assert.deepEqual([f2.viewTick, f2.interpMs], [300, 42], "the frame says what was on screen");
   ws.deliver(byName.snapshot_delta.bytes);
   assert.deepEqual(events.at(-1), ["snapshot", 303, 3, 11]);
   assert.equal(client.stats.snapshots, 2);

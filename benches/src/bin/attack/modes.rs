@@ -429,7 +429,9 @@ async fn flood(
             if player
                 && due
                 && let Some(tick) = newest.load(Relaxed).checked_sub(1)
-                && history.push(0, 0, 0, 0).is_some()
+                && history
+                    .push(tickwire_shared::InputFrame::default())
+                    .is_some()
                 && let Ok(frame) = raw::message_frame(&history.message(Some(Tick(tick as u32))))
             {
                 acked_at = Some(Instant::now());
@@ -577,7 +579,10 @@ async fn blind_acker(i: usize, t: &Target, start: Instant, end: Instant) -> Acke
         let ahead = (welcomed.elapsed().as_secs_f64() * rate) as u32;
         let guess = first.0.saturating_add(ahead) / every * every;
         let guess = guess.saturating_sub(2 * every).max(first.0);
-        if history.push(0, 0, 0, 0).is_none() {
+        if history
+            .push(tickwire_shared::InputFrame::default())
+            .is_none()
+        {
             break false;
         }
         let Ok(frame) = raw::message_frame(&history.message(Some(Tick(guess)))) else {
