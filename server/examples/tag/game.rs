@@ -280,10 +280,8 @@ impl Tag {
 
     /// Makes sure someone is it while two or more are in play, and no one otherwise.
     fn choose_it(&mut self) {
-        let in_play: Vec<usize> = (0..self.reps.len())
-            .filter(|&i| self.bodies[i].in_play())
-            .collect();
-        if in_play.len() < 2 {
+        let in_play = self.bodies.iter().filter(|b| b.in_play()).count();
+        if in_play < 2 {
             self.it = None;
             return;
         }
@@ -294,15 +292,21 @@ impl Tag {
         {
             return;
         }
-        // A new it, at random: preferably not one who is safe.
-        let fresh: Vec<usize> = in_play
+        // A new it, at random among those in play: preferably not one who is safe.
+        let fresh = self
+            .bodies
             .iter()
-            .copied()
-            .filter(|&i| self.bodies[i].safe <= 0.0)
-            .collect();
-        let pool = if fresh.is_empty() { &in_play } else { &fresh };
-        let pick = (self.rng.next_u64() % pool.len() as u64) as usize;
-        self.it = Some(self.reps[pool[pick]].id);
+            .filter(|b| b.in_play() && b.safe <= 0.0)
+            .count();
+        let pool = |b: &Body| b.in_play() && (fresh == 0 || b.safe <= 0.0);
+        let n = if fresh == 0 { in_play } else { fresh };
+        let pick = (self.rng.next_u64() % n as u64) as usize;
+        if let Some(i) = (0..self.reps.len())
+            .filter(|&i| pool(&self.bodies[i]))
+            .nth(pick)
+        {
+            self.it = Some(self.reps[i].id);
+        }
     }
 }
 
