@@ -39,6 +39,8 @@ use crate::room::Outbound;
 /// Fewest clients with views of their own (last tick) for which the per-client passes run
 /// on rayon's pool.
 pub const PARALLEL_MIN_CLIENTS: usize = 512;
+/// Fewest clients for which budgeted snapshots are encoded on rayon's pool.
+pub const BUDGET_PARALLEL_MIN_CLIENTS: usize = 64;
 /// Clients per rayon task: enough work per task that stealing pays for itself.
 const CLIENTS_PER_TASK: usize = 64;
 
@@ -362,7 +364,13 @@ impl Replicator {
         });
         let t = &mut self.t;
         self.own_views = t.share_views(viewers, grid, frame);
-        if self.budget.is_some() {
+                if self.budget.is_some() {
+            // A budgeted body is some 10 µs of work per client: rayon pays from a few dozen.
+            let parallel = match self.parallel_min {
+                0 => true,
+                usize::MAX => false,
+                _ => viewers.len() >= BUDGET_PARALLEL_MIN_CLIENTS,
+            };
             return self.replicate_budgeted(tick, viewers, metrics, parallel);
         }
         let t = &mut self.t;

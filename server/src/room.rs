@@ -106,8 +106,10 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// The transport took the snapshot of `tick` in full, and will deliver it in order.
-    pub(crate) fn set_delivered(&self, tick: Tick) {
+        /// The transport took the snapshot of `tick` in full, and will deliver it in order (a
+    /// reliable, ordered transport only: TCP, not QUIC datagrams). A bandwidth budget then
+    /// deltas against it without waiting for its acknowledgement.
+    pub fn set_delivered(&self, tick: Tick) {
         self.delivered.fetch_max(tick.0, Relaxed);
     }
 

@@ -229,6 +229,7 @@ pub struct Budgeted {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Kind {
     /// In the baseline, not in view (or no longer encodable): remove.
     Removed,
@@ -244,8 +245,10 @@ struct Cand {
     bucket: u8,
     take: bool,
     id: EntityId,
-    /// Bits without the gap code.
+        /// Bits without the gap code.
     payload: u32,
+    /// Bits with the estimated gap code.
+    cost: u32,
     base_i: u32,
     /// Index in the current frame (Kept, New).
     c: u32,
@@ -350,14 +353,10 @@ impl BudgetEncoder {
 
         let budget = params.max_body_bytes.saturating_mul(8) as i64;
         // Section counts cost at most 3 × 33 bits; gaps are estimated, then checked.
-        let mut target = budget - 3 * 33;
-        let mut gaps = [1u32; 3];
-        for round in 0..6 {
-            self.select(target, gaps, tick);
-            if round == 0 {
-                gaps = self.gap_estimates(base.map_or(0, |(_, v)| v.entries.len()));
-                continue;
-            }
+                let mut target = budget - 3 * 33;
+        self.set_costs(budget, base.map_or(0, |(_, v)| v.entries.len()));
+        for round in 0..5 {
+            self.select(target, tick);
             w.clear();
             let written = self.write(w, full, &delta);
             let over = written as i64 - budget;
@@ -365,7 +364,7 @@ impl BudgetEncoder {
                 break;
             }
             target -= over + 16;
-            if round >= 4 {
+                        if round >= 3 {
                 // Last resort: only what must go (removals and what is in flight).
                 target = i64::MIN;
             }
@@ -406,6 +405,7 @@ impl BudgetEncoder {
                         take: false,
                         id: be.id,
                         payload: 0,
+                        cost: 0,
                         base_i: bi as u32,
                         c: u32::MAX,
                         src: be.src,
@@ -429,6 +429,7 @@ impl BudgetEncoder {
                                 take: false,
                                 id: be.id,
                                 payload: 0,
+                        cost: 0,
                                 base_i: bi as u32,
                                 c: u32::MAX,
                                 src: be.src,
@@ -454,7 +455,8 @@ impl BudgetEncoder {
                                 take: false,
                                 id: be.id,
                                 // An unchanged entry costs two zero bits when refreshed.
-                                payload: run.len.max(2),
+                                                                payload: run.len.max(2),
+                                cost: 0,
                                 base_i: bi as u32,
                                 c: c as u32,
                                 src: be.src,
@@ -481,7 +483,8 @@ impl BudgetEncoder {
                         bucket,
                         take: false,
                         id,
-                        payload: run.len,
+                                                payload: run.len,
+                        cost: 0,
                         base_i: u32::MAX,
                         c: c as u32,
                         src: tick,
@@ -495,44 +498,44 @@ impl BudgetEncoder {
         }
     }
 
-    /// Gap code estimates per section from the last selection: the average gap between the
-    /// chosen keys.
-    fn gap_estimates(&self, base_len: usize) -> [u32; 3] {
-        let mut n = [0u64; 3];
+    /// Each candidate's cost: its payload plus its gap code, estimated from how many of its
+    /// section the budget is likely to take (removals all go; the rest in proportion).
+    fn set_costs(&mut self, budget: i64, base_len: usize) {
+        let (mut n, mut bits) = ([0u64; 3], 0u64);
         let mut span_new = (u32::MAX, 0u32);
-        for c in self.cands.iter().filter(|c| c.take) {
-            match c.kind {
-                Kind::Removed => n[0] += 1,
-                Kind::Kept => n[1] += 1,
-                Kind::New => {
-                    n[2] += 1;
-                    span_new = (span_new.0.min(c.id.0), span_new.1.max(c.id.0));
-                }
+        for c in &self.cands {
+            let k = c.kind as usize;
+            n[k] += 1;
+            if c.kind != Kind::Removed {
+                bits += u64::from(c.payload) + 1;
+            }
+            if c.kind == Kind::New {
+                span_new = (span_new.0.min(c.id.0), span_new.1.max(c.id.0));
             }
         }
+        // The share of the other candidates that fits, at least one in a thousand.
+        let fit = |count: u64| -> u64 {
+            let share = (budget.max(1) as f64 / bits.max(1) as f64).clamp(0.001, 1.0);
+            ((count as f64 * share).ceil() as u64).max(1)
+        };
         let base = base_len as u64;
         let new_span = u64::from(span_new.1.saturating_sub(span_new.0)) + 1;
-        [
+        let gaps = [
             eg0_len(base / n[0].max(1)),
-            eg0_len(base / n[1].max(1)),
-            eg0_len(new_span / n[2].max(1)),
-        ]
+            eg0_len(base / fit(n[1])),
+            eg0_len(new_span / fit(n[2])),
+        ];
+        for c in &mut self.cands {
+            c.cost = c.payload + gaps[c.kind as usize];
+        }
     }
 
-    /// Marks what to take: removals, then what is in flight, then by priority, within
-    /// `target` bits (estimating each item's gap code as `gaps`).
-    fn select(&mut self, target: i64, gaps: [u32; 3], tick: Tick) {
-        let cost = |c: &Cand| -> u64 {
-            let g = match c.kind {
-                Kind::Removed => gaps[0],
-                Kind::Kept => gaps[1],
-                Kind::New => gaps[2],
-            };
-            u64::from(c.payload + g)
-        };
+    /// Marks what to take: removals, then by bucket (what must go, then priority), within
+    /// `target` bits.
+    fn select(&mut self, target: i64, tick: Tick) {
         self.hist.fill(0);
         for c in &self.cands {
-            self.hist[usize::from(c.bucket)] += cost(c);
+            self.hist[usize::from(c.bucket)] += u64::from(c.cost);
         }
         let mut left = target;
         let mut partial_bucket: Option<u8> = None;
@@ -557,21 +560,21 @@ impl BudgetEncoder {
         for c in &mut self.cands {
             c.take = c.bucket > pb || c.bucket == BUCKET_REMOVE;
         }
-        // The bucket that does not all fit: from a rotating start, so that no id range is
-        // always last; then anything below that still fits.
+        // The bucket that does not all fit, from a rotating start so that no id range is
+        // always last; then anything below it that still fits.
         let n = self.cands.len();
         if n == 0 {
             return;
         }
         let start = (u64::from(tick.0).wrapping_mul(2_654_435_761) % n as u64) as usize;
+        let (tail, head) = self.cands.split_at_mut(start);
         for pass in [true, false] {
-            for k in 0..n {
-                let c = &mut self.cands[(start + k) % n];
+            for c in head.iter_mut().chain(tail.iter_mut()) {
                 let eligible = if pass { c.bucket == pb } else { c.bucket < pb };
                 if !eligible || c.take {
                     continue;
                 }
-                let need = cost(c) as i64;
+                let need = i64::from(c.cost);
                 if need <= left {
                     c.take = true;
                     left -= need;
