@@ -101,7 +101,7 @@ fn step(s: &mut Setup) -> u64 {
             }],
         });
     }
-        let bytes = s.sim.tick();
+    let bytes = s.sim.tick();
     for o in &s.outs {
         // As a WebSocket connection does: the snapshot written is delivered.
         if let Some(snap) = black_box(o.take()).snapshot {
@@ -165,7 +165,7 @@ fn tick(c: &mut Criterion) {
     let cases = [
         case("tick", arena, 1000, 1000, None),
         case("tick", arena, 5000, 1000, None),
-                case("crowd", crowd, 1000, 0, None),
+        case("crowd", crowd, 1000, 0, None),
         case("budget", crowd_budget, 1000, 0, None),
         // Rayon against one thread at the sizes above, and for a small room.
         case("par", arena, 1000, 1000, Some(true)),
@@ -182,8 +182,11 @@ fn tick(c: &mut Criterion) {
         let room = if case.npcs == 0 { "crowd_" } else { "" };
         let name = match case.label {
             "tick" => format!("{}_clients_{entities}_entities", case.clients),
-                        "crowd" => format!("crowd_{}_clients_{entities}_entities", case.clients),
-            "budget" => format!("crowd_1200_bytes_{}_clients_{entities}_entities", case.clients),
+            "crowd" => format!("crowd_{}_clients_{entities}_entities", case.clients),
+            "budget" => format!(
+                "crowd_1200_bytes_{}_clients_{entities}_entities",
+                case.clients
+            ),
             label => format!("{label}_{room}{}_clients_{entities}_entities", case.clients),
         };
         // Built on the first call, which criterion makes only if the name passes the filter,

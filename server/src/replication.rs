@@ -364,7 +364,7 @@ impl Replicator {
         });
         let t = &mut self.t;
         self.own_views = t.share_views(viewers, grid, frame);
-                if self.budget.is_some() {
+        if self.budget.is_some() {
             // A budgeted body is some 10 µs of work per client: rayon pays from a few dozen.
             let parallel = match self.parallel_min {
                 0 => true,

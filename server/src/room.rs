@@ -106,7 +106,7 @@ pub struct Outbound {
 }
 
 impl Outbound {
-        /// The transport took the snapshot of `tick` in full, and will deliver it in order (a
+    /// The transport took the snapshot of `tick` in full, and will deliver it in order (a
     /// reliable, ordered transport only: TCP, not QUIC datagrams). A bandwidth budget then
     /// deltas against it without waiting for its acknowledgement.
     pub fn set_delivered(&self, tick: Tick) {

@@ -245,7 +245,7 @@ struct Cand {
     bucket: u8,
     take: bool,
     id: EntityId,
-        /// Bits without the gap code.
+    /// Bits without the gap code.
     payload: u32,
     /// Bits with the estimated gap code.
     cost: u32,
@@ -352,8 +352,13 @@ impl BudgetEncoder {
         self.gather(frame, cur, full, &delta, base, params, weights, force_age);
 
         let budget = params.max_body_bytes.saturating_mul(8) as i64;
-        // Section counts cost at most 3 × 33 bits; gaps are estimated, then checked.
-                let mut target = budget - 3 * 33;
+        // The section counts, at their longest (every candidate of its kind taken); gap codes
+        // are estimated, then the result is checked.
+        let mut counts = [0u64; 3];
+        for c in &self.cands {
+            counts[c.kind as usize] += 1;
+        }
+        let mut target = budget - counts.iter().map(|&n| i64::from(eg0_len(n))).sum::<i64>();
         self.set_costs(budget, base.map_or(0, |(_, v)| v.entries.len()));
         for round in 0..5 {
             self.select(target, tick);
@@ -364,7 +369,7 @@ impl BudgetEncoder {
                 break;
             }
             target -= over + 16;
-                        if round >= 3 {
+            if round >= 3 {
                 // Last resort: only what must go (removals and what is in flight).
                 target = i64::MIN;
             }
@@ -429,7 +434,7 @@ impl BudgetEncoder {
                                 take: false,
                                 id: be.id,
                                 payload: 0,
-                        cost: 0,
+                                cost: 0,
                                 base_i: bi as u32,
                                 c: u32::MAX,
                                 src: be.src,
@@ -455,7 +460,7 @@ impl BudgetEncoder {
                                 take: false,
                                 id: be.id,
                                 // An unchanged entry costs two zero bits when refreshed.
-                                                                payload: run.len.max(2),
+                                payload: run.len.max(2),
                                 cost: 0,
                                 base_i: bi as u32,
                                 c: c as u32,
@@ -483,7 +488,7 @@ impl BudgetEncoder {
                         bucket,
                         take: false,
                         id,
-                                                payload: run.len,
+                        payload: run.len,
                         cost: 0,
                         base_i: u32::MAX,
                         c: c as u32,
