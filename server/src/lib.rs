@@ -21,6 +21,7 @@ pub mod game;
 pub mod grid;
 pub(crate) mod head;
 pub mod http;
+pub mod lagcomp;
 pub(crate) mod matchmaking;
 pub mod metrics;
 pub mod origin;
