@@ -208,9 +208,11 @@ struct Body {
     beam_cooldown: f32,
 }
 
-/// What a frame says its player saw (PROTOCOL.md 5.3).
+/// A secondary-fire press: where its frame aimed, and what it says its player saw
+/// (PROTOCOL.md 5.3).
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
+    yaw: f32,
     view_tick: Tick,
     interp_ms: u16,
 }
@@ -230,12 +232,13 @@ const HIT_GRID_CELLS: f32 = 64.0;
 /// The reference game: players run and shoot, NPCs wander, projectiles fly and hit.
 ///
 /// Primary fire (`BUTTON_FIRE`) launches a projectile. Secondary fire (`BUTTON_SECONDARY`)
-/// fires a hitscan beam from the shooter's position after its move this tick, along its aim,
-/// up to [`ArenaRules::hitscan_range`] or the first obstacle; the nearest player or NPC on it
-/// is hit. With lag compensation ([`ArenaRules::max_rewind_ms`] > 0) the beam is tested
-/// against the players and NPCs as they were at the moment the frame that pressed the button
-/// says its player saw, from a [`History`] of the ticks snapshots showed (within the cap, and
-/// never later than the newest tick stepped when the frame was applied).
+/// fires a hitscan beam from the shooter's position after its move this tick, along the aim
+/// of the frame that pressed it, up to [`ArenaRules::hitscan_range`] or the first obstacle;
+/// the nearest player or NPC on it is hit. With lag compensation
+/// ([`ArenaRules::max_rewind_ms`] > 0) the beam is tested against the players and NPCs as
+/// they were at the moment the frame that pressed the button says its player saw, from a
+/// [`History`] of the ticks snapshots showed (within the cap, and never later than the newest
+/// tick stepped when the frame was applied).
 ///
 /// The arena counts its own steps as the room tick (the room steps it once per tick from
 /// tick 1) and takes the tick rate as `1 / dt`; see the module docs.
@@ -504,14 +507,17 @@ impl Game for Arena {
             v
         };
         body.fire |= frame.buttons & BUTTON_FIRE != 0;
+        let yaw = f32::from(frame.aim_yaw) / 65536.0 * std::f32::consts::TAU;
         if frame.buttons & BUTTON_SECONDARY != 0 {
-            // Of several frames in a tick, the newest says best what the player saw.
+            // The beam goes where the frame that fired it aimed, at what that frame saw (of
+            // several pressing frames in a tick, the newest).
             body.beam = Some(Seen {
+                yaw,
                 view_tick: frame.view_tick,
                 interp_ms: frame.interp_ms,
             });
         }
-        self.reps[i].state.yaw = f32::from(frame.aim_yaw) / 65536.0 * std::f32::consts::TAU;
+        self.reps[i].state.yaw = yaw;
     }
 
     /// Stops the player where it is and takes it out of play; unlike the default neutral
@@ -575,7 +581,7 @@ impl Game for Arena {
                         self.beams.push(Beam {
                             shooter: id,
                             origin: pos.truncate(),
-                            dir: Vec2::from_angle(state.yaw),
+                            dir: Vec2::from_angle(seen.yaw),
                             seen,
                         });
                     }
@@ -896,6 +902,17 @@ mod tests {
             100 - rules.hitscan_damage,
             "out of the way"
         );
+    }
+
+    #[test]
+    fn a_beam_goes_where_its_frame_aimed() {
+        let (mut a, shooter, target) = two_players(ArenaRules::default());
+        a.step(DT);
+        a.apply_input(shooter, &beam(pos(&a, shooter), pos(&a, target), 1, 0));
+        // A later frame of the same tick aims elsewhere and does not fire.
+        a.apply_input(shooter, &frame(0, 0, 0));
+        a.step(DT);
+        assert_eq!(health(&a, target), 75);
     }
 
     #[test]
