@@ -15,9 +15,11 @@
 //! [`History::query`] or [`History::position_at`]. Time is an argument everywhere; the
 //! history reads no clock.
 //!
-//! Cost: recording is O(entities + grid cells) per tick into buffers that are reused, so a
-//! steady state allocates nothing. A query reads one stored tick's grid around the point, and
-//! for each entity found looks up the next stored tick by binary search: O(found · log n).
+//! Cost: recording copies the ids and positions, O(entities) per tick, into buffers that are
+//! reused, so a steady state allocates nothing. The first query of a stored tick builds that
+//! tick's grid (O(entities + cells), once), so a room where nobody shoots pays only the copy.
+//! A query reads the grid around the point, and for each entity found looks up the next stored
+//! tick (O(1) when the two ticks hold the same entities, else a binary search).
 //! Memory is `capacity` copies of the recorded positions and their grids.
 
 use glam::Vec2;
@@ -39,7 +41,7 @@ pub struct HistoryConfig {
     /// Highest corner of that area.
     pub max: Vec2,
     /// Grid cell size, in world units. About the radius of a typical query is right; the
-    /// grid is capped at [`MAX_CELLS_PER_SIDE`] a side so that recording stays cheap.
+    /// grid is capped at [`MAX_CELLS_PER_SIDE`] a side so that building it stays cheap.
     pub cell: f32,
     /// An entity that moved farther than this between two stored ticks teleported (a
     /// respawn): between those ticks it is where it was at the earlier one, never on the line
@@ -48,7 +50,7 @@ pub struct HistoryConfig {
     pub teleport_distance: f32,
 }
 
-/// Most grid cells a side of each stored tick's grid: recording costs O(cells) per tick.
+/// Most grid cells a side of each stored tick's grid: building one costs O(cells).
 pub const MAX_CELLS_PER_SIDE: f32 = 64.0;
 
 /// One stored tick: the recorded entities sorted by id, their positions, and a grid of them.
@@ -58,10 +60,17 @@ struct Frame {
     ids: Vec<EntityId>,
     pos: Vec<Vec2>,
     grid: Grid,
+    /// Whether `grid` holds `pos` (built by the first query of this tick).
+    grid_built: bool,
 }
 
 impl Frame {
-    fn find(&self, id: EntityId) -> Option<Vec2> {
+    /// Where `id` is in this tick; `hint` is where it probably is (its index in a tick that
+    /// held the same entities).
+    fn find(&self, id: EntityId, hint: usize) -> Option<Vec2> {
+        if self.ids.get(hint) == Some(&id) {
+            return self.pos.get(hint).copied();
+        }
         self.ids
             .binary_search(&id)
             .ok()
@@ -99,6 +108,7 @@ impl History {
             ids: Vec::new(),
             pos: Vec::new(),
             grid: Grid::new(cfg.min, cfg.max, cell),
+            grid_built: false,
         };
         Self {
             cfg: HistoryConfig {
@@ -183,7 +193,7 @@ impl History {
             frame.ids.extend(self.scratch.iter().map(|&(id, _)| id));
             frame.pos.extend(self.scratch.iter().map(|&(_, p)| p));
         }
-        frame.grid.rebuild(frame.pos.iter().copied());
+        frame.grid_built = false;
         self.span = Some(span);
     }
 
@@ -256,8 +266,8 @@ impl History {
     /// may hit), or nothing is stored.
     pub fn position_at(&self, entity: EntityId, t: f64) -> Option<Vec2> {
         let (fa, fb, frac) = self.bracket(t)?;
-        let pa = fa.find(entity)?;
-        Some(self.between(pa, fb.and_then(|f| f.find(entity)), frac))
+        let pa = fa.find(entity, 0)?;
+        Some(self.between(pa, fb.and_then(|f| f.find(entity, 0)), frac))
     }
 
     /// Appends to `out` every entity within `radius` of `center` at fractional tick `t`
@@ -266,6 +276,16 @@ impl History {
     pub fn query(&mut self, t: f64, center: Vec2, radius: f32, out: &mut Vec<(EntityId, Vec2)>) {
         let mut found = std::mem::take(&mut self.found);
         found.clear();
+        // The earlier of the two ticks around `t` is the one searched: build its grid.
+        if let Some(slot) = self
+            .bracket(t)
+            .map(|(fa, _, _)| fa.tick.0 as usize % self.frames.len())
+            && let Some(f) = self.frames.get_mut(slot)
+            && !f.grid_built
+        {
+            f.grid.rebuild(f.pos.iter().copied());
+            f.grid_built = true;
+        }
         if let Some((fa, fb, frac)) = self.bracket(t) {
             // An entity that did not teleport is within teleport_distance of where it was at
             // the earlier tick, and one that did is there: a search that much wider finds all.
@@ -277,7 +297,7 @@ impl History {
                 let (Some(&id), Some(&pa)) = (fa.ids.get(i), fa.pos.get(i)) else {
                     continue;
                 };
-                let p = self.between(pa, fb.and_then(|f| f.find(id)), frac);
+                let p = self.between(pa, fb.and_then(|f| f.find(id, i)), frac);
                 if p.distance_squared(center) <= r2 {
                     out.push((id, p));
                 }
@@ -441,13 +461,16 @@ mod tests {
                 base + v * t as f32
             }
         };
+        // Entity 3 is gone from tick 19: the ticks around 18.5 hold different entities.
         for t in 1..=20 {
-            h.record(Tick(t), (0..400).map(|id| (EntityId(id), pos(id, t))));
+            let alive = (0..400).filter(|&id| id != 3 || t < 19);
+            h.record(Tick(t), alive.map(|id| (EntityId(id), pos(id, t))));
         }
         let mut out = Vec::new();
         for (t, center, r) in [
             (15.4, Vec2::new(3.0, -7.0), 12.0),
             (18.5, Vec2::new(60.0, 60.0), 3.0),
+            (18.5, Vec2::new(-55.0, -80.0), 20.0), // entity 3 among them
             (20.0, Vec2::new(-80.0, 80.0), 30.0),
             (2.0, Vec2::ZERO, 20.0),
         ] {
@@ -488,9 +511,13 @@ mod tests {
                 .map(|f| (f.ids.as_ptr(), f.pos.as_ptr()))
                 .collect()
         };
+        let mut out = Vec::new();
         let before = buffers(&h);
         for t in 21..=100 {
             record(&mut h, t);
+            out.clear();
+            h.query(f64::from(t) - 3.5, Vec2::new(50.0, 20.0), 30.0, &mut out);
+            assert!(!out.is_empty());
         }
         assert_eq!(buffers(&h), before, "no frame buffer was reallocated");
     }
