@@ -9,7 +9,7 @@
 // kept current for tests and curious developers (`self` is the server-confirmed position,
 // `selfFlags` and `selfHealth` your entity's flags and health).
 
-import { BUTTON_FIRE, TickwireClient } from "./tickwire.js";
+import { BUTTON_FIRE, BUTTON_SECONDARY, TickwireClient } from "./tickwire.js";
 import { WORLD } from "./world.js";
 
 // Arena rules (server/src/game.rs, ArenaRules::default()).
@@ -25,6 +25,9 @@ const MAX_HEALTH = 100;
 const FLAG_MARKED = 0x1; // a red ring around it, red on the minimap, "marked" in the HUD
 const FLAG_PROTECTED = 0x2; // drawn faded
 const FLAG_SCORE = 0x4; // health is a score: drawn as a number above it, not as a health bar
+const HITSCAN_RANGE = 120; // units; the beam stops at the first obstacle
+const HITSCAN_COOLDOWN_MS = 300;
+const BEAM_SHOW_MS = 150; // how long a fired beam stays drawn
 
 const INTERP_DELAY_MS = 100;
 const BUFFER_SNAPSHOTS = 32;
@@ -177,7 +180,10 @@ setInterval(syncStats, 250);
 // ---- input and prediction ---------------------------------------------------------------
 
 const keys = new Set();
-const mouse = { x: null, y: null, down: false, clicked: false };
+const mouse = { x: null, y: null, down: false, clicked: false, alt: false, altClicked: false };
+// Beams you fired, drawn for BEAM_SHOW_MS (local only: the server does not send beams).
+let beams = [];
+let lastBeamAt = -Infinity;
 let aimYaw = 0;
 let userZoom = 1;
 
@@ -207,6 +213,8 @@ addEventListener("keydown", (e) => {
   } else if (e.code === "Space") {
     mouse.clicked = true;
     e.preventDefault();
+  } else if (e.code === "KeyE") {
+    mouse.altClicked = true;
   }
 });
 addEventListener("keyup", (e) => keys.delete(keyCode(e)));
@@ -218,10 +226,19 @@ canvas.addEventListener("mousemove", (e) => {
 canvas.addEventListener("mousedown", (e) => {
   mouse.x = e.offsetX;
   mouse.y = e.offsetY;
-  mouse.down = true;
-  mouse.clicked = true;
+  if (e.button === 2) {
+    mouse.alt = true;
+    mouse.altClicked = true;
+  } else {
+    mouse.down = true;
+    mouse.clicked = true;
+  }
 });
-addEventListener("mouseup", () => (mouse.down = false));
+addEventListener("mouseup", (e) => {
+  if (e.button === 2) mouse.alt = false;
+  else mouse.down = false;
+});
+canvas.addEventListener("contextmenu", (e) => e.preventDefault());
 canvas.addEventListener(
   "wheel",
   (e) => {
@@ -247,13 +264,17 @@ function sendInput() {
   const [mx, my] = moveIntent();
   const fire = mouse.down || mouse.clicked;
   mouse.clicked = false;
+  const secondary = mouse.alt || mouse.altClicked;
+  mouse.altClicked = false;
   // Lag compensation (PROTOCOL.md 5.3): say how far behind the newest snapshot the others
   // are on screen right now, so the server tests a shot against what you aimed at.
   const viewTick = client.receiver ? client.receiver.ackTick : 0;
   const renderTick = (performance.now() - INTERP_DELAY_MS - clockOffset) / tickMs;
   const interpMs = viewTick > 0 && clockOffset !== null ? Math.max(0, (viewTick - renderTick) * tickMs) : INTERP_DELAY_MS;
-  const frame = client.sendInput({ moveX: mx, moveY: my, aimYaw, buttons: fire ? BUTTON_FIRE : 0, interpMs });
+  const buttons = (fire ? BUTTON_FIRE : 0) | (secondary ? BUTTON_SECONDARY : 0);
+  const frame = client.sendInput({ moveX: mx, moveY: my, aimYaw, buttons, interpMs });
   if (!frame) return;
+  if (secondary && predicted) fireBeam(performance.now());
   pending.push(frame);
   if (pending.length > MAX_PENDING_INPUTS) pending.shift();
   if (predicted) {
@@ -283,6 +304,52 @@ function step(p, frame) {
     if (!blocked(next[0], next[1])) pos[a] = next[a];
   }
   return { x: pos[0], y: pos[1] };
+}
+
+// The hitscan beam as the server fires it (Arena::resolve_beams): from you, along your aim,
+// up to its range or the first obstacle. Drawn only; hits come back in snapshots' health.
+function fireBeam(now) {
+  if (now - lastBeamAt < HITSCAN_COOLDOWN_MS) return;
+  lastBeamAt = now;
+  const dx = Math.cos(aimYaw);
+  const dy = Math.sin(aimYaw);
+  let len = HITSCAN_RANGE;
+  for (const o of obstacles) len = Math.min(len, rayBox(predicted.x, predicted.y, dx, dy, o, len));
+  beams.push({ x: predicted.x, y: predicted.y, dx, dy, len, at: now });
+}
+
+// How far the ray enters box `o` (slab test), or `max` if it does not within `max`.
+function rayBox(x, y, dx, dy, o, max) {
+  let near = 0;
+  let far = max;
+  const p = [x, y];
+  const d = [dx, dy];
+  for (let a = 0; a < 2; a++) {
+    if (Math.abs(d[a]) < 1e-9) {
+      if (p[a] < o.min[a] || p[a] > o.max[a]) return max;
+      continue;
+    }
+    const t1 = (o.min[a] - p[a]) / d[a];
+    const t2 = (o.max[a] - p[a]) / d[a];
+    near = Math.max(near, Math.min(t1, t2));
+    far = Math.min(far, Math.max(t1, t2));
+    if (near > far) return max;
+  }
+  return near;
+}
+
+function drawBeams(sx, sy) {
+  const now = performance.now();
+  beams = beams.filter((b) => now - b.at < BEAM_SHOW_MS);
+  for (const b of beams) {
+    const fade = 1 - (now - b.at) / BEAM_SHOW_MS;
+    ctx.strokeStyle = `rgba(150,230,255,${(0.9 * fade).toFixed(3)})`;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(sx(b.x), sy(b.y));
+    ctx.lineTo(sx(b.x + b.dx * b.len), sy(b.y + b.dy * b.len));
+    ctx.stroke();
+  }
 }
 
 function blocked(x, y) {
@@ -433,6 +500,7 @@ function frame() {
   for (const e of others) if (e.id !== me && e.kind === KIND_PROJECTILE) drawEntity(e, scale, sx, sy, false);
   for (const e of others) if (e.id !== me && e.kind !== KIND_PROJECTILE) drawEntity(e, scale, sx, sy, false);
   const selfEntity = buffer.length ? buffer[buffer.length - 1].entities.get(me) : null;
+  drawBeams(sx, sy);
   if (selfEntity) drawEntity({ ...selfEntity, x: selfPos.x, y: selfPos.y, yaw: aimYaw }, scale, sx, sy, true);
   if (mouse.x !== null && predicted) {
     ctx.strokeStyle = "rgba(92,255,157,0.25)";
@@ -638,7 +706,7 @@ function drawHud() {
     s ? `${s.snapshotsPerSec.toFixed(1)} snapshots/s · ${(s.bytesPerSec / 1000).toFixed(1)} kB/s in` : "",
     `entities ${stats.entities} · desyncs ${stats.desyncs}${stats.malformed ? ` · malformed ${stats.malformed}` : ""} · tick ${stats.tick}`,
     `you: entity ${stats.entityId ?? "-"} at ${pos}${selfFlagsHud()}`,
-    `<span class="help">WASD/arrows move · mouse aims · click or space fires · wheel zooms</span>`,
+    `<span class="help">WASD/arrows move · mouse aims · click or space fires · right-click or E: hitscan · wheel zooms</span>`,
   ].filter(Boolean);
   const text = lines.join("<br>");
   if (text !== hudText) {

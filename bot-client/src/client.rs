@@ -23,7 +23,7 @@ use tickwire_shared::quant::BoundsError;
 use tickwire_shared::session::{ClientSession, HandshakeStep, SessionConfig, SessionError};
 pub use tickwire_shared::session::{Event, HelloArgs, Trusted};
 use tickwire_shared::{
-    ClientMessage, CloseCode, InputSeq, ServerMessage, SnapshotReceiver, Tick, Welcome,
+    ClientMessage, CloseCode, InputFrame, InputSeq, ServerMessage, SnapshotReceiver, Tick, Welcome,
 };
 use tokio::net::TcpSocket;
 use tokio::time::timeout;
@@ -378,6 +378,14 @@ impl Client {
         buttons: u8,
     ) -> Result<InputSeq, ClientError> {
         let seq = self.session.send_input(move_x, move_y, aim_yaw, buttons)?;
+        self.flush().await?;
+        Ok(seq)
+    }
+
+    /// As [`Client::send_input`], with the frame's `view_tick` and `interp_ms` as the caller
+    /// says (what it drew, for lag compensation: PROTOCOL.md 5.3); `frame.seq` is ignored.
+    pub async fn send_input_viewing(&mut self, frame: InputFrame) -> Result<InputSeq, ClientError> {
+        let seq = self.session.send_input_viewing(frame)?;
         self.flush().await?;
         Ok(seq)
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tickwire_shared::token::{PlayerClaims, TokenKey};
 
+use crate::game::ArenaRules;
 use crate::origin::{Origin, OriginPolicy};
 use crate::quic::{QuicError, TlsIdentity};
 use crate::world::{World, WorldError};
@@ -62,6 +63,16 @@ pub struct Cli {
     /// Wandering NPCs to spawn (0–100000); they make load without clients.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub npcs: u32,
+
+    /// Lag compensation of the arena's hitscan weapon (0–1000 ms; 0 turns it off): a shot is
+    /// tested against the other entities as they were when its player saw them (the input
+    /// frame's view_tick less its interp_ms, PROTOCOL.md 5.3), at most this far back. 250
+    /// covers a 100 ms interpolation delay plus about 150 ms of one-way latency. Source allows
+    /// 1 s (sv_maxunlag), but the bigger the window, the more often a victim is hit after
+    /// reaching cover, and the more a client lying about what it saw gains. Costs a copy of
+    /// the players' and NPCs' positions per tick of the window.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_rewind_ms: u32,
 
     /// Interest radius in world units: each client receives the entities within it.
     /// Bandwidth and CPU per client grow with its square.
@@ -409,6 +420,8 @@ pub struct ServerConfig {
     pub world: World,
     /// NPC count.
     pub npcs: usize,
+    /// The arena's lag compensation cap, milliseconds (0: off); see [`ServerConfig::arena_rules`].
+    pub max_rewind_ms: u32,
     /// Session cap.
     pub max_clients: usize,
     /// Handshake timeout.
@@ -598,6 +611,7 @@ impl Cli {
             },
             world,
             npcs: self.npcs as usize,
+            max_rewind_ms: self.max_rewind_ms,
             max_clients: self.max_clients,
             handshake_timeout,
             write_timeout,
@@ -719,6 +733,15 @@ impl Cli {
 }
 
 impl ServerConfig {
+    /// The rules of the arena rooms this server makes: the defaults, with the configured
+    /// lag compensation.
+    pub fn arena_rules(&self) -> ArenaRules {
+        ArenaRules {
+            max_rewind_ms: self.max_rewind_ms,
+            ..ArenaRules::default()
+        }
+    }
+
     /// How long a dropped player may resume.
     pub fn resume_grace(&self) -> Duration {
         Duration::from_secs_f64(
@@ -747,6 +770,10 @@ mod tests {
         assert_eq!(c.sim.ack_timeout_ticks, 300);
         assert_eq!(c.sim.max_behind_ticks, 150);
         assert_eq!(c.sim.max_frames_per_tick, 2);
+        assert_eq!(c.arena_rules().max_rewind_ms, 250);
+        let cli = Cli::try_parse_from(["s", "--max-rewind-ms", "0"]).unwrap();
+        assert_eq!(cli.into_config().unwrap().arena_rules().max_rewind_ms, 0);
+        assert!(Cli::try_parse_from(["s", "--max-rewind-ms", "1001"]).is_err());
         // Per room: the registry gives each room its seat count.
         assert_eq!(c.sim.max_detached, None);
         let cli = Cli::try_parse_from(["s", "--max-detached", "0"]).unwrap();

@@ -21,6 +21,7 @@ pub mod game;
 pub mod grid;
 pub(crate) mod head;
 pub mod http;
+pub mod lagcomp;
 pub(crate) mod matchmaking;
 pub mod metrics;
 pub mod origin;
@@ -130,6 +131,7 @@ impl Server {
     /// configured world with `--npcs` NPCs.
     pub fn new(cfg: ServerConfig) -> Self {
         let world = cfg.world.clone();
+        let rules = cfg.arena_rules();
         let npcs = cfg.rooms.room_npcs;
         let mut s = Self {
             cfg,
@@ -138,12 +140,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
         };
         s.register_game("arena", move |spec: &RoomSpec| {
-            Box::new(Arena::new(
-                world.clone(),
-                ArenaRules::default(),
-                npcs,
-                spec.seed,
-            )) as Box<dyn Game>
+            Box::new(Arena::new(world.clone(), rules.clone(), npcs, spec.seed)) as Box<dyn Game>
         });
         s
     }
@@ -236,7 +233,7 @@ impl Server {
                 Some(game) => registry.insert(id, "arena", game, max, false),
                 None => {
                     let arena =
-                        Arena::new(cfg.world.clone(), ArenaRules::default(), cfg.npcs, cfg.seed);
+                        Arena::new(cfg.world.clone(), cfg.arena_rules(), cfg.npcs, cfg.seed);
                     registry.insert(id, "arena", arena, max, false)
                 }
             };

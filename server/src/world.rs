@@ -28,6 +28,33 @@ impl Obstacle {
         let nearest = p.clamp(self.min, self.max);
         nearest.distance_squared(p) < radius * radius
     }
+
+    /// How far along the ray from `origin` in the unit direction `dir` it enters this box,
+    /// if it does within `max` (0 when `origin` is inside).
+    pub fn ray_hit(&self, origin: Vec2, dir: Vec2, max: f32) -> Option<f32> {
+        if !(origin.is_finite() && dir.is_finite()) {
+            return None;
+        }
+        let (mut near, mut far) = (0.0f32, max);
+        for axis in 0..2 {
+            let (o, d) = (origin[axis], dir[axis]);
+            let (lo, hi) = (self.min[axis], self.max[axis]);
+            if d == 0.0 {
+                // Parallel to this pair of faces: in the slab or never.
+                if o < lo || o > hi {
+                    return None;
+                }
+                continue;
+            }
+            let (a, b) = ((lo - o) / d, (hi - o) / d);
+            near = near.max(a.min(b));
+            far = far.min(a.max(b));
+            if near > far {
+                return None;
+            }
+        }
+        Some(near)
+    }
 }
 
 /// A parsed world.
@@ -153,6 +180,31 @@ mod tests {
         assert_eq!(w.name, "crowd");
         assert_eq!(w.bounds.max - w.bounds.min, Vec3::new(1000.0, 1000.0, 0.0));
         assert!(w.obstacles.is_empty());
+    }
+
+    #[test]
+    fn rays_enter_boxes() {
+        let o = Obstacle {
+            min: Vec2::new(10.0, -1.0),
+            max: Vec2::new(12.0, 1.0),
+        };
+        assert_eq!(o.ray_hit(Vec2::ZERO, Vec2::X, 100.0), Some(10.0));
+        assert_eq!(o.ray_hit(Vec2::ZERO, Vec2::X, 9.0), None, "too short");
+        assert_eq!(o.ray_hit(Vec2::ZERO, -Vec2::X, 100.0), None, "behind");
+        assert_eq!(
+            o.ray_hit(Vec2::new(0.0, 2.0), Vec2::X, 100.0),
+            None,
+            "beside"
+        );
+        assert_eq!(
+            o.ray_hit(Vec2::new(11.0, 0.0), Vec2::Y, 100.0),
+            Some(0.0),
+            "inside"
+        );
+        let diag = Vec2::new(1.0, 1.0).normalize();
+        let hit = o.ray_hit(Vec2::new(0.0, -11.0), diag, 100.0).unwrap();
+        assert!((hit - 10.0 * 2f32.sqrt()).abs() < 1e-4, "{hit}");
+        assert_eq!(o.ray_hit(Vec2::NAN, Vec2::X, 100.0), None);
     }
 
     #[test]
