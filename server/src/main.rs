@@ -20,6 +20,11 @@ fn main() -> anyhow::Result<()> {
             )
             .with_context(|| format!("replay {}", r.file.display()))?;
             println!("{report}");
+            let h = &report.header;
+            eprintln!(
+                "room={} kind={} seed={} players={} inputs={} server_version={}",
+                h.room_id, h.kind, h.seed, report.spawns, report.inputs, h.server_version
+            );
             return Ok(());
         }
         None => {}

@@ -28,6 +28,10 @@ pub struct ReplayReport {
     pub header: LogHeader,
     /// Ticks replayed (and checked).
     pub ticks: u32,
+    /// Players spawned (joins, not resumes).
+    pub spawns: u64,
+    /// Input frames applied.
+    pub inputs: u64,
     /// How the log ended.
     pub end: EndReason,
 }
@@ -149,6 +153,7 @@ pub fn replay(
     }
     let mut decoder = TickDecoder::new();
     let mut ticks = 0u32;
+    let (mut spawns, mut inputs) = (0u64, 0u64);
     loop {
         let next = ticks.saturating_add(1);
         let payload = match log.next_record() {
@@ -163,6 +168,8 @@ pub fn replay(
                 return Ok(ReplayReport {
                     header,
                     ticks,
+                    spawns,
+                    inputs,
                     end: reason,
                 });
             }
@@ -177,6 +184,7 @@ pub fn replay(
                     player_id,
                     entity,
                 } => {
+                    spawns += 1;
                     let got = game.spawn_player(PlayerInfo {
                         client,
                         player_id: player_id.as_deref(),
@@ -194,7 +202,10 @@ pub fn replay(
                 Call::Despawn(e) => game.despawn_player(e),
                 Call::Detach(e) => game.detach_player(e),
                 Call::Attach(e) => game.attach_player(e),
-                Call::Input(e, f) => game.apply_input(e, &f),
+                Call::Input(e, f) => {
+                    inputs += 1;
+                    game.apply_input(e, &f);
+                }
                 Call::Step { dt, sum } => {
                     game.step(dt);
                     let got = WorldSum::of(game.entities());

@@ -29,6 +29,8 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const PROLOGUE_BYTES: usize = 12;
 /// Bytes of a record's framing: length, kind and head check before, check after.
 pub const FRAMING_BYTES: usize = 11;
+/// Bytes of the end record's payload: the reason and the tick count.
+pub const END_BYTES: usize = 5;
 /// Largest header record (the world and the game's setup; the built-in arena's is ~1 KiB).
 pub const MAX_HEADER_BYTES: usize = 4 << 20;
 /// Largest tick record. A tick of 10,000 players each applying 8 frames is ~1 MB; the
@@ -191,7 +193,7 @@ impl<W: Write> LogWriter<W> {
 
     /// Writes the end record and flushes; returns the writer.
     pub fn end(mut self, reason: EndReason) -> io::Result<W> {
-        let mut p = [0u8; 5];
+        let mut p = [0u8; END_BYTES];
         p[0] = reason.byte();
         p[1..].copy_from_slice(&self.ticks.to_le_bytes());
         self.record(KIND_END, &p)?;
@@ -425,7 +427,7 @@ impl<R: Read> LogReader<R> {
         let limit = match kind {
             KIND_HEADER => MAX_HEADER_BYTES,
             KIND_TICK => MAX_TICK_BYTES,
-            KIND_END => 5,
+            KIND_END => END_BYTES,
             k => return Err(corrupt(format!("record kind {k}"))),
         };
         if len > limit as u64 {
@@ -520,6 +522,23 @@ impl Players {
         if let Some(moved) = self.ids.get(i) {
             self.index.insert(moved.0, i as u32);
         }
+    }
+}
+
+/// A field as a delta: a 1 bit if it is as before, else a 0 bit and its `n` bits.
+fn field(w: &mut BitWriter, same: bool, value: u32, n: u32) {
+    w.write_bit(same);
+    if !same {
+        w.write_bits(value, n);
+    }
+}
+
+/// Reads what [`field`] wrote, `prev` if it was unchanged.
+fn read_field(r: &mut BitReader<'_>, prev: u32, n: u32) -> Result<u32, BitError> {
+    if r.read_bit()? {
+        Ok(prev)
+    } else {
+        r.read_bits(n)
     }
 }
 
@@ -622,43 +641,26 @@ impl TickEncoder {
         let lag = self.tick.wrapping_add(1).wrapping_sub(f.view_tick.0);
         let w = &mut self.bits;
         let p = &prev.frame;
-        if f.seq.0 == p.seq.0.wrapping_add(1) {
-            w.write_bit(true);
-        } else {
-            w.write_bit(false);
-            w.write_bits(f.seq.0, 32);
-        }
+        let next_seq = f.seq.0 == p.seq.0.wrapping_add(1);
         let mv = |f: &InputFrame| u32::from(f.move_x as u8) | u32::from(f.move_y as u8) << 8;
-        if mv(f) == mv(p) {
-            w.write_bit(true);
-        } else {
-            w.write_bit(false);
-            w.write_bits(mv(f), 16);
+        let steady = next_seq
+            && mv(f) == mv(p)
+            && f.buttons == p.buttons
+            && lag == prev.lag
+            && f.interp_ms == p.interp_ms;
+        // Most frames (82% of a bot's) differ from the previous one in their aim at most.
+        w.write_bit(steady);
+        if !steady {
+            field(w, next_seq, f.seq.0, 32);
+            field(w, mv(f) == mv(p), mv(f), 16);
+            field(w, f.buttons == p.buttons, u32::from(f.buttons), 8);
+            w.write_bit(lag == prev.lag);
+            if lag != prev.lag {
+                w.write_eg0(lag);
+            }
+            field(w, f.interp_ms == p.interp_ms, u32::from(f.interp_ms), 16);
         }
-        if f.aim_yaw == p.aim_yaw {
-            w.write_bit(true);
-        } else {
-            w.write_bit(false);
-            w.write_bits(u32::from(f.aim_yaw), 16);
-        }
-        if f.buttons == p.buttons {
-            w.write_bit(true);
-        } else {
-            w.write_bit(false);
-            w.write_bits(u32::from(f.buttons), 8);
-        }
-        if lag == prev.lag {
-            w.write_bit(true);
-        } else {
-            w.write_bit(false);
-            w.write_eg0(lag);
-        }
-        if f.interp_ms == p.interp_ms {
-            w.write_bit(true);
-        } else {
-            w.write_bit(false);
-            w.write_bits(u32::from(f.interp_ms), 16);
-        }
+        field(w, f.aim_yaw == p.aim_yaw, u32::from(f.aim_yaw), 16);
         if let Some(i) = slot {
             self.players.prev[i] = Prev { frame: *f, lag };
         }
@@ -862,37 +864,24 @@ impl TickCalls<'_> {
         let prev = slot.map_or_else(Prev::default, |i| self.d.players.prev[i]);
         let p = prev.frame;
         let r = &mut self.r;
-        let seq = if r.read_bit()? {
-            p.seq.0.wrapping_add(1)
+        let mv = u32::from(p.move_x as u8) | u32::from(p.move_y as u8) << 8;
+        let next_seq = p.seq.0.wrapping_add(1);
+        let (seq, mv, buttons, lag, interp_ms) = if r.read_bit()? {
+            (next_seq, mv, p.buttons, prev.lag, p.interp_ms)
         } else {
-            r.read_bits(32)?
+            let seq = read_field(r, next_seq, 32)?;
+            let mv = read_field(r, mv, 16)?;
+            let buttons = read_field(r, u32::from(p.buttons), 8)? as u8;
+            let lag = if r.read_bit()? {
+                prev.lag
+            } else {
+                r.read_eg0()?
+            };
+            let interp = read_field(r, u32::from(p.interp_ms), 16)? as u16;
+            (seq, mv, buttons, lag, interp)
         };
-        let (move_x, move_y) = if r.read_bit()? {
-            (p.move_x, p.move_y)
-        } else {
-            let m = r.read_bits(16)?;
-            (m as u8 as i8, (m >> 8) as u8 as i8)
-        };
-        let aim_yaw = if r.read_bit()? {
-            p.aim_yaw
-        } else {
-            r.read_bits(16)? as u16
-        };
-        let buttons = if r.read_bit()? {
-            p.buttons
-        } else {
-            r.read_bits(8)? as u8
-        };
-        let lag = if r.read_bit()? {
-            prev.lag
-        } else {
-            r.read_eg0()?
-        };
-        let interp_ms = if r.read_bit()? {
-            p.interp_ms
-        } else {
-            r.read_bits(16)? as u16
-        };
+        let aim_yaw = read_field(r, u32::from(p.aim_yaw), 16)? as u16;
+        let (move_x, move_y) = (mv as u8 as i8, (mv >> 8) as u8 as i8);
         let f = InputFrame {
             seq: InputSeq(seq),
             move_x,
@@ -1024,9 +1013,13 @@ mod tests {
         enc.input(EntityId(1), &frame(1, 5, 0));
         enc.step(0.1, WorldSum::default(), &mut out);
         let before = enc.bits.bit_len();
-        // Next tick: seq + 1, same move, buttons and lag, a new aim.
+        // Next tick: seq + 1, same move, buttons and lag, a new aim: the input bit, the
+        // player's index, the steady bit and the aim.
         enc.input(EntityId(1), &frame(2, 6, 1));
-        assert_eq!(enc.bits.bit_len() - before, 1 + 1 + 1 + 1 + 17 + 1 + 1 + 1);
+        assert_eq!(enc.bits.bit_len() - before, 1 + 1 + 1 + 17);
+        let before = enc.bits.bit_len();
+        enc.input(EntityId(1), &frame(3, 6, 1));
+        assert_eq!(enc.bits.bit_len() - before, 1 + 1 + 1 + 1);
     }
 
     #[test]

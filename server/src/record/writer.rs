@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tracing::{info, warn};
 
-use super::codec::{EndReason, LogHeader, LogWriter, WorldSum};
+use super::codec::{
+    END_BYTES, EndReason, FRAMING_BYTES, LogHeader, LogWriter, PROLOGUE_BYTES, WorldSum,
+};
 use super::recording::{Recording, Sink};
 use crate::game::Game;
 use crate::registry::RoomSpec;
@@ -226,7 +228,7 @@ impl OpenLog {
             Ok(_) => info!(
                 path = %self.path.display(),
                 ticks,
-                bytes = self.bytes,
+                bytes = self.bytes + (END_BYTES + FRAMING_BYTES) as u64,
                 complete = reason == EndReason::RoomEnded,
                 "match log finished"
             ),
@@ -267,7 +269,7 @@ fn open(dir: &Path, stem: &str, header: &[u8], state: Arc<LogState>) -> Option<O
                 w: Some(w),
                 state,
                 taken: 0,
-                bytes: header.len() as u64,
+                bytes: (PROLOGUE_BYTES + FRAMING_BYTES + header.len()) as u64,
                 last_flush: Instant::now(),
             })
         }
@@ -300,7 +302,7 @@ fn run(dir: &Path, rx: &Receiver<Msg>, pool: &Sender<Vec<u8>>) {
                     l.state.taken.store(l.taken, Ordering::Release);
                     if let Some(w) = &mut l.w {
                         match w.tick(&buf) {
-                            Ok(()) => l.bytes += (buf.len() + super::codec::FRAMING_BYTES) as u64,
+                            Ok(()) => l.bytes += (buf.len() + FRAMING_BYTES) as u64,
                             Err(e) => l.failed(&e),
                         }
                     }
