@@ -160,7 +160,9 @@ impl Server {
         s
     }
 
-    /// As [`Server::new`], with your own game in the default room.
+    /// As [`Server::new`], with your own game in the default room. With `--record`, the
+    /// room's log names no kind and no setup: replay it with [`replay::replay_file`] and a
+    /// factory that builds this same game (the header's seed is `--seed`).
     pub fn with_game<G: Game>(cfg: ServerConfig, game: G) -> Self {
         let mut s = Self::new(cfg);
         s.default_game = Some(Box::new(game));
