@@ -88,6 +88,8 @@ pub struct Recording<G> {
     enc: TickEncoder,
     sink: Option<Sink>,
     tick: u32,
+    /// Bytes to allocate for a tick record when the pool is empty.
+    last_len: usize,
 }
 
 impl<G: Game> Recording<G> {
@@ -98,6 +100,7 @@ impl<G: Game> Recording<G> {
             enc: TickEncoder::new(),
             sink,
             tick: 0,
+            last_len: 256,
         }
     }
 
@@ -115,8 +118,14 @@ impl<G: Game> Recording<G> {
         self.tick = self.tick.wrapping_add(1);
         let Some(sink) = &mut self.sink else { return };
         let sum = WorldSum::of(self.inner.entities());
-        let mut buf = sink.pool.try_recv().unwrap_or_default();
+        // A pooled buffer, or (the writer has not handed one back yet) one new allocation.
+        let mut buf = sink
+            .pool
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.last_len));
         self.enc.step(dt, sum, &mut buf);
+        // With room to spare: the next tick is likely about as big.
+        self.last_len = buf.len() + buf.len() / 4;
         if let Err(why) = sink.send(buf, self.enc.players()) {
             sink.state.stopped.store(true, Ordering::Release);
             if let Some(why) = why {
@@ -188,5 +197,70 @@ impl<G: Game> Game for Recording<G> {
 
     fn locked(&self) -> bool {
         self.inner.locked()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::game::Arena;
+    use crate::world::World;
+    use tickwire_shared::ClientId;
+
+    fn recording(queue: usize) -> (Recording<Arena>, Arc<LogState>, Receiver<Msg>) {
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let (_pool_tx, pool) = crossbeam_channel::bounded(4);
+        let state = Arc::new(LogState::default());
+        let open = Msg::Open {
+            log: 0,
+            stem: "t".into(),
+            header: Vec::new(),
+            state: state.clone(),
+        };
+        let arena = Arena::new(World::arena(), Default::default(), 3, 1);
+        let sink = Sink::new(0, open, tx, pool);
+        (Recording::new(arena, "t".into(), Some(sink)), state, rx)
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_stops_the_recording_not_the_room() {
+        // Room for the opening and 5 ticks; nobody takes them.
+        let (mut g, state, rx) = recording(6);
+        let e = g.spawn_player(PlayerInfo::anonymous(ClientId(1)));
+        for _ in 0..5 {
+            g.apply_input(e, &InputFrame::default());
+            g.step(1.0 / 30.0);
+            assert!(g.is_recording());
+        }
+        let before = g.entities().to_vec();
+        // The queue is full: the next tick stops the recording, and the game goes on.
+        g.step(1.0 / 30.0);
+        assert!(!g.is_recording());
+        assert!(state.stopped.load(Ordering::Acquire));
+        assert_eq!(state.sent.load(Ordering::Acquire), 5);
+        g.step(1.0 / 30.0);
+        assert_eq!(g.entities().len(), before.len());
+        assert_eq!(rx.len(), 6, "nothing more was queued");
+        drop(g);
+        // A stopped log is not marked ended by its room: the writer ends it as stopped.
+        assert!(!state.ended.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_room_that_is_far_ahead_of_its_writer_stops_recording() {
+        let (mut g, state, _rx) = recording(MAX_BEHIND_TICKS as usize + 10);
+        for _ in 0..MAX_BEHIND_TICKS {
+            g.step(1.0 / 30.0);
+        }
+        assert!(g.is_recording());
+        // The writer has taken one; the room is MAX_BEHIND_TICKS - 1 ahead, then as many
+        // again.
+        state.taken.store(1, Ordering::Release);
+        g.step(1.0 / 30.0);
+        assert!(g.is_recording());
+        g.step(1.0 / 30.0);
+        assert!(!g.is_recording());
+        drop(g);
+        assert!(!state.ended.load(Ordering::Acquire));
     }
 }
