@@ -85,7 +85,11 @@ async fn a_recorded_match_of_50_bots_replays_and_damaged_logs_are_clear_errors()
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files, [path.clone()], "one log, of the default room");
+    assert_eq!(
+        files,
+        std::slice::from_ref(&path),
+        "one log, of the default room"
+    );
     let size = std::fs::metadata(&path).unwrap().len();
     assert_eq!(
         size,
