@@ -6,7 +6,8 @@
 // has not applied yet (`last_input`) replayed on top.
 //
 // window.tickwireStats = {snapshots, desyncs, entities, connected, self, predicted, ...} is
-// kept current for tests and curious developers (`self` is the server-confirmed position).
+// kept current for tests and curious developers (`self` is the server-confirmed position,
+// `selfFlags` and `selfHealth` your entity's flags and health).
 
 import { BUTTON_FIRE, TickwireClient } from "./tickwire.js";
 import { WORLD } from "./world.js";
@@ -18,6 +19,12 @@ const KIND_PLAYER = 1;
 const KIND_NPC = 2;
 const KIND_PROJECTILE = 3;
 const MAX_HEALTH = 100;
+// Flag bits this page draws the same way whatever the game (flags are game-defined; the arena
+// sets none; the tag example, server/examples/tag, sets 0x1 on whoever is "it", 0x2 on the
+// player who just passed it on, and 0x4 on everyone, because its health is the score).
+const FLAG_MARKED = 0x1; // a red ring around it, red on the minimap, "marked" in the HUD
+const FLAG_PROTECTED = 0x2; // drawn faded
+const FLAG_SCORE = 0x4; // health is a score: drawn as a number above it, not as a health bar
 
 const INTERP_DELAY_MS = 100;
 const BUFFER_SNAPSHOTS = 32;
@@ -52,6 +59,8 @@ const stats = {
   kbPerSec: 0,
   entityId: null,
   self: null,
+  selfFlags: 0,
+  selfHealth: 0,
   predicted: null,
   kinds: {},
 };
@@ -144,6 +153,9 @@ function onSnapshot(view, info) {
   stats.tick = info.tick;
   stats.kinds = kinds;
   stats.self = info.self ? { x: info.self.x, y: info.self.y } : null;
+  const mine = entities.get(stats.entityId);
+  stats.selfFlags = mine ? mine.flags : 0;
+  stats.selfHealth = mine ? mine.health : 0;
   syncStats();
 }
 
@@ -362,6 +374,7 @@ const COLORS = {
   projectile: "#ffe066",
   other: "#b0b0b0",
   self: "#5cff9d",
+  marked: "#ff4d6d",
 };
 
 function resize() {
@@ -520,6 +533,14 @@ function drawEntity(e, scale, sx, sy, isSelf) {
         ? COLORS.npc
         : COLORS.other;
   const r = Math.max(isSelf ? 9 : e.kind === KIND_PLAYER ? 7.5 : 6, BODY_RADIUS * scale);
+  if (e.flags & FLAG_PROTECTED) ctx.globalAlpha = 0.45;
+  if (e.flags & FLAG_MARKED) {
+    ctx.strokeStyle = COLORS.marked;
+    ctx.lineWidth = 3;
+    ctx.beginPath();
+    ctx.arc(x, y, r + 3, 0, 2 * Math.PI);
+    ctx.stroke();
+  }
   if (isSelf) {
     ctx.strokeStyle = "rgba(92,255,157,0.35)";
     ctx.lineWidth = 3;
@@ -538,7 +559,13 @@ function drawEntity(e, scale, sx, sy, isSelf) {
   ctx.moveTo(x, y);
   ctx.lineTo(x + Math.cos(e.yaw) * (r + 5), y - Math.sin(e.yaw) * (r + 5));
   ctx.stroke();
-  if (e.health < MAX_HEALTH) {
+  if (e.flags & FLAG_SCORE) {
+    ctx.fillStyle = "#dfe6f5";
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textAlign = "center";
+    ctx.fillText(String(e.health), x, y - r - 6);
+    ctx.textAlign = "left";
+  } else if (e.health < MAX_HEALTH) {
     const bw = r * 2.4;
     ctx.fillStyle = "rgba(0,0,0,0.6)";
     ctx.fillRect(x - bw / 2, y - r - 9, bw, 4);
@@ -552,6 +579,7 @@ function drawEntity(e, scale, sx, sy, isSelf) {
     ctx.fillText(`you (${playerName})`, x, y + r + 16);
     ctx.textAlign = "left";
   }
+  ctx.globalAlpha = 1;
 }
 
 function drawMinimap(w, h, others, selfPos, scale) {
@@ -577,8 +605,9 @@ function drawMinimap(w, h, others, selfPos, scale) {
   }
   for (const e of others) {
     if (e.kind === KIND_PROJECTILE || e.id === stats.entityId) continue;
-    ctx.fillStyle = e.kind === KIND_PLAYER ? COLORS.player : COLORS.npc;
-    ctx.fillRect(px(e.x) - 1, py(e.y) - 1, 2, 2);
+    const marked = e.flags & FLAG_MARKED;
+    ctx.fillStyle = marked ? COLORS.marked : e.kind === KIND_PLAYER ? COLORS.player : COLORS.npc;
+    ctx.fillRect(px(e.x) - (marked ? 2 : 1), py(e.y) - (marked ? 2 : 1), marked ? 4 : 2, marked ? 4 : 2);
   }
   // The main view's extent, and you.
   const hw = w / 2 / scale;
@@ -608,7 +637,7 @@ function drawHud() {
       : "",
     s ? `${s.snapshotsPerSec.toFixed(1)} snapshots/s · ${(s.bytesPerSec / 1000).toFixed(1)} kB/s in` : "",
     `entities ${stats.entities} · desyncs ${stats.desyncs}${stats.malformed ? ` · malformed ${stats.malformed}` : ""} · tick ${stats.tick}`,
-    `you: entity ${stats.entityId ?? "-"} at ${pos}`,
+    `you: entity ${stats.entityId ?? "-"} at ${pos}${selfFlagsHud()}`,
     `<span class="help">WASD/arrows move · mouse aims · click or space fires · wheel zooms</span>`,
   ].filter(Boolean);
   const text = lines.join("<br>");
@@ -616,6 +645,16 @@ function drawHud() {
     hud.innerHTML = text;
     hudText = text;
   }
+}
+
+// Your entity's flags, as the game-agnostic words above (tag: "marked" means you are it).
+function selfFlagsHud() {
+  const f = stats.selfFlags;
+  return (
+    (f & FLAG_SCORE ? ` · score ${stats.selfHealth}` : "") +
+    (f & FLAG_MARKED ? ' · <b class="bad">marked</b>' : "") +
+    (f & FLAG_PROTECTED ? " · protected" : "")
+  );
 }
 
 function escapeHtml(text) {

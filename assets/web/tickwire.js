@@ -689,7 +689,7 @@ function readChanged(r, q, base) {
  * with quantizer `q`. Returns the new id-sorted view; throws SnapshotError for a malformed
  * body (7.8). Never modifies `baseline`.
  */
-export function decodeSnapshotBody(q, baseline, body) {
+export function decodeSnapshotBody(q, baseline, body, listed = null) {
   const r = new BitReader(asBytes(body));
   const len = baseline.length;
 
@@ -713,7 +713,8 @@ export function decodeSnapshotBody(q, baseline, body) {
     if (index >= len || removed[index]) {
       throw new SnapshotError(`names baseline entry ${index} of ${len}`);
     }
-    current[index] = readChanged(r, q, baseline[index]);
+        current[index] = readChanged(r, q, baseline[index]);
+    if (listed) listed.add(baseline[index].id);
     prev = index;
   }
   const survivors = removedCount === 0 ? current : current.filter((_, i) => !removed[i]);
@@ -732,7 +733,8 @@ export function decodeSnapshotBody(q, baseline, body) {
     for (let i = 0; i < newCount; i++) {
       const id = prev + 1 + r.eg0();
       if (id > U32_MAX) throw new SnapshotError("entity id over 2^32 - 1");
-      added.push(readFull(r, q, id));
+            added.push(readFull(r, q, id));
+      if (listed) listed.add(id);
       prev = id;
     }
     // Both lists are id-sorted: merge them, refusing a duplicate id.
@@ -821,8 +823,17 @@ export class SnapshotReceiver {
   constructor(quantizer, capacity = DEFAULT_RING) {
     this.quantizer = quantizer;
     this.capacity = Math.max(1, capacity);
-    /** Held snapshots, oldest first: `{tick, lastInput, view}`. */
+        /** Held snapshots, oldest first: `{tick, lastInput, view, asOf}`. */
     this.held = [];
+  }
+
+  /**
+   * Per entry of `view`: the tick of the snapshot that last refreshed it. All equal to the
+   * view's tick unless a bandwidth budget held entities back (`partial`, PROTOCOL.md 7.4):
+   * draw a not-refreshed entity from its samples at their as-of ticks, not as of now.
+   */
+  get asOf() {
+    return this.held.length ? this.held[this.held.length - 1].asOf : [];
   }
 
   /** The tick to acknowledge: the newest verified snapshot, or 0 before any. */
@@ -851,18 +862,21 @@ export class SnapshotReceiver {
     while (at > 0 && this.held[at - 1].tick > tick) at--;
     if (at > 0 && this.held[at - 1].tick === tick) return { status: "duplicate", tick };
     if (at === 0 && this.held.length === this.capacity) return { status: "stale", tick, kept: false };
-    let baseline = [];
+        let baseline = [];
+    let baseAsOf = [];
     let baselineTick = null;
     if (msg.baselineAge !== 0) {
       if (msg.baselineAge > tick) return { status: "bad-baseline-age", tick };
       baselineTick = tick - msg.baselineAge;
       const i = this._find(baselineTick);
       if (i < 0) return { status: "missing-baseline", tick, baselineTick };
-      baseline = this.held[i].view;
+            baseline = this.held[i].view;
+      baseAsOf = this.held[i].asOf;
     }
     let view;
+    const listed = msg.partial ? new Set() : null;
     try {
-      view = decodeSnapshotBody(this.quantizer, baseline, msg.body);
+      view = decodeSnapshotBody(this.quantizer, baseline, msg.body, listed);
     } catch (error) {
       if (error instanceof ProtocolError) return { status: "malformed", tick, error };
       throw error;
@@ -875,7 +889,14 @@ export class SnapshotReceiver {
       this.held.shift();
       at--;
     }
-    this.held.splice(at, 0, { tick, lastInput: msg.lastInput, view });
+        let asOf;
+    if (listed) {
+      const before = new Map(baseline.map((e, i) => [e.id, baseAsOf[i]]));
+      asOf = view.map((e) => (listed.has(e.id) ? tick : (before.get(e.id) ?? tick)));
+    } else {
+      asOf = view.map(() => tick);
+    }
+    this.held.splice(at, 0, { tick, lastInput: msg.lastInput, view, asOf });
     const full = msg.baselineAge === 0;
     if (at === this.held.length - 1) return { status: "current", tick, full, baselineTick, view };
     return { status: "stale", tick, kept: true };

@@ -42,6 +42,13 @@ fn crowd() -> ServerConfig {
     cfg
 }
 
+/// The crowded room with a 1,200-byte snapshot budget (`--max-snapshot-bytes 1200`).
+fn crowd_budget() -> ServerConfig {
+    let mut cfg = crowd();
+    cfg.sim.max_snapshot_bytes = Some(1200);
+    cfg
+}
+
 fn setup(cfg: &ServerConfig, clients: usize, npcs: usize) -> Setup {
     let arena = Arena::new(cfg.world.clone(), ArenaRules::default(), npcs, 7);
     let mut sim = Room::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
@@ -96,7 +103,10 @@ fn step(s: &mut Setup) -> u64 {
     }
     let bytes = s.sim.tick();
     for o in &s.outs {
-        black_box(o.take());
+        // As a WebSocket connection does: the snapshot written is delivered.
+        if let Some(snap) = black_box(o.take()).snapshot {
+            o.set_delivered(snap.tick());
+        }
     }
     bytes
 }
@@ -156,6 +166,7 @@ fn tick(c: &mut Criterion) {
         case("tick", arena, 1000, 1000, None),
         case("tick", arena, 5000, 1000, None),
         case("crowd", crowd, 1000, 0, None),
+        case("budget", crowd_budget, 1000, 0, None),
         // Rayon against one thread at the sizes above, and for a small room.
         case("par", arena, 1000, 1000, Some(true)),
         case("single", arena, 1000, 1000, Some(false)),
@@ -172,6 +183,10 @@ fn tick(c: &mut Criterion) {
         let name = match case.label {
             "tick" => format!("{}_clients_{entities}_entities", case.clients),
             "crowd" => format!("crowd_{}_clients_{entities}_entities", case.clients),
+            "budget" => format!(
+                "crowd_1200_bytes_{}_clients_{entities}_entities",
+                case.clients
+            ),
             label => format!("{label}_{room}{}_clients_{entities}_entities", case.clients),
         };
         // Built on the first call, which criterion makes only if the name passes the filter,

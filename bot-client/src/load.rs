@@ -148,6 +148,11 @@ impl Default for LoadConfig {
 struct Hists {
     rtt_us: Histogram<u64>,
     input_us: Histogram<u64>,
+    /// Bytes of each snapshot envelope received.
+    snapshot_bytes: Histogram<u64>,
+    /// Verifying bots, per verified snapshot: ticks its least recently refreshed entry is
+    /// behind it.
+    refresh_age: Histogram<u64>,
 }
 
 impl Hists {
@@ -158,6 +163,8 @@ impl Hists {
         Self {
             rtt_us: h(),
             input_us: h(),
+            snapshot_bytes: h(),
+            refresh_age: h(),
         }
     }
 }
@@ -245,6 +252,15 @@ pub struct Report {
     pub input_latency_ms_p50: f64,
     /// Same, 99th percentile.
     pub input_latency_ms_p99: f64,
+    /// Bytes of a snapshot envelope received, 99th percentile (a bandwidth budget caps it).
+    pub snapshot_bytes_p99: u64,
+    /// The largest snapshot envelope received, bytes.
+    pub snapshot_bytes_max: u64,
+    /// Verifying bots: ticks by which the least recently refreshed entity of a verified view
+    /// trailed it (0 without a bandwidth budget), 99th percentile over snapshots.
+    pub refresh_age_ticks_p99: u64,
+    /// The same, at its largest.
+    pub refresh_age_ticks_max: u64,
     /// Snapshots the verifying bots decoded and verified as their newest view.
     pub verified_snapshots: u64,
     /// Checksum mismatches (seen by the verifying bots only).
@@ -334,6 +350,17 @@ impl Report {
                     self.input_latency_ms_p50, self.input_latency_ms_p99
                 ),
             ),
+            (
+                "snapshot bytes p99 / max",
+                format!("{} / {}", self.snapshot_bytes_p99, self.snapshot_bytes_max),
+            ),
+            (
+                "refresh age p99 / max ticks",
+                format!(
+                    "{} / {}",
+                    self.refresh_age_ticks_p99, self.refresh_age_ticks_max
+                ),
+            ),
             ("verified snapshots", self.verified_snapshots.to_string()),
             ("desyncs (verifying bots)", self.desyncs.to_string()),
             ("decode errors", self.decode_errors.to_string()),
@@ -376,12 +403,21 @@ impl Load {
             let h = s.h.lock().unwrap_or_else(PoisonError::into_inner);
             let _ = rtt.rtt_us.add(&h.rtt_us);
             let _ = rtt.input_us.add(&h.input_us);
+            let _ = rtt.snapshot_bytes.add(&h.snapshot_bytes);
+            let _ = rtt.refresh_age.add(&h.refresh_age);
         }
         let ms = |h: &Histogram<u64>, q: f64| {
             if h.is_empty() {
                 0.0
             } else {
                 h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        let at = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
             }
         };
         // Connected time includes bots still running, sampled now.
@@ -427,6 +463,10 @@ impl Load {
             rtt_ms_p99: ms(&rtt.rtt_us, 0.99),
             input_latency_ms_p50: ms(&rtt.input_us, 0.5),
             input_latency_ms_p99: ms(&rtt.input_us, 0.99),
+            snapshot_bytes_p99: at(&rtt.snapshot_bytes, 0.99),
+            snapshot_bytes_max: rtt.snapshot_bytes.max(),
+            refresh_age_ticks_p99: at(&rtt.refresh_age, 0.99),
+            refresh_age_ticks_max: rtt.refresh_age.max(),
             verified_snapshots: sum(|c| &c.verified),
             desyncs: sum(|c| &c.desyncs),
             decode_errors: sum(|c| &c.decode_errors),
@@ -670,8 +710,13 @@ async fn bot(
                             } else {
                                 shard.c.delta.fetch_add(1, Relaxed);
                             }
-                            let now = Instant::now();
+                                                        let now = Instant::now();
+                            let age = client.staleness();
                             let mut h = shard.h.lock().unwrap_or_else(PoisonError::into_inner);
+                            let _ = h.snapshot_bytes.record(bytes as u64);
+                            if let Some(a) = age {
+                                let _ = h.refresh_age.record(u64::from(a));
+                            }
                             while pending.front().is_some_and(|(s, _)| *s <= message.last_input) {
                                 if let Some((_, sent)) = pending.pop_front() {
                                     let _ = h.input_us.record((now - sent).as_micros().max(1) as u64);
@@ -846,6 +891,10 @@ mod tests {
             "rtt_ms_p99",
             "input_latency_ms_p50",
             "input_latency_ms_p99",
+            "snapshot_bytes_p99",
+            "snapshot_bytes_max",
+            "refresh_age_ticks_p99",
+            "refresh_age_ticks_max",
             "desyncs",
             "decode_errors",
             "missing_baselines",

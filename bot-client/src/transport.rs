@@ -357,6 +357,15 @@ impl BotClient {
         }
     }
 
+    /// See [`tickwire_shared::ClientSession::staleness`]: how far behind the newest verified view its least
+    /// recently refreshed entry is, in ticks (`None` when not verifying).
+    pub fn staleness(&self) -> Option<u32> {
+        match self {
+            BotClient::Ws(c) => c.session().staleness(),
+            BotClient::Quic(c) => c.session().staleness(),
+        }
+    }
+
     /// Bytes sent so far.
     pub fn bytes_out(&self) -> u64 {
         match self {

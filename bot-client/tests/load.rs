@@ -169,11 +169,13 @@ async fn half_the_bots_verify(transport: TransportKind) {
         trusted as f64 > 0.4 * snapshots as f64,
         "the non-verifying half received only {trusted} of {snapshots}"
     );
-    // The non-verifying bots acknowledge: after the first full snapshot, deltas.
+    // The non-verifying bots acknowledge: after the first full snapshots, deltas. Every
+    // snapshot is full until a bot's first ack lands, which on a loaded machine (QUIC
+    // handshakes, other tests) takes a few ticks: a few per bot, against about 90 deltas.
     let full_sent = metrics.full_snapshots.load(Relaxed);
     assert!(
-        full_sent <= 2 * BOTS as u64 && report.full_snapshots <= 2 * BOTS as u64,
-        "server sent {full_sent} full snapshots, bots saw {}",
+        full_sent * 20 <= snapshots && report.full_snapshots * 20 <= snapshots,
+        "server sent {full_sent} full snapshots, bots saw {} of {snapshots}",
         report.full_snapshots
     );
     // Input latency needs only the snapshot header.

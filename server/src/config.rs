@@ -101,6 +101,16 @@ pub struct Cli {
     #[arg(long)]
     pub max_detached: Option<u32>,
 
+    /// Most bytes of each client's snapshot (the whole Snapshot envelope; a QUIC client's is
+    /// also capped to its datagram size). Entities then compete for the room by priority:
+    /// nearer entities and important kinds weigh more, and an entity's priority grows with
+    /// every tick since the client last got it; what does not fit stays as the client has it
+    /// and comes in a later snapshot (PROTOCOL.md 7.4, partial snapshots). Off by default:
+    /// every snapshot carries every change. 1200 holds a 1,000-entity crowd at 36 kB/s per
+    /// client at 30 snapshots a second, each entity refreshed every few ticks.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(128..=1_048_576))]
+    pub max_snapshot_bytes: Option<u32>,
+
     /// Seconds a new connection has for its TLS handshake, then for its whole HTTP request
     /// head (a deadline for the head, not per byte; again for each keep-alive request), and
     /// after the upgrade for its Hello.
@@ -401,6 +411,8 @@ pub struct SimConfig {
     /// makes a room; a [`crate::Room`] made directly with `None` keeps at most
     /// [`crate::room::DEFAULT_MAX_DETACHED`].
     pub max_detached: Option<usize>,
+    /// Most bytes of each client's snapshot envelope (`None`: no budget).
+    pub max_snapshot_bytes: Option<usize>,
 }
 
 /// The validated server configuration.
@@ -615,6 +627,7 @@ impl Cli {
                 max_inputs_per_tick: self.input_queue,
                 max_frames_per_tick: self.max_frames_per_tick,
                 max_detached: self.max_detached.map(|n| n as usize),
+                max_snapshot_bytes: self.max_snapshot_bytes.map(|n| n as usize),
             },
             world,
             npcs: self.npcs as usize,

@@ -80,6 +80,13 @@ pub trait Game: Send + 'static {
     fn locked(&self) -> bool {
         false
     }
+    /// How much an entity of `kind` matters to a client, 1 (the default) to 8, when a
+    /// bandwidth budget (`--max-snapshot-bytes`) cannot fit every entity: it multiplies the
+    /// entity's priority (with its nearness and the ticks since the client last got it).
+    fn kind_priority(&self, kind: u16) -> u8 {
+        let _ = kind;
+        1
+    }
 }
 
 /// Rooms of registered kinds hold their game behind a box.
@@ -110,6 +117,9 @@ impl Game for Box<dyn Game> {
     }
     fn locked(&self) -> bool {
         (**self).locked()
+    }
+    fn kind_priority(&self, kind: u16) -> u8 {
+        (**self).kind_priority(kind)
     }
 }
 
@@ -465,6 +475,14 @@ impl Game for Arena {
 
     fn entities(&self) -> &[Replicated] {
         &self.reps
+    }
+
+    /// Players and projectiles (what can hit you) before NPCs.
+    fn kind_priority(&self, kind: u16) -> u8 {
+        match kind {
+            KIND_PLAYER | KIND_PROJECTILE => 2,
+            _ => 1,
+        }
     }
 }
 

@@ -484,6 +484,15 @@ impl Transport for QuicTransport {
         }
     }
 
+    fn reliable(&self) -> bool {
+        // Datagrams may be lost or reordered.
+        false
+    }
+
+    fn snapshot_limit(&self) -> Option<usize> {
+        self.conn.max_datagram_size()
+    }
+
     async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End> {
         let fits = self
             .conn

@@ -22,7 +22,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 use glam::Vec2;
 use rayon::prelude::*;
+use tickwire_shared::baseline::AckOutcome;
 use tickwire_shared::bits::BitWriter;
+use tickwire_shared::budget::{BudgetEncoder, BudgetParams, BudgetRing, Weights};
 use tickwire_shared::codec::{MAX_SNAPSHOT_HEADER_BYTES, encode_snapshot_header};
 use tickwire_shared::replication::{
     ClientRing, DeltaCache, FullCache, IdSet, SharedEncoder, ViewIds, WorldFrame, WorldHistory,
@@ -37,6 +39,8 @@ use crate::room::Outbound;
 /// Fewest clients with views of their own (last tick) for which the per-client passes run
 /// on rayon's pool.
 pub const PARALLEL_MIN_CLIENTS: usize = 512;
+/// Fewest clients for which budgeted snapshots are encoded on rayon's pool.
+pub const BUDGET_PARALLEL_MIN_CLIENTS: usize = 64;
 /// Clients per rayon task: enough work per task that stealing pays for itself.
 const CLIENTS_PER_TASK: usize = 64;
 
@@ -44,12 +48,29 @@ const CLIENTS_PER_TASK: usize = 64;
 /// with the same baseline and view share.
 #[derive(Debug, Clone)]
 pub struct SnapshotFrame {
+    tick: Tick,
     header: [u8; MAX_SNAPSHOT_HEADER_BYTES],
     header_len: u8,
     body: Bytes,
 }
 
 impl SnapshotFrame {
+    /// The tick it shows.
+    pub fn tick(&self) -> Tick {
+        self.tick
+    }
+
+    fn new(tick: Tick, header: &[u8], body: Bytes) -> SnapshotFrame {
+        let mut snap = SnapshotFrame {
+            tick,
+            header: [0; MAX_SNAPSHOT_HEADER_BYTES],
+            header_len: header.len() as u8,
+            body,
+        };
+        snap.header[..header.len()].copy_from_slice(header);
+        snap
+    }
+
     /// The envelope up to the body.
     pub fn header(&self) -> &[u8] {
         &self.header[..usize::from(self.header_len)]
@@ -123,6 +144,9 @@ pub struct Viewer {
     cur_ids: Option<ViewIds>,
     checksum: u32,
     header: Vec<u8>,
+    /// With a bandwidth budget: what each sent snapshot left the client holding (the
+    /// `ring` above is then unused).
+    budget: Option<Box<BudgetRing>>,
 }
 
 thread_local! {
@@ -146,6 +170,16 @@ impl Viewer {
             cur_ids: None,
             checksum: 0,
             header: Vec::with_capacity(MAX_SNAPSHOT_HEADER_BYTES),
+            budget: None,
+        }
+    }
+
+    /// The client holds the snapshot of `tick` (a valid-looking ack; see
+    /// [`ClientRing::on_ack`]).
+    pub fn on_ack(&mut self, tick: Tick) -> AckOutcome {
+        match self.budget.as_mut() {
+            Some(b) => b.on_ack(tick),
+            None => self.ring.on_ack(tick),
         }
     }
 }
@@ -186,8 +220,28 @@ pub struct Replicator {
     parallel_min: usize,
     /// Clients with views of their own last tick (the per-client work to spread).
     own_views: usize,
+    budget: Option<Budget>,
     t: Tables,
 }
+
+/// A room's bandwidth budget (`--max-snapshot-bytes`).
+#[derive(Debug)]
+struct Budget {
+    max_bytes: usize,
+    /// Priority multiplier by entity kind.
+    kinds: Vec<u8>,
+    /// How far a delivered snapshot may lead the acknowledgement and still be a baseline.
+    lead: u32,
+    /// Delta caches of this tick by source age (`u8::MAX`: none): slots of `Tables::deltas`.
+    slot_of_age: [u8; 64],
+}
+
+/// Nearness for priorities: within this many world units an entity weighs 8, within 3 ×
+/// 4, within 7 × 2, else 1.
+const NEAR_UNITS: u32 = 32;
+/// An entry unrefreshed this many ticks goes before all but removals (well inside the
+/// history of `ring + 1` frames, whose sources can still be delta-encoded).
+const FORCE_AGE: u32 = 24;
 
 /// This tick's caches, shared views and groups.
 #[derive(Debug, Default)]
@@ -220,8 +274,32 @@ impl Replicator {
             positions: Vec::new(),
             parallel_min: PARALLEL_MIN_CLIENTS,
             own_views: 0,
+            budget: None,
             t: Tables::default(),
         }
+    }
+
+    /// Caps every client's snapshot envelope at `max_bytes` (see
+    /// [`tickwire_shared::budget`]), weighing entity kinds by `kinds` (index = kind).
+    pub fn set_budget(&mut self, max_bytes: usize, kinds: Vec<u8>, snapshot_every: u32) {
+        self.budget = Some(Budget {
+            max_bytes,
+            kinds,
+            // About half a second of snapshots (16 at 30 a second).
+            lead: 16 * snapshot_every.max(1),
+            slot_of_age: [u8::MAX; 64],
+        });
+    }
+
+    /// A new client's replication state, remembering `ring` sent snapshots.
+    pub fn viewer(&self, entity: EntityId, out: std::sync::Arc<Outbound>, ring: usize) -> Viewer {
+        let mut v = Viewer::new(entity, out, ring);
+        if let Some(b) = &self.budget {
+            let mut r = BudgetRing::new(ring);
+            r.set_delivery_lead(b.lead);
+            v.budget = Some(Box::new(r));
+        }
+        v
     }
 
     /// Runs the per-client passes on rayon's pool from `clients` clients with views of their
@@ -286,6 +364,16 @@ impl Replicator {
         });
         let t = &mut self.t;
         self.own_views = t.share_views(viewers, grid, frame);
+        if self.budget.is_some() {
+            // A budgeted body is some 10 µs of work per client: rayon pays from a few dozen.
+            let parallel = match self.parallel_min {
+                0 => true,
+                usize::MAX => false,
+                _ => viewers.len() >= BUDGET_PARALLEL_MIN_CLIENTS,
+            };
+            return self.replicate_budgeted(tick, viewers, metrics, parallel);
+        }
+        let t = &mut self.t;
 
         // Groups, and the baseline ticks that need a delta cache.
         t.group_views(tick, viewers, &self.history);
@@ -334,6 +422,183 @@ impl Replicator {
             viewers.iter_mut().map(send).sum()
         }
     }
+}
+
+impl Replicator {
+    /// The budgeted pass: each client's own body within its byte cap, entities chosen by
+    /// priority ([`BudgetEncoder`]), deltas from each source tick in use encoded once.
+    fn replicate_budgeted<C: AsMut<Viewer> + Send>(
+        &mut self,
+        tick: Tick,
+        viewers: &mut [C],
+        metrics: &Metrics,
+        parallel: bool,
+    ) -> u64 {
+        let (Some(budget), Some(frame)) = (self.budget.as_mut(), self.history.latest()) else {
+            return 0;
+        };
+        let t = &mut self.t;
+        t.full.build(&self.quantizer, frame);
+        // Which source ticks the clients' baselines hold (a delivered snapshot counts).
+        let mut ages = 0u64;
+        for v in viewers.iter_mut() {
+            let v = v.as_mut();
+            if let Some(b) = v.budget.as_mut() {
+                if let Some(d) = v.out.delivered() {
+                    b.on_delivered(d);
+                }
+                ages |= b.source_ages_for(tick);
+            }
+        }
+        budget.slot_of_age = [u8::MAX; 64];
+        t.delta_ticks.clear();
+        for age in 1..64u32 {
+            let Some(src) = tick.0.checked_sub(age).map(Tick) else {
+                break;
+            };
+            if ages & (1 << age) == 0 || self.history.get(src).is_none() {
+                continue;
+            }
+            budget.slot_of_age[age as usize] = t.delta_ticks.len() as u8;
+            t.delta_ticks.push(src);
+            if t.deltas.len() < t.delta_ticks.len() {
+                t.deltas.push(DeltaCache::new());
+            }
+        }
+        let (q, history) = (&self.quantizer, &self.history);
+        let work = t.deltas[..t.delta_ticks.len()]
+            .iter_mut()
+            .zip(&t.delta_ticks);
+        if parallel && t.delta_ticks.len() > 1 {
+            work.par_bridge()
+                .for_each(|(d, &t)| build_delta(d, q, history, t, frame));
+        } else {
+            work.for_each(|(d, &t)| build_delta(d, q, history, t, frame));
+        }
+        let budget = &*budget;
+        let (full, deltas, shared) = (&t.full, &t.deltas, &t.shared);
+        let delta = |src: Tick| -> Option<&DeltaCache> {
+            let age = tick.0.checked_sub(src.0)? as usize;
+            let slot = *budget.slot_of_age.get(age)?;
+            deltas.get(usize::from(slot)).filter(|_| slot != u8::MAX)
+        };
+        let send = |v: &mut C| -> u64 {
+            let v = v.as_mut();
+            let near = std::mem::take(&mut v.near);
+            let cur: &[u32] = match v.cur {
+                Cur::Shared { view, .. } => &shared[view as usize].indices,
+                Cur::Own { .. } | Cur::Covered(_) => &near,
+            };
+            let n = send_budgeted(v, cur, tick, history, frame, full, &delta, budget, metrics);
+            v.near = near;
+            n
+        };
+        if parallel {
+            viewers
+                .par_iter_mut()
+                .with_min_len(CLIENTS_PER_TASK)
+                .map(send)
+                .sum()
+        } else {
+            viewers.iter_mut().map(send).sum()
+        }
+    }
+}
+
+thread_local! {
+    /// Scratch for budgeted bodies, one per thread.
+    static BUDGET_SCRATCH: std::cell::RefCell<(BudgetEncoder, BitWriter)> =
+        std::cell::RefCell::new((BudgetEncoder::new(), BitWriter::new()));
+}
+
+/// Bytes of a varint (PROTOCOL.md 2.1) of `v`.
+fn varint_len(v: u64) -> usize {
+    match v {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_budgeted<'a>(
+    v: &mut Viewer,
+    cur: &[u32],
+    tick: Tick,
+    history: &WorldHistory,
+    frame: &WorldFrame,
+    full: &FullCache,
+    delta: &impl Fn(Tick) -> Option<&'a DeltaCache>,
+    budget: &Budget,
+    metrics: &Metrics,
+) -> u64 {
+    v.cur_ids = None;
+    let Some(ring) = v.budget.as_mut() else {
+        return 0;
+    };
+    let limit = v
+        .out
+        .snapshot_limit()
+        .map_or(budget.max_bytes, |l| l.min(budget.max_bytes));
+    // The envelope up to the body, at its longest for this tick: tag, tick, age (≤ tick),
+    // last input, checksum, partial, body length.
+    let header_max = 1
+        + 2 * varint_len(u64::from(tick.0))
+        + varint_len(u64::from(v.last_input.0))
+        + 5
+        + 1
+        + varint_len(limit as u64);
+    let me = frame.ids().binary_search(&v.entity).ok();
+    let center = me.map(|i| frame.states()[i].pos);
+    let mut out = ring.take_spare();
+    let (r, body) = BUDGET_SCRATCH.with_borrow_mut(|(enc, w)| {
+        w.clear();
+        let r = enc.encode(
+            history,
+            frame,
+            cur,
+            full,
+            delta,
+            ring,
+            BudgetParams {
+                max_body_bytes: limit.saturating_sub(header_max),
+                force_age: FORCE_AGE,
+                own: me.map(|_| v.entity),
+            },
+            Weights {
+                center,
+                near: NEAR_UNITS * tickwire_shared::quant::POS_SCALE as u32,
+                kinds: &budget.kinds,
+            },
+            w,
+            &mut out,
+        );
+        (r, Bytes::copy_from_slice(w.finish_view()))
+    });
+    ring.push(tick, out);
+    let age = r.base.map_or(0, |b| tick.0 - b.0);
+    v.header.clear();
+    if encode_snapshot_header(
+        tick,
+        age,
+        v.last_input,
+        r.checksum,
+        r.partial,
+        body.len(),
+        &mut v.header,
+    )
+    .is_err()
+    {
+        return 0;
+    }
+    if age == 0 {
+        metrics.full_snapshots.fetch_add(1, Relaxed);
+    }
+    let snap = SnapshotFrame::new(tick, &v.header, body);
+    let len = snap.len() as u64;
+    v.out.put_snapshot(snap, metrics);
+    len
 }
 
 impl Tables {
@@ -581,12 +846,7 @@ fn send_snapshot(
     if age == 0 {
         metrics.full_snapshots.fetch_add(1, Relaxed);
     }
-    let mut snap = SnapshotFrame {
-        header: [0; MAX_SNAPSHOT_HEADER_BYTES],
-        header_len: v.header.len() as u8,
-        body,
-    };
-    snap.header[..v.header.len()].copy_from_slice(&v.header);
+    let snap = SnapshotFrame::new(tick, &v.header, body);
     let len = snap.len() as u64;
     v.out.put_snapshot(snap, metrics);
     len

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -96,9 +97,38 @@ pub struct Outbound {
     state: Mutex<OutboundState>,
     /// Signalled whenever `state` gains something.
     pub notify: Notify,
+    /// The newest snapshot tick a reliable, ordered transport took in full (0: none): a
+    /// bandwidth budget may delta against it before it is acknowledged.
+    delivered: AtomicU32,
+    /// The largest snapshot envelope one packet carries (0: no limit), from a QUIC
+    /// connection's datagram size.
+    snapshot_limit: AtomicU32,
 }
 
 impl Outbound {
+    /// The transport took the snapshot of `tick` in full, and will deliver it in order (a
+    /// reliable, ordered transport only: TCP, not QUIC datagrams). A bandwidth budget then
+    /// deltas against it without waiting for its acknowledgement.
+    pub fn set_delivered(&self, tick: Tick) {
+        self.delivered.fetch_max(tick.0, Relaxed);
+    }
+
+    /// The newest snapshot delivered (see [`Outbound::set_delivered`]).
+    pub(crate) fn delivered(&self) -> Option<Tick> {
+        Some(Tick(self.delivered.load(Relaxed))).filter(|t| t.0 != 0)
+    }
+
+    /// The transport's packet limit for a snapshot envelope, if it has one.
+    pub(crate) fn set_snapshot_limit(&self, limit: Option<usize>) {
+        let v = limit.map_or(0, |l| l.clamp(1, u32::MAX as usize) as u32);
+        self.snapshot_limit.store(v, Relaxed);
+    }
+
+    /// See [`Outbound::set_snapshot_limit`].
+    pub(crate) fn snapshot_limit(&self) -> Option<usize> {
+        Some(self.snapshot_limit.load(Relaxed) as usize).filter(|&l| l != 0)
+    }
+
     /// Takes everything pending.
     pub fn take(&self) -> OutboundState {
         std::mem::take(&mut *self.state.lock().unwrap_or_else(PoisonError::into_inner))
@@ -220,7 +250,11 @@ impl<G: Game> Room<G> {
     pub fn new(game: G, cfg: SimConfig, metrics: Arc<Metrics>) -> Result<Self, crate::ServerError> {
         let bounds = game.bounds();
         let quantizer = Quantizer::new(bounds).map_err(crate::ServerError::World)?;
-        let replicator = Replicator::new(quantizer, cfg.view_radius, cfg.baseline_ring);
+        let mut replicator = Replicator::new(quantizer, cfg.view_radius, cfg.baseline_ring);
+        if let Some(max) = cfg.max_snapshot_bytes {
+            let kinds = (0..=255u16).map(|k| game.kind_priority(k)).collect();
+            replicator.set_budget(max, kinds, cfg.snapshot_every);
+        }
         let max_detached = cfg.max_detached.unwrap_or(DEFAULT_MAX_DETACHED);
         Ok(Self {
             game,
@@ -319,7 +353,7 @@ impl<G: Game> Room<G> {
                     deferred: [InputFrame::default(); MAX_INPUT_FRAMES],
                     deferred_len: 0,
                     player_id,
-                    v: Viewer::new(entity, out, self.cfg.baseline_ring),
+                    v: self.replicator.viewer(entity, out, self.cfg.baseline_ring),
                 });
             }
             Control::Leave { client, graceful } => {
@@ -410,7 +444,7 @@ impl<G: Game> Room<G> {
         };
         let c = &mut self.clients[i];
         if m.ack.0 != 0 {
-            let outcome = c.v.ring.on_ack(m.ack);
+            let outcome = c.v.on_ack(m.ack);
             let sent = match outcome {
                 AckOutcome::Accepted => true,
                 // Older than the ring: every snapshot tick since the join was sent.
@@ -642,6 +676,7 @@ mod tests {
             max_inputs_per_tick: 100,
             max_frames_per_tick: 2,
             max_detached: Some(16),
+            max_snapshot_bytes: None,
         };
         Room::new(Recorder::default(), cfg, Arc::new(Metrics::default())).unwrap()
     }

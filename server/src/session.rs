@@ -155,6 +155,18 @@ pub(crate) trait Transport {
     /// path suits it. Returns the bytes written.
     async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End>;
 
+    /// Whether a snapshot [`Transport::send_snapshot`] took is sure to reach the client, in
+    /// order (TCP): then a bandwidth budget may delta against it before it is acknowledged.
+    fn reliable(&self) -> bool {
+        true
+    }
+
+    /// The largest snapshot envelope that goes in one packet (a QUIC datagram), if any: a
+    /// bandwidth budget is capped to it.
+    fn snapshot_limit(&self) -> Option<usize> {
+        None
+    }
+
     /// Best effort, bounded in time: `disconnect` (the encoded `Disconnect` envelope, when it
     /// could be encoded) reliably, then the transport's own close with `code` and `reason`.
     async fn close(self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>);
@@ -487,6 +499,8 @@ impl<T: Transport> Session<T> {
         let metrics = self.sh.metrics.clone();
         {
             let mut newer = None;
+            let tick = frame.tick();
+            let (reliable, limit) = (self.t.reliable(), self.t.snapshot_limit());
             let send = self.t.send_snapshot(frame);
             tokio::pin!(send);
             // Nearly every write completes at once; only one that waits arms the Notify wait
@@ -514,6 +528,10 @@ impl<T: Transport> Session<T> {
                 },
             };
             let n = sent?;
+            if reliable {
+                out.set_delivered(tick);
+            }
+            out.set_snapshot_limit(limit);
             metrics.bytes_sent.fetch_add(n, Relaxed);
             metrics.snapshots_sent.fetch_add(1, Relaxed);
             if let Some(f) = newer {

@@ -27,6 +27,7 @@
 
 pub mod baseline;
 pub mod bits;
+pub mod budget;
 pub mod close;
 pub mod codec;
 pub mod ids;

@@ -16,7 +16,7 @@ use crate::baseline::DEFAULT_RING;
 use crate::ids::{EntityId, InputSeq, Tick};
 use crate::message::SnapshotMessage;
 use crate::quant::{QuantizedState, Quantizer};
-use crate::snapshot::{SnapshotError, ViewEntry, decode_delta, view_checksum};
+use crate::snapshot::{SnapshotError, ViewEntry, decode_delta_listing, view_checksum};
 
 /// Why a snapshot was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +82,8 @@ struct Held {
     tick: Tick,
     last_input: InputSeq,
     view: Vec<ViewEntry>,
+    /// Per entry of `view`: the tick of the snapshot that last refreshed it (PROTOCOL.md 7.4).
+    as_of: Vec<Tick>,
 }
 
 /// Client-side snapshot history, decoder and verifier.
@@ -92,6 +94,8 @@ pub struct SnapshotReceiver {
     /// Sorted by tick, oldest first.
     held: VecDeque<Held>,
     scratch: Vec<ViewEntry>,
+    scratch_as_of: Vec<Tick>,
+    listed: Vec<EntityId>,
 }
 
 impl SnapshotReceiver {
@@ -103,6 +107,8 @@ impl SnapshotReceiver {
             capacity: capacity.max(1),
             held: VecDeque::new(),
             scratch: Vec::new(),
+            scratch_as_of: Vec::new(),
+            listed: Vec::new(),
         }
     }
 
@@ -128,8 +134,8 @@ impl SnapshotReceiver {
             // Older than everything held and no room: it could never be a baseline again.
             return Ok(Received::Stale { tick });
         }
-        let baseline: &[ViewEntry] = if msg.baseline_age == 0 {
-            &[]
+        let (baseline, base_as_of): (&[ViewEntry], &[Tick]) = if msg.baseline_age == 0 {
+            (&[], &[])
         } else {
             let Some(base_tick) = msg.baseline_tick() else {
                 return Err(ReceiveError::BadBaselineAge {
@@ -138,7 +144,7 @@ impl SnapshotReceiver {
                 });
             };
             match self.held.binary_search_by_key(&base_tick, |h| h.tick) {
-                Ok(i) => &self.held[i].view,
+                Ok(i) => (&self.held[i].view, &self.held[i].as_of),
                 Err(_) => {
                     return Err(ReceiveError::MissingBaseline {
                         tick,
@@ -147,7 +153,15 @@ impl SnapshotReceiver {
                 }
             }
         };
-        decode_delta(&self.quantizer, baseline, &msg.body, &mut self.scratch)?;
+        let listed = &mut self.listed;
+        listed.clear();
+        decode_delta_listing(
+            &self.quantizer,
+            baseline,
+            &msg.body,
+            &mut self.scratch,
+            |id| listed.push(id),
+        )?;
         let actual = view_checksum(&self.scratch);
         if actual != msg.checksum {
             return Err(ReceiveError::ChecksumMismatch {
@@ -157,21 +171,52 @@ impl SnapshotReceiver {
             });
         }
 
-        let mut insert_at = insert_at;
-        let mut view = if self.held.len() == self.capacity {
-            insert_at -= 1;
-            self.held.pop_front().map(|h| h.view).unwrap_or_default()
+        // As-of ticks: what the body listed is as of `tick` (all of it unless partial); the
+        // rest keeps its baseline entry's.
+        let as_of = &mut self.scratch_as_of;
+        as_of.clear();
+        if msg.partial {
+            self.listed.sort_unstable();
+            let (mut li, mut bi) = (0, 0);
+            for (id, _) in &self.scratch {
+                while li < self.listed.len() && self.listed[li] < *id {
+                    li += 1;
+                }
+                if self.listed.get(li) == Some(id) {
+                    as_of.push(tick);
+                    continue;
+                }
+                while bi < baseline.len() && baseline[bi].0 < *id {
+                    bi += 1;
+                }
+                // Not listed: a baseline entry (the body cannot add an entry unlisted).
+                as_of.push(base_as_of.get(bi).copied().unwrap_or(tick));
+            }
         } else {
-            Vec::new()
+            as_of.resize(self.scratch.len(), tick);
+        }
+
+        let mut insert_at = insert_at;
+        let (mut view, mut as_of) = if self.held.len() == self.capacity {
+            insert_at -= 1;
+            self.held
+                .pop_front()
+                .map(|h| (h.view, h.as_of))
+                .unwrap_or_default()
+        } else {
+            Default::default()
         };
         view.clear();
+        as_of.clear();
         std::mem::swap(&mut view, &mut self.scratch);
+        std::mem::swap(&mut as_of, &mut self.scratch_as_of);
         self.held.insert(
             insert_at,
             Held {
                 tick,
                 last_input: msg.last_input,
                 view,
+                as_of,
             },
         );
         if insert_at + 1 == self.held.len() {
@@ -192,6 +237,25 @@ impl SnapshotReceiver {
     /// The newest verified view, id-sorted.
     pub fn view(&self) -> &[ViewEntry] {
         self.held.back().map_or(&[], |h| h.view.as_slice())
+    }
+
+    /// Per entry of [`SnapshotReceiver::view`]: the tick of the snapshot that last refreshed
+    /// it. All equal to the view's tick unless a bandwidth budget held entities back
+    /// (`Snapshot.partial`, PROTOCOL.md 7.4).
+    pub fn as_of(&self) -> &[Tick] {
+        self.held.back().map_or(&[], |h| h.as_of.as_slice())
+    }
+
+    /// How many ticks the least recently refreshed entry of the newest view is behind it
+    /// (0 for an empty view or one refreshed whole).
+    pub fn staleness(&self) -> u32 {
+        self.held.back().map_or(0, |h| {
+            h.as_of
+                .iter()
+                .map(|t| h.tick.0.saturating_sub(t.0))
+                .max()
+                .unwrap_or(0)
+        })
     }
 
     /// The last input the server had applied at the newest verified snapshot.

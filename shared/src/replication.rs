@@ -285,6 +285,11 @@ impl<V> SentRing<V> {
         Some((*t, v))
     }
 
+    /// The entry of `tick`, if it is in the ring.
+    pub fn get(&self, tick: Tick) -> Option<&V> {
+        self.ring.get(self.position(tick)?).map(|(_, v)| v)
+    }
+
     /// The newest entry.
     pub fn newest(&self) -> Option<(Tick, &V)> {
         self.ring.back().map(|(t, v)| (*t, v))
@@ -311,6 +316,18 @@ impl<V> SentRing<V> {
 
     fn position(&self, tick: Tick) -> Option<usize> {
         self.ring.binary_search_by_key(&tick, |s| s.0).ok()
+    }
+
+    /// Takes out the entries older than the acknowledged one: acknowledgements only move
+    /// forward, so they can never be a baseline again. Returns one of them, for its buffer
+    /// to be reused (the others are dropped).
+    pub fn prune_before_acked(&mut self) -> Option<V> {
+        let acked = self.acked?;
+        let mut spare = None;
+        while self.ring.front().is_some_and(|s| s.0 < acked) {
+            spare = self.ring.pop_front().map(|(_, v)| v);
+        }
+        spare
     }
 }
 
@@ -387,17 +404,17 @@ impl ClientRing {
 
 /// Where one entity's cached bits are in a cache's buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Run {
-    start: u32,
-    len: u32,
+pub(crate) struct Run {
+    pub(crate) start: u32,
+    pub(crate) len: u32,
 }
 
 /// The full-state bits ([`crate::snapshot`]'s "new entity" encoding) of every entity of the
 /// current frame, encoded once per tick for every client it enters the view of.
 #[derive(Debug, Default)]
 pub struct FullCache {
-    bits: BitWriter,
-    runs: Vec<Run>,
+    pub(crate) bits: BitWriter,
+    pub(crate) runs: Vec<Run>,
 }
 
 impl FullCache {
@@ -424,10 +441,10 @@ impl FullCache {
 #[derive(Debug, Default)]
 pub struct DeltaCache {
     base: Tick,
-    bits: BitWriter,
+    pub(crate) bits: BitWriter,
     /// By current-frame index; entities not in the baseline frame have an empty run and are
     /// never asked for (a baseline view only holds entities of its frame).
-    runs: Vec<Run>,
+    pub(crate) runs: Vec<Run>,
 }
 
 impl DeltaCache {

@@ -363,6 +363,15 @@ impl ClientSession {
         self.next_ping = interval.filter(|_| self.is_open()).map(|_| now);
     }
 
+    /// How many ticks the least recently refreshed entry of the newest verified view is
+    /// behind it (see [`SnapshotReceiver::staleness`]); `None` while trusting headers.
+    pub fn staleness(&self) -> Option<u32> {
+        match (&self.trusted, &self.receiver) {
+            (None, Some(r)) => Some(r.staleness()),
+            _ => None,
+        }
+    }
+
     /// The tick the next `Input` acknowledges: the newest verified snapshot, or, when not
     /// verifying, the newest snapshot received.
     pub fn ack_tick(&self) -> Option<Tick> {

@@ -449,6 +449,19 @@ pub fn decode_delta(
     body: &[u8],
     out: &mut Vec<ViewEntry>,
 ) -> Result<(), SnapshotError> {
+    decode_delta_listing(q, baseline, body, out, |_| {})
+}
+
+/// As [`decode_delta`], calling `listed` with the id of every entry the body lists (changed
+/// entries in baseline order, then new ones in id order): in a partial snapshot (PROTOCOL.md
+/// 7.4), the entries it refreshed.
+pub fn decode_delta_listing(
+    q: &Quantizer,
+    baseline: &[ViewEntry],
+    body: &[u8],
+    out: &mut Vec<ViewEntry>,
+    mut listed: impl FnMut(EntityId),
+) -> Result<(), SnapshotError> {
     out.clear();
     let mut r = BitReader::new(body);
     let len = baseline.len();
@@ -506,6 +519,7 @@ pub fn decode_delta(
         }
         let (id, base) = &baseline[idx];
         out.push((*id, read_changed(&mut r, q, base)?));
+        listed(*id);
         copied_to = idx + 1;
     }
     while copied_to < len {
@@ -532,6 +546,7 @@ pub fn decode_delta(
             let id = u32::try_from(id).map_err(|_| SnapshotError::BadId)?;
             prev = i64::from(id);
             out.push((EntityId(id), read_full(&mut r, q)?));
+            listed(EntityId(id));
         }
         // Survivors and new entities are each sorted; merge them in place.
         if survivors > 0 {

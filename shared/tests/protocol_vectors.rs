@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use glam::Vec3;
 use tickwire_shared::baseline::{AckOutcome, DEFAULT_RING};
+use tickwire_shared::bits::BitWriter;
+use tickwire_shared::budget::{BudgetEncoder, BudgetParams, BudgetRing, Budgeted, Weights};
 use tickwire_shared::codec::{
     MAX_CLIENT_MESSAGE_BYTES, MAX_SERVER_MESSAGE_BYTES, decode_client, decode_server,
     encode_client, encode_server,
@@ -24,6 +26,7 @@ use tickwire_shared::message::{
     MAX_INPUT_FRAMES, MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_SEAT_BYTES,
 };
 use tickwire_shared::quant::{POS_SCALE, VEL_SCALE, YAW_BITS};
+use tickwire_shared::replication::{DeltaCache, FullCache, WorldHistory};
 use tickwire_shared::snapshot::MAX_VIEW_ENTITIES;
 use tickwire_shared::{
     BaselineTracker, ClientId, ClientMessage, EntityId, EntityState, InputFrame, InputSeq,
@@ -136,6 +139,76 @@ fn view_tick_303(q: &Quantizer) -> Vec<ViewEntry> {
     ]
 }
 
+/// The world at tick 306: entity 3 moved on (x + 0.25), entity 7 lost more health (45 → 40),
+/// entity 20 did not change.
+fn world_tick_306(q: &Quantizer) -> Vec<ViewEntry> {
+    let mut v = view_tick_303(q);
+    v[0].1.pos[0] += 16;
+    v[1].1.health = 40;
+    v
+}
+
+/// The snapshots 300, 303 and 306 as a server with a bandwidth budget encodes them
+/// (`tickwire_shared::budget`): 300 and 303 fit whole, so they are byte for byte the
+/// unbudgeted ones; 306 gets a 5-byte body, which holds entity 3 (the client's own, always
+/// refreshed) and entity 20 (a projectile, which the example weighs twice), but not entity 7.
+/// Returns the three bodies and 306's result.
+fn budgeted_snapshots(q: &Quantizer) -> Result<(Vec<Vec<u8>>, Budgeted), String> {
+    let views = [
+        (Tick(300), view_tick_300(q)),
+        (Tick(303), view_tick_303(q)),
+        (Tick(306), world_tick_306(q)),
+    ];
+    let mut history = WorldHistory::new(8);
+    let mut ring = BudgetRing::new(DEFAULT_RING);
+    let (mut enc, mut full, mut delta) =
+        (BudgetEncoder::new(), FullCache::new(), DeltaCache::new());
+    let mut bodies = Vec::new();
+    let mut last = None;
+    for (tick, view) in &views {
+        let f = history.begin(*tick);
+        for (id, s) in view {
+            f.push(*id, *s);
+        }
+        let frame = history.latest().ok_or("no frame")?;
+        full.build(q, frame);
+        if let Some((b, _)) = ring.baseline(*tick) {
+            delta.build(q, history.get(b).ok_or("no baseline frame")?, frame);
+        }
+        let cur: Vec<u32> = (0..view.len() as u32).collect();
+        let mut out = ring.take_spare();
+        let mut w = BitWriter::new();
+        let kinds = [1, 1, 1, 2];
+        let r = enc.encode(
+            &history,
+            frame,
+            &cur,
+            &full,
+            |t| (t == delta.base_tick()).then_some(&delta),
+            &ring,
+            BudgetParams {
+                max_body_bytes: if tick.0 == 306 { 5 } else { 1000 },
+                force_age: 24,
+                own: Some(EntityId(3)),
+            },
+            Weights {
+                center: Some(view[0].1.pos),
+                near: 32 * POS_SCALE as u32,
+                kinds: &kinds,
+            },
+            &mut w,
+            &mut out,
+        );
+        ring.push(*tick, out);
+        if ring.on_ack(*tick) != AckOutcome::Accepted {
+            return Err(format!("the ack of tick {} must be accepted", tick.0));
+        }
+        bodies.push(w.finish_view().to_vec());
+        last = Some(r);
+    }
+    Ok((bodies, last.ok_or("no snapshot")?))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Vectors.
 // ---------------------------------------------------------------------------------------------
@@ -156,6 +229,8 @@ struct SnapshotExtra {
     baseline_tick: Option<Tick>,
     baseline_view: Vec<ViewEntry>,
     view: Vec<ViewEntry>,
+    /// Per entry of `view`, the tick that last refreshed it (PROTOCOL.md 7.4).
+    as_of: Vec<Tick>,
 }
 
 fn input_frames() -> Vec<InputFrame> {
@@ -199,6 +274,29 @@ fn vectors() -> Result<Vec<Vector>, String> {
     if delta.full || delta.message.baseline_tick() != Some(Tick(300)) {
         return Err("the second snapshot must be a delta against tick 300".into());
     }
+    let (bodies, budgeted) = budgeted_snapshots(&q)?;
+    if bodies[0] != full.message.body || bodies[1] != delta.message.body {
+        return Err("a budget everything fits in must change nothing".into());
+    }
+    if !budgeted.partial || budgeted.base != Some(Tick(303)) || budgeted.held_back != 1 {
+        return Err(format!(
+            "306 must be partial against 303, holding 7 back: {budgeted:?}"
+        ));
+    }
+    let mut v306 = world_tick_306(&q);
+    // Entity 7 was not refreshed: the client keeps its state of tick 303.
+    v306[1] = v303[1];
+    if budgeted.checksum != view_checksum(&v306) {
+        return Err("306's checksum must be that of the view the client holds".into());
+    }
+    let partial = SnapshotMessage {
+        tick: Tick(306),
+        baseline_age: 3,
+        last_input: InputSeq(252),
+        checksum: budgeted.checksum,
+        partial: true,
+        body: bodies[2].clone(),
+    };
 
     Ok(vec![
         Vector {
@@ -285,6 +383,7 @@ fn vectors() -> Result<Vec<Vector>, String> {
             snapshot: Some(SnapshotExtra {
                 baseline_tick: None,
                 baseline_view: Vec::new(),
+                as_of: vec![Tick(300); v300.len()],
                 view: v300.clone(),
             }),
         },
@@ -294,7 +393,18 @@ fn vectors() -> Result<Vec<Vector>, String> {
             snapshot: Some(SnapshotExtra {
                 baseline_tick: Some(Tick(300)),
                 baseline_view: v300,
-                view: v303,
+                as_of: vec![Tick(303); v303.len()],
+                view: v303.clone(),
+            }),
+        },
+        Vector {
+            name: "snapshot_partial",
+            msg: Msg::Server(ServerMessage::Snapshot(partial)),
+            snapshot: Some(SnapshotExtra {
+                baseline_tick: Some(Tick(303)),
+                baseline_view: v303.clone(),
+                view: v306,
+                as_of: vec![Tick(306), Tick(303), Tick(306)],
             }),
         },
         Vector {
@@ -563,6 +673,8 @@ fn to_json(v: &Vector, bytes: &[u8]) -> String {
         ));
         members.push(("view", json_view(&extra.view)));
         members.push(("view_checksum", view_checksum(&extra.view).to_string()));
+        let as_of: Vec<String> = extra.as_of.iter().map(|t| t.0.to_string()).collect();
+        members.push(("view_as_of", format!("[{}]", as_of.join(", "))));
     }
     let rows: Vec<String> = members
         .iter()
@@ -875,6 +987,22 @@ fn snapshot_vectors_drive_a_receiver() -> TestResult {
         Ok(Received::Duplicate { tick: Tick(300) })
     );
     assert_eq!(client.view(), delta_x.view.as_slice());
+
+    // The partial snapshot: 3 and 20 refreshed (20 unchanged), 7 held back, still in view.
+    let partial_v = find(&vectors, "snapshot_partial")?;
+    let Some(partial_x) = &partial_v.snapshot else {
+        return Err("snapshot_partial lacks its views".into());
+    };
+    assert_eq!(
+        client.receive(&snapshot_of(partial_v)?),
+        Ok(Received::Current {
+            tick: Tick(306),
+            full: false
+        })
+    );
+    assert_eq!(client.view(), partial_x.view.as_slice());
+    assert_eq!(client.as_of(), partial_x.as_of.as_slice());
+    assert_eq!(client.staleness(), 3);
     Ok(())
 }
 
@@ -887,7 +1015,7 @@ fn bit_walkthroughs_match_bodies() -> TestResult {
     let md = read(Path::new(PROTOCOL_MD))?;
     let blocks = md_blocks(&md, "bits", "text")?;
     let mut failures = Vec::new();
-    for name in ["snapshot_full", "snapshot_delta"] {
+    for name in ["snapshot_full", "snapshot_delta", "snapshot_partial"] {
         let body = snapshot_of(find(&vectors, name)?)?.body;
         let stream: String = (0..body.len() * 8)
             .map(|i| {
@@ -936,10 +1064,9 @@ fn bit_walkthroughs_match_bodies() -> TestResult {
             ));
         }
     }
-    if blocks
-        .iter()
-        .any(|(n, _)| n != "snapshot_full" && n != "snapshot_delta")
-    {
+    if blocks.iter().any(|(n, _)| {
+        !["snapshot_full", "snapshot_delta", "snapshot_partial"].contains(&n.as_str())
+    }) {
         failures.push("PROTOCOL.md has a bits block for an unknown snapshot".into());
     }
     if failures.is_empty() {

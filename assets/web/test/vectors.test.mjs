@@ -89,7 +89,8 @@ test("the vector set is complete", () => {
     "leave",
     "welcome",
     "snapshot_full",
-    "snapshot_delta",
+        "snapshot_delta",
+    "snapshot_partial",
     "pong",
     "disconnect",
   ]) {
@@ -153,8 +154,17 @@ test("a fresh receiver takes snapshot_full then snapshot_delta and acks 303", ()
     r.held.map((h) => h.tick),
     [300, 303],
   );
-  // The baseline itself was not touched by decoding the delta.
+    // The baseline itself was not touched by decoding the delta.
   assert.deepEqual(r.held[0].view, byName.snapshot_full.json.view);
+  assert.deepEqual(r.asOf, byName.snapshot_delta.json.view_as_of);
+  // A partial snapshot: entity 7 stays as of 303.
+  const partial = decodeServerMessage(byName.snapshot_partial.bytes);
+  assert.equal(partial.partial, true);
+  assert.equal(r.receive(partial).status, "current");
+  assert.deepEqual(r.view, byName.snapshot_partial.json.view);
+  assert.deepEqual(r.asOf, byName.snapshot_partial.json.view_as_of);
+  assert.deepEqual(r.asOf, [306, 303, 306]);
+  r.held.pop();
   // The Input acknowledging it (the `input` vector acknowledges 300 with frames 250, 251).
   const input = expectedMessage(byName.input.json);
   assert.deepEqual(encodeClientMessage({ ...input, ackTick: 300 }), byName.input.bytes);

@@ -1,0 +1,117 @@
+//! Tag on Tickwire: `cargo run --release -p tickwire-server --example tag`, then open
+//! <http://127.0.0.1:8080> and catch the orange runners (or be caught).
+//!
+//! Every flag of `tickwire-server` works here too (`--listen`, `--tick-rate`, `--redis`, …).
+//! Two mean something else: `--npcs` is the number of runners in the default room and
+//! `--room-npcs` in each matchmade tag room (both 3 unless given), and `--world` replaces the
+//! 40 × 40 court. Matchmaking makes rooms of kind "tag" (`POST /matchmake/create/tag`); the
+//! built-in "arena" kind is still there.
+
+mod game;
+
+use anyhow::Context as _;
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _};
+use tickwire_server::{Cli, Command, LogFormat, QuicListener, TlsIdentity};
+use tickwire_shared::rlimit;
+use tracing_subscriber::EnvFilter;
+
+use crate::game::{TagRules, court, tag_server};
+
+/// Runners when `--npcs` is not given (the arena's 200 would fill the court).
+const DEFAULT_RUNNERS: usize = 3;
+
+fn main() -> anyhow::Result<()> {
+    // The server's own command line; `matches` tells a flag given from one left at its default.
+    let matches = Cli::command().get_matches();
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let (npcs_given, room_npcs_given, world_given) =
+        (given("npcs"), given("room_npcs"), given("world"));
+    let cli = Cli::from_arg_matches(&matches)?;
+    if let Some(Command::Token(t)) = &cli.command {
+        println!("{}", t.mint()?);
+        return Ok(());
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => fmt.with_ansi(ansi).init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+    // Exactly one rustls crypto provider for the process: ring.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::warn!("a rustls crypto provider was already installed");
+    }
+    let mut config = cli.into_config()?;
+    if let Ok(port) = std::env::var("AGONES_SDK_HTTP_PORT") {
+        let port = port
+            .trim()
+            .parse::<u16>()
+            .with_context(|| format!("AGONES_SDK_HTTP_PORT={port:?} is not a port"))?;
+        config.rooms.agones_port = Some(port);
+    }
+    let want = config.max_clients as u64 + 256;
+    if let Err(e) = rlimit::raise_nofile(want) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+
+    let world = if world_given {
+        config.world.clone()
+    } else {
+        court(20.0)
+    };
+    // Runners: --npcs in the default room and --room-npcs in each matchmade one, if given.
+    let runners = |given: bool, n: usize| TagRules {
+        runners: if given { n } else { DEFAULT_RUNNERS },
+        ..TagRules::default()
+    };
+    let default_room = runners(npcs_given, config.npcs);
+    let rooms = runners(room_npcs_given, config.rooms.room_npcs);
+    tracing::info!(world = %world.name, runners = default_room.runners, "playing tag in the default room");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tickwire_server::http::bind_listener(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let quic = match config.quic {
+            None => None,
+            Some(addr) => {
+                let identity = match &config.tls {
+                    Some(id) => id.clone(),
+                    None => TlsIdentity::self_signed()?,
+                };
+                Some(QuicListener::bind(addr, &identity)?)
+            }
+        };
+        tag_server(config, world, default_room, rooms)
+            .run_with_quic(listener, quic, shutdown_signal())
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

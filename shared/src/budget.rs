@@ -1,0 +1,704 @@
+//! Bandwidth budgets: which entities a snapshot refreshes when they do not all fit.
+//!
+//! With a budget (the reference server's `--max-snapshot-bytes`), each client's snapshot is
+//! capped, and entities compete for the room by **priority**, as in Gaffer on Games'
+//! priority accumulator and naia's entity priority: an entity's priority is its weight
+//! (nearer entities and more important kinds weigh more) times the ticks since this client
+//! last got it. The highest priorities fill the snapshot; the others stay as the client holds
+//! them, and PROTOCOL.md 7.4's `partial` flag tells the client which entries were refreshed.
+//!
+//! A client's view is then no longer "the world at tick T, seen from here": each entry holds
+//! the state of the tick that last refreshed it (its *source* tick). [`HeldView`] remembers,
+//! per sent snapshot, each entry's source tick and index in that tick's [`WorldFrame`], so the
+//! states themselves stay in the room's one [`WorldHistory`] (12 bytes per entry per
+//! snapshot in flight; entries older than the acknowledged snapshot are dropped).
+//!
+//! Rules the encoder keeps, per snapshot of tick `T` against the acknowledged baseline `B`:
+//! - **Removals** come first: an entity that left the view is listed as removed. An entry
+//!   whose source frame has left the history can no longer be delta-encoded, so it is removed
+//!   too (it comes back as new); entries are refreshed long before that ([`BudgetParams`]).
+//! - **What is in flight stays**: an entity refreshed (or added) by a snapshot sent after `B`
+//!   is refreshed again, so that the client's views never go back in time when the
+//!   acknowledgement lags (deltas are against `B`, not against what is in flight). The
+//!   client's own entity is always refreshed.
+//! - Then the rest by priority, within the budget. New entities count as long overdue.
+//! - If everything fits, the snapshot is not partial and is exactly what an unbudgeted
+//!   encoder writes.
+
+use crate::baseline::AckOutcome;
+use crate::bits::BitWriter;
+use crate::ids::{EntityId, Tick};
+use crate::replication::{DeltaCache, FullCache, Run, SentRing, WorldFrame, WorldHistory};
+use crate::snapshot::{combine_hashes, write_section};
+
+/// Oldest source age (in ticks) a [`HeldView`] tracks; entries are refreshed before it.
+pub const MAX_SOURCE_AGE: u32 = 63;
+
+/// One entry of a view as a budgeted client holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldEntry {
+    /// The entity.
+    pub id: EntityId,
+    /// The tick whose frame holds the state the client has for it.
+    pub src: Tick,
+    /// Its index in that frame.
+    pub idx: u32,
+}
+
+/// The view one budgeted snapshot left the client with.
+#[derive(Debug, Default, Clone)]
+pub struct HeldView {
+    entries: Vec<HeldEntry>,
+    /// Bit `a`: some entry's source is `tick - a` (the snapshot's tick).
+    srcs: u64,
+}
+
+impl HeldView {
+    /// The entries, by id.
+    pub fn entries(&self) -> &[HeldEntry] {
+        &self.entries
+    }
+
+    /// Source ages present, as a mask relative to the tick of the snapshot (bit `a`: `tick - a`).
+    pub fn source_ages(&self) -> u64 {
+        self.srcs
+    }
+}
+
+/// A budgeted client's sent snapshots (their [`HeldView`]s) and acknowledged baseline.
+#[derive(Debug)]
+pub struct BudgetRing {
+    sent: SentRing<HeldView>,
+    spare: Vec<HeldView>,
+    /// The newest snapshot handed in full to a reliable, ordered transport, which the client
+    /// will therefore receive before any later one.
+    delivered: Option<Tick>,
+    /// The first snapshot delivered: the lead counts from it until the first
+    /// acknowledgement.
+    first_delivered: Option<Tick>,
+    /// How far (in ticks) `delivered` may lead the acknowledgement and still be the baseline.
+    lead: u32,
+}
+
+impl BudgetRing {
+    /// A ring of `capacity` (at least 1) sent snapshots.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            sent: SentRing::new(capacity),
+            spare: Vec::new(),
+            delivered: None,
+            first_delivered: None,
+            lead: 0,
+        }
+    }
+
+    /// Over a reliable, ordered transport (WebSocket over TCP), snapshots handed to it in full
+    /// arrive, in order: the baseline may then be the newest such snapshot
+    /// ([`BudgetRing::on_delivered`]) rather than the newest acknowledged one, so a budget is
+    /// not spent again on what is still in flight. As long as the acknowledgements trail it
+    /// by at most `lead` ticks; past that (a client that rejected a snapshot keeps
+    /// acknowledging an older one), the acknowledged snapshot is the baseline again. 0 (the
+    /// default) never uses delivered snapshots: for unreliable transports.
+    pub fn set_delivery_lead(&mut self, lead: u32) {
+        self.lead = lead;
+    }
+
+    /// The snapshot of `tick` was handed in full to the (reliable, ordered) transport.
+    pub fn on_delivered(&mut self, tick: Tick) {
+        if self.delivered.is_none_or(|d| d < tick) {
+            self.delivered = Some(tick);
+        }
+        self.first_delivered.get_or_insert(tick);
+    }
+
+    /// Records that the client holds the snapshot of `tick` (see [`SentRing::on_ack`]);
+    /// snapshots older than it are forgotten.
+    pub fn on_ack(&mut self, tick: Tick) -> AckOutcome {
+        let outcome = self.sent.on_ack(tick);
+        if let Some(v) = self.sent.prune_before_acked()
+            && self.spare.is_empty()
+        {
+            self.spare.push(v);
+        }
+        outcome
+    }
+
+    /// See [`SentRing::acked`].
+    pub fn acked(&self) -> Option<Tick> {
+        self.sent.acked()
+    }
+
+    /// The baseline for a snapshot of `tick`: the newest delivered snapshot (see
+    /// [`BudgetRing::set_delivery_lead`]) or else the acknowledged one, if still in the ring.
+    pub fn baseline(&self, tick: Tick) -> Option<(Tick, &HeldView)> {
+        let acked = self.sent.baseline(tick);
+        if self.lead > 0
+            && let Some(d) = self.delivered.filter(|&d| d < tick)
+            && acked.is_none_or(|(a, _)| a < d)
+            && d.0
+                - self
+                    .sent
+                    .acked()
+                    .or(self.first_delivered)
+                    .map_or(0, |a| a.0)
+                <= self.lead
+            && let Some(v) = self.sent.get(d)
+        {
+            return Some((d, v));
+        }
+        acked
+    }
+
+    /// The newest sent snapshot.
+    pub fn newest(&self) -> Option<(Tick, &HeldView)> {
+        self.sent.newest()
+    }
+
+    /// The source ticks a snapshot of `tick` may delta-encode against, as a mask of ages
+    /// relative to `tick` (bit `a`: `tick - a`): those of its baseline.
+    pub fn source_ages_for(&self, tick: Tick) -> u64 {
+        match self.baseline(tick) {
+            Some((b, v)) => shift_ages(v.srcs, tick.0 - b.0),
+            None => 0,
+        }
+    }
+
+    /// An empty view to fill for the next snapshot, reusing an old buffer when there is one.
+    pub fn take_spare(&mut self) -> HeldView {
+        let mut v = self
+            .spare
+            .pop()
+            .or_else(|| self.sent.pop_if_full())
+            .unwrap_or_default();
+        v.entries.clear();
+        v.srcs = 0;
+        v
+    }
+
+    /// Remembers `view` as sent with the snapshot of `tick`.
+    pub fn push(&mut self, tick: Tick, view: HeldView) {
+        if let Some(old) = self.sent.push(tick, view)
+            && self.spare.is_empty()
+        {
+            self.spare.push(old);
+        }
+    }
+}
+
+fn shift_ages(mask: u64, by: u32) -> u64 {
+    if by >= 64 { 0 } else { mask << by }
+}
+
+/// How to weigh entities for one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'a> {
+    /// The client's position (quantized), if its entity is in the world: nearer entities
+    /// weigh more (8 within `near`, 4 within 3 × `near`, 2 within 7 × `near`, else 1).
+    pub center: Option<[u32; 3]>,
+    /// The "near" distance, in position quanta.
+    pub near: u32,
+    /// Weight multiplier by entity kind (index = kind; kinds past the end weigh 1).
+    pub kinds: &'a [u8],
+}
+
+/// The budget of one snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetParams {
+    /// Most bytes of the body (the envelope's header is the caller's to subtract).
+    pub max_body_bytes: usize,
+    /// An entry not refreshed for this many ticks goes before everything but removals and
+    /// what is in flight (at most [`MAX_SOURCE_AGE`]; keep it well inside the history).
+    pub force_age: u32,
+    /// The client's own entity: always refreshed.
+    pub own: Option<EntityId>,
+}
+
+/// What [`BudgetEncoder::encode`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgeted {
+    /// Checksum of the view the client holds after it.
+    pub checksum: u32,
+    /// Whether anything was held back (the `partial` flag).
+    pub partial: bool,
+    /// The baseline it was encoded against (`None`: full).
+    pub base: Option<Tick>,
+    /// Entities refreshed or added.
+    pub refreshed: u32,
+    /// Entities in view not refreshed, or not yet added, or not yet removed.
+    pub held_back: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    /// In the baseline, not in view (or no longer encodable): remove.
+    Removed,
+    /// In both: refresh or keep.
+    Kept,
+    /// In view, not in the baseline: add or wait.
+    New,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    kind: Kind,
+    bucket: u8,
+    take: bool,
+    id: EntityId,
+    /// Bits without the gap code.
+    payload: u32,
+    /// Bits with the estimated gap code.
+    cost: u32,
+    base_i: u32,
+    /// Index in the current frame (Kept, New).
+    c: u32,
+    src: Tick,
+    src_idx: u32,
+    run: Run,
+}
+
+const BUCKET_REMOVE: u8 = 255;
+const BUCKET_MUST: u8 = 254;
+const BUCKET_FORCED: u8 = 253;
+const BUCKET_MAX_PRIORITY: u32 = 252;
+/// A new entity counts as this many ticks overdue.
+const NEW_AGE: u32 = 16;
+
+/// Reusable scratch for budgeted snapshots; keep one per thread.
+#[derive(Debug, Clone)]
+pub struct BudgetEncoder {
+    cands: Vec<Cand>,
+    hist: Box<[u64; 256]>,
+    removed: Vec<u32>,
+    changed: Vec<u32>,
+    new: Vec<u32>,
+    sums: Vec<u32>,
+}
+
+impl Default for BudgetEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn eg0_len(v: u64) -> u32 {
+    let m = v + 1;
+    2 * (63 - m.leading_zeros()) + 1
+}
+
+fn weight(w: &Weights<'_>, pos: [u32; 3], kind: u16) -> u32 {
+    let dist = match w.center {
+        Some(c) => {
+            let d2: u64 = (0..3)
+                .map(|a| {
+                    let d = u64::from(c[a].abs_diff(pos[a]));
+                    d * d
+                })
+                .sum();
+            let n = u64::from(w.near.max(1));
+            if d2 < n * n {
+                8
+            } else if d2 < 9 * n * n {
+                4
+            } else if d2 < 49 * n * n {
+                2
+            } else {
+                1
+            }
+        }
+        None => 1,
+    };
+    let k = w.kinds.get(usize::from(kind)).copied().unwrap_or(1).max(1);
+    dist * u32::from(k)
+}
+
+impl BudgetEncoder {
+    /// A new encoder.
+    pub fn new() -> Self {
+        Self {
+            cands: Vec::new(),
+            hist: Box::new([0; 256]),
+            removed: Vec::new(),
+            changed: Vec::new(),
+            new: Vec::new(),
+            sums: Vec::new(),
+        }
+    }
+
+    /// Appends to `w` the body of `ring`'s client's snapshot of `frame` (the newest frame of
+    /// `history`, tick `T`), whose view is the entities at `cur` (increasing indices of
+    /// `frame`), within `params`' budget; fills `out` with the view the client will hold and
+    /// pushes nothing (the caller pushes `out` into the ring). `delta(t)` is the cache of
+    /// changes from frame `t` to `frame`, for every source tick in
+    /// [`BudgetRing::source_ages_for`] that is still in the history.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode<'a>(
+        &mut self,
+        history: &WorldHistory,
+        frame: &WorldFrame,
+        cur: &[u32],
+        full: &FullCache,
+        delta: impl Fn(Tick) -> Option<&'a DeltaCache>,
+        ring: &BudgetRing,
+        params: BudgetParams,
+        weights: Weights<'_>,
+        w: &mut BitWriter,
+        out: &mut HeldView,
+    ) -> Budgeted {
+        let tick = frame.tick();
+        let base = ring.baseline(tick);
+
+        let force_age = params.force_age.min(MAX_SOURCE_AGE);
+        self.gather(frame, cur, full, &delta, base, params, weights, force_age);
+
+        let budget = params.max_body_bytes.saturating_mul(8) as i64;
+        // The section counts, at their longest (every candidate of its kind taken); gap codes
+        // are estimated, then the result is checked.
+        let mut counts = [0u64; 3];
+        for c in &self.cands {
+            counts[c.kind as usize] += 1;
+        }
+        let mut target = budget - counts.iter().map(|&n| i64::from(eg0_len(n))).sum::<i64>();
+        self.set_costs(budget, base.map_or(0, |(_, v)| v.entries.len()));
+        for round in 0..5 {
+            self.select(target, tick);
+            w.clear();
+            let written = self.write(w, full, &delta);
+            let over = written as i64 - budget;
+            if over <= 0 {
+                break;
+            }
+            target -= over + 16;
+            if round >= 3 {
+                // Last resort: only what must go (removals and what is in flight).
+                target = i64::MIN;
+            }
+        }
+        self.finish(history, frame, base.map(|(t, _)| t), out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gather<'a>(
+        &mut self,
+        frame: &WorldFrame,
+        cur: &[u32],
+        full: &FullCache,
+        delta: &impl Fn(Tick) -> Option<&'a DeltaCache>,
+        base: Option<(Tick, &HeldView)>,
+        params: BudgetParams,
+        weights: Weights<'_>,
+        force_age: u32,
+    ) {
+        let tick = frame.tick();
+        self.cands.clear();
+        let ids = frame.ids();
+        let states = frame.states();
+        let base_entries: &[HeldEntry] = base.map_or(&[], |(_, v)| &v.entries);
+
+        let (mut bi, mut ci) = (0usize, 0usize);
+        loop {
+            let b = base_entries.get(bi);
+            let c = cur.get(ci).map(|&c| c as usize);
+            let (b_id, c_id) = (b.map(|e| e.id), c.map(|c| ids[c]));
+            match (b, c) {
+                (None, None) => break,
+                (Some(be), cc) if cc.is_none() || b_id < c_id => {
+                    // Left the view.
+                    self.cands.push(Cand {
+                        kind: Kind::Removed,
+                        bucket: BUCKET_REMOVE,
+                        take: false,
+                        id: be.id,
+                        payload: 0,
+                        cost: 0,
+                        base_i: bi as u32,
+                        c: u32::MAX,
+                        src: be.src,
+                        src_idx: be.idx,
+                        run: Run::default(),
+                    });
+                    bi += 1;
+                }
+                (Some(be), Some(c)) if b_id == c_id => {
+                    let age = tick.0.saturating_sub(be.src.0);
+                    let run = (age <= MAX_SOURCE_AGE)
+                        .then(|| delta(be.src))
+                        .flatten()
+                        .map(|d| d.runs[c]);
+                    match run {
+                        None => {
+                            // Its source frame is gone: remove it; it comes back as new.
+                            self.cands.push(Cand {
+                                kind: Kind::Removed,
+                                bucket: BUCKET_REMOVE,
+                                take: false,
+                                id: be.id,
+                                payload: 0,
+                                cost: 0,
+                                base_i: bi as u32,
+                                c: u32::MAX,
+                                src: be.src,
+                                src_idx: be.idx,
+                                run: Run::default(),
+                            });
+                        }
+                        Some(run) => {
+                            // Priority: weight times the ticks since the state the client
+                            // holds in the baseline (the accumulator, reset by a refresh the
+                            // client acknowledged or, over a reliable transport, was sent).
+                            let bucket = if params.own == Some(be.id) {
+                                BUCKET_MUST
+                            } else if age >= force_age {
+                                BUCKET_FORCED
+                            } else {
+                                let p = weight(&weights, states[c].pos, states[c].kind) * age;
+                                p.min(BUCKET_MAX_PRIORITY) as u8
+                            };
+                            self.cands.push(Cand {
+                                kind: Kind::Kept,
+                                bucket,
+                                take: false,
+                                id: be.id,
+                                // An unchanged entry costs two zero bits when refreshed.
+                                payload: run.len.max(2),
+                                cost: 0,
+                                base_i: bi as u32,
+                                c: c as u32,
+                                src: be.src,
+                                src_idx: be.idx,
+                                run,
+                            });
+                        }
+                    }
+                    bi += 1;
+                    ci += 1;
+                }
+                (_, Some(c)) => {
+                    // In view, not in the baseline.
+                    let id = ids[c];
+                    let bucket = if params.own == Some(id) {
+                        BUCKET_MUST
+                    } else {
+                        let p = weight(&weights, states[c].pos, states[c].kind) * NEW_AGE;
+                        p.min(BUCKET_MAX_PRIORITY) as u8
+                    };
+                    let run = full.runs[c];
+                    self.cands.push(Cand {
+                        kind: Kind::New,
+                        bucket,
+                        take: false,
+                        id,
+                        payload: run.len,
+                        cost: 0,
+                        base_i: u32::MAX,
+                        c: c as u32,
+                        src: tick,
+                        src_idx: c as u32,
+                        run,
+                    });
+                    ci += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Each candidate's cost: its payload plus its gap code, estimated from how many of its
+    /// section the budget is likely to take (removals all go; the rest in proportion).
+    fn set_costs(&mut self, budget: i64, base_len: usize) {
+        let (mut n, mut bits) = ([0u64; 3], 0u64);
+        let mut span_new = (u32::MAX, 0u32);
+        for c in &self.cands {
+            let k = c.kind as usize;
+            n[k] += 1;
+            if c.kind != Kind::Removed {
+                bits += u64::from(c.payload) + 1;
+            }
+            if c.kind == Kind::New {
+                span_new = (span_new.0.min(c.id.0), span_new.1.max(c.id.0));
+            }
+        }
+        // The share of the other candidates that fits, at least one in a thousand.
+        let fit = |count: u64| -> u64 {
+            let share = (budget.max(1) as f64 / bits.max(1) as f64).clamp(0.001, 1.0);
+            ((count as f64 * share).ceil() as u64).max(1)
+        };
+        let base = base_len as u64;
+        let new_span = u64::from(span_new.1.saturating_sub(span_new.0)) + 1;
+        let gaps = [
+            eg0_len(base / n[0].max(1)),
+            eg0_len(base / fit(n[1])),
+            eg0_len(new_span / fit(n[2])),
+        ];
+        for c in &mut self.cands {
+            c.cost = c.payload + gaps[c.kind as usize];
+        }
+    }
+
+    /// Marks what to take: removals, then by bucket (what must go, then priority), within
+    /// `target` bits.
+    fn select(&mut self, target: i64, tick: Tick) {
+        self.hist.fill(0);
+        for c in &self.cands {
+            self.hist[usize::from(c.bucket)] += u64::from(c.cost);
+        }
+        let mut left = target;
+        let mut partial_bucket: Option<u8> = None;
+        for b in (0..=255u8).rev() {
+            let h = self.hist[usize::from(b)] as i64;
+            if h <= left {
+                left -= h;
+            } else {
+                partial_bucket = Some(b);
+                break;
+            }
+        }
+        let Some(pb) = partial_bucket else {
+            for c in &mut self.cands {
+                c.take = true;
+            }
+            return;
+        };
+        // Removals always go, whatever the budget: an entry the client keeps must be one the
+        // server can still describe (its source frame may be gone), and they cost a gap code
+        // each. Only a view losing more entities than the budget has bits exceeds it.
+        for c in &mut self.cands {
+            c.take = c.bucket > pb || c.bucket == BUCKET_REMOVE;
+        }
+        // The bucket that does not all fit, from a rotating start so that no id range is
+        // always last; then anything below it that still fits.
+        let n = self.cands.len();
+        if n == 0 {
+            return;
+        }
+        let start = (u64::from(tick.0).wrapping_mul(2_654_435_761) % n as u64) as usize;
+        let (tail, head) = self.cands.split_at_mut(start);
+        for pass in [true, false] {
+            for c in head.iter_mut().chain(tail.iter_mut()) {
+                let eligible = if pass { c.bucket == pb } else { c.bucket < pb };
+                if !eligible || c.take {
+                    continue;
+                }
+                let need = i64::from(c.cost);
+                if need <= left {
+                    c.take = true;
+                    left -= need;
+                }
+            }
+        }
+    }
+
+    /// Writes the body of the current selection; returns its length in bits (padded).
+    fn write<'a>(
+        &mut self,
+        w: &mut BitWriter,
+        full: &FullCache,
+        delta: &impl Fn(Tick) -> Option<&'a DeltaCache>,
+    ) -> usize {
+        let all = self.cands.iter().all(|c| c.take);
+        self.removed.clear();
+        self.changed.clear();
+        self.new.clear();
+        for (i, c) in self.cands.iter().enumerate() {
+            if !c.take {
+                continue;
+            }
+            match c.kind {
+                Kind::Removed => self.removed.push(i as u32),
+                // With nothing held back, an unchanged entry is simply not listed.
+                Kind::Kept if all && c.run.len == 0 => {}
+                Kind::Kept => self.changed.push(i as u32),
+                Kind::New => self.new.push(i as u32),
+            }
+        }
+        let cands = &self.cands;
+        write_section(w, &self.removed, |i| cands[i as usize].base_i, |_, _| {});
+        write_section(
+            w,
+            &self.changed,
+            |i| cands[i as usize].base_i,
+            |w, i| {
+                let c = &cands[i as usize];
+                if c.run.len == 0 {
+                    // Refreshed but unchanged: pos flag 0, other flag 0.
+                    w.write_bits(0, 2);
+                } else if let Some(d) = delta(c.src) {
+                    w.append_bits(d.bits.written(), c.run.start as usize, c.run.len as usize);
+                }
+            },
+        );
+        let src = full.bits.written();
+        write_section(
+            w,
+            &self.new,
+            |i| cands[i as usize].id.0,
+            |w, i| {
+                let r = cands[i as usize].run;
+                w.append_bits(src, r.start as usize, r.len as usize);
+            },
+        );
+        w.bit_len().div_ceil(8) * 8
+    }
+
+    fn finish(
+        &mut self,
+        history: &WorldHistory,
+        frame: &WorldFrame,
+        base: Option<Tick>,
+        out: &mut HeldView,
+    ) -> Budgeted {
+        let tick = frame.tick();
+        // Frames by age, looked up once rather than once per entry.
+        let mut by_age: [Option<&WorldFrame>; (MAX_SOURCE_AGE + 1) as usize] =
+            [None; (MAX_SOURCE_AGE + 1) as usize];
+        out.entries.clear();
+        out.srcs = 0;
+        let (mut refreshed, mut held_back) = (0u32, 0u32);
+        let hashes = frame.hashes();
+        let sum = &mut self.sums;
+        sum.clear();
+        for c in &self.cands {
+            let keep_old = match (c.kind, c.take) {
+                (Kind::Removed, _) => continue,
+                (Kind::New, false) => {
+                    held_back += 1;
+                    continue;
+                }
+                (Kind::Kept, false) => true,
+                (Kind::Kept, true) | (Kind::New, true) => false,
+            };
+            if keep_old {
+                held_back += 1;
+                // A kept entry's source is at most MAX_SOURCE_AGE old and in the history
+                // (else it was a forced removal, which is always taken).
+                let age = (tick.0 - c.src.0).min(MAX_SOURCE_AGE) as usize;
+                let f = by_age[age].or_else(|| history.get(c.src));
+                by_age[age] = f;
+                sum.push(f.map_or(0, |f| f.hashes()[c.src_idx as usize]));
+                out.srcs |= 1 << age;
+                out.entries.push(HeldEntry {
+                    id: c.id,
+                    src: c.src,
+                    idx: c.src_idx,
+                });
+            } else {
+                refreshed += 1;
+                sum.push(hashes[c.c as usize]);
+                out.srcs |= 1;
+                out.entries.push(HeldEntry {
+                    id: c.id,
+                    src: tick,
+                    idx: c.c,
+                });
+            }
+        }
+        let checksum = combine_hashes(self.sums.iter().copied());
+        Budgeted {
+            checksum,
+            partial: held_back > 0,
+            base,
+            refreshed,
+            held_back,
+        }
+    }
+}
