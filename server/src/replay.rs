@@ -288,6 +288,7 @@ mod tests {
             max_inputs_per_tick: 1000,
             max_frames_per_tick: 2,
             max_detached: Some(8),
+            max_snapshot_bytes: None,
         }
     }
 

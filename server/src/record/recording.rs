@@ -145,6 +145,8 @@ impl<G> Drop for Recording<G> {
     }
 }
 
+/// Every method is forwarded, the provided ones too (a new `Game` method must be added
+/// here, or recorded rooms would run its default).
 impl<G: Game> Game for Recording<G> {
     fn bounds(&self) -> WorldBounds {
         self.inner.bounds()
@@ -198,6 +200,10 @@ impl<G: Game> Game for Recording<G> {
     fn locked(&self) -> bool {
         self.inner.locked()
     }
+
+    fn kind_priority(&self, kind: u16) -> u8 {
+        self.inner.kind_priority(kind)
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +238,10 @@ mod tests {
             g.step(1.0 / 30.0);
             assert!(g.is_recording());
         }
+        for kind in [crate::game::KIND_PLAYER, crate::game::KIND_NPC] {
+            assert_eq!(g.kind_priority(kind), g.game().kind_priority(kind));
+        }
+        assert_eq!(g.bounds(), g.game().bounds());
         let before = g.entities().to_vec();
         // The queue is full: the next tick stops the recording, and the game goes on.
         g.step(1.0 / 30.0);
