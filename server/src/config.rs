@@ -36,7 +36,7 @@ pub enum LogFormat {
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// A tool instead of the server (`token`).
+    /// A tool instead of the server (`token`, `replay`).
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -290,6 +290,13 @@ pub struct Cli {
     /// room's. Without it, tokens are not checked and players have no player id.
     #[arg(long)]
     pub auth_secret_file: Option<PathBuf>,
+
+    /// Record every room's match into this directory (created if missing): one log per room,
+    /// `ROOM-STARTMS.twrec`, of its game setup, seed and every join, leave and input frame
+    /// applied, with a world checksum per tick; `tickwire-server replay FILE` checks it. A
+    /// writer thread does the disk I/O; a room it falls behind on stops recording (warned).
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 /// Tools the binary also offers.
@@ -297,6 +304,16 @@ pub struct Cli {
 pub enum Command {
     /// Print a signed player token (PROTOCOL.md section 13), for operators and tests.
     Token(TokenArgs),
+    /// Re-simulate a match log written with `--record` and check the world of every tick:
+    /// prints `replay ok ticks=N`, or the first tick that diverges (exit status 1).
+    Replay(ReplayArgs),
+}
+
+/// `tickwire-server replay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// The log (`ROOM-STARTMS.twrec`).
+    pub file: PathBuf,
 }
 
 /// `tickwire-server token`.
@@ -454,6 +471,8 @@ pub struct ServerConfig {
     pub rooms: RoomsConfig,
     /// The key signed player tokens are checked with; `None` checks none.
     pub auth: Option<Arc<TokenKey>>,
+    /// Where every room's match is recorded (`--record`); `None` records nothing.
+    pub record: Option<PathBuf>,
 }
 
 /// A configuration the server cannot run with.
@@ -498,6 +517,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// What is wrong.
         why: String,
+    },
+    /// The recording directory could not be made.
+    #[error("--record {path}: {source}")]
+    Record {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
     },
 }
 
@@ -593,6 +620,12 @@ impl Cli {
                 why: e.to_string(),
             })?;
         let origins = OriginPolicy::new(allowed, self.require_origin);
+        if let Some(dir) = &self.record {
+            std::fs::create_dir_all(dir).map_err(|source| ConfigError::Record {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         Ok(ServerConfig {
             rooms,
             listen: self.listen,
@@ -629,6 +662,7 @@ impl Cli {
                 None => None,
             },
             origins,
+            record: self.record,
         })
     }
 }

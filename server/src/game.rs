@@ -137,8 +137,9 @@ pub const KIND_NPC: u16 = 2;
 /// Entity kind: a projectile.
 pub const KIND_PROJECTILE: u16 = 3;
 
-/// Arena tuning. Values are per second where they are rates.
-#[derive(Debug, Clone)]
+/// Arena tuning. Values are per second where they are rates. Match logs record it whole
+/// (bincode's format, through wincode), so a new field is recorded without further ado.
+#[derive(Debug, Clone, wincode::SchemaWrite, wincode::SchemaRead)]
 pub struct ArenaRules {
     /// Top player speed, units per second (the server clamps every input to this).
     pub player_speed: f32,

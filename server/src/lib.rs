@@ -27,7 +27,9 @@ pub mod metrics;
 pub mod origin;
 pub mod pending;
 pub mod quic;
+pub mod record;
 pub mod registry;
+pub mod replay;
 pub mod replication;
 pub mod rng;
 pub mod room;
@@ -51,7 +53,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tracing::{Instrument, info, info_span, warn};
 
-pub use config::{Cli, Command, LogFormat, RoomsConfig, ServerConfig, SimConfig, TokenArgs};
+pub use config::{
+    Cli, Command, LogFormat, ReplayArgs, RoomsConfig, ServerConfig, SimConfig, TokenArgs,
+};
 pub use game::{Arena, ArenaRules, Game, PlayerInfo, Replicated};
 pub use metrics::Metrics;
 pub use quic::{QuicListener, TlsIdentity};
@@ -82,6 +86,9 @@ pub enum ServerError {
     /// rustls refused the certificate or key for the game port.
     #[error("--tls-cert/--tls-key: {0}")]
     Tls(rustls::Error),
+    /// The match recorder's writer thread could not start.
+    #[error("--record: cannot start the writer thread: {0}")]
+    Record(std::io::Error),
 }
 
 /// State every connection task shares.
@@ -114,6 +121,8 @@ type DefaultGame = Box<dyn Game>;
 pub struct Server {
     cfg: ServerConfig,
     kinds: BTreeMap<String, GameFactory>,
+    /// Each kind's setup bytes, recorded in its rooms' match logs.
+    setups: BTreeMap<String, Vec<u8>>,
     default_game: Option<DefaultGame>,
     metrics: Arc<Metrics>,
 }
@@ -130,22 +139,31 @@ impl Server {
     /// A server with the built-in `arena` kind; its default room is an arena on the
     /// configured world with `--npcs` NPCs.
     pub fn new(cfg: ServerConfig) -> Self {
-        let world = cfg.world.clone();
-        let rules = cfg.arena_rules();
-        let npcs = cfg.rooms.room_npcs;
+        let arena = record::ArenaSetup {
+            world: cfg.world.clone(),
+            rules: cfg.arena_rules(),
+            npcs: cfg.rooms.room_npcs,
+        };
         let mut s = Self {
             cfg,
             kinds: BTreeMap::new(),
+            setups: BTreeMap::new(),
             default_game: None,
             metrics: Arc::new(Metrics::default()),
         };
-        s.register_game("arena", move |spec: &RoomSpec| {
-            Box::new(Arena::new(world.clone(), rules.clone(), npcs, spec.seed)) as Box<dyn Game>
+        let setup = arena.encode().unwrap_or_else(|e| {
+            warn!(error = %e, "the arena's setup does not encode: its match logs will not replay");
+            Vec::new()
+        });
+        s.register_game_with_setup("arena", setup, move |spec: &RoomSpec| {
+            Box::new(arena.build(spec.seed)) as Box<dyn Game>
         });
         s
     }
 
-    /// As [`Server::new`], with your own game in the default room.
+    /// As [`Server::new`], with your own game in the default room. With `--record`, the
+    /// room's log names no kind and no setup: replay it with [`replay::replay_file`] and a
+    /// factory that builds this same game (the header's seed is `--seed`).
     pub fn with_game<G: Game>(cfg: ServerConfig, game: G) -> Self {
         let mut s = Self::new(cfg);
         s.default_game = Some(Box::new(game));
@@ -159,7 +177,20 @@ impl Server {
         name: &str,
         factory: impl Fn(&RoomSpec) -> Box<dyn Game> + Send + Sync + 'static,
     ) -> &mut Self {
+        self.register_game_with_setup(name, Vec::new(), factory)
+    }
+
+    /// As [`Server::register_game`], with the bytes that, besides the [`RoomSpec`], decide
+    /// what `factory` builds: with `--record`, every match log of the kind carries them, so
+    /// that a replay ([`replay::replay_file`]) can build the same game.
+    pub fn register_game_with_setup(
+        &mut self,
+        name: &str,
+        setup: Vec<u8>,
+        factory: impl Fn(&RoomSpec) -> Box<dyn Game> + Send + Sync + 'static,
+    ) -> &mut Self {
         self.kinds.insert(name.to_owned(), Arc::new(factory));
+        self.setups.insert(name.to_owned(), setup);
         self
     }
 
@@ -190,6 +221,7 @@ impl Server {
         let Server {
             mut cfg,
             kinds,
+            setups,
             default_game,
             metrics,
         } = self;
@@ -213,28 +245,53 @@ impl Server {
             // Matchmaking sends clients to this port: over TLS, as wss://.
             cfg.rooms.ws_url = cfg.rooms.ws_url.replacen("ws://", "wss://", 1);
         }
+        let recorder = match &cfg.record {
+            Some(dir) => Some(Arc::new(
+                record::Recorder::start(dir.clone(), setups).map_err(ServerError::Record)?,
+            )),
+            None => None,
+        };
         let driver = driver::Driver::start(cfg.rooms.threads, cfg.sim.tick_rate, metrics.clone())
             .map_err(ServerError::Thread)?;
-        let registry = Arc::new(registry::Registry::new(
-            kinds,
-            driver,
-            cfg.sim.clone(),
-            cfg.input_queue,
-            cfg.seed,
-            metrics.clone(),
-        ));
+        let registry = Arc::new(
+            registry::Registry::new(
+                kinds,
+                driver,
+                cfg.sim.clone(),
+                cfg.input_queue,
+                cfg.seed,
+                metrics.clone(),
+            )
+            .with_recorder(recorder.clone()),
+        );
         let default_room = cfg
             .rooms
             .default_room
             .then(|| registry::default_room_id(&cfg.rooms.node_id, cfg.rooms.redis.is_some()));
         if let Some(id) = &default_room {
             let max = u32::try_from(cfg.max_clients).unwrap_or(u32::MAX);
+            // Its log names kind "arena" for the built-in arena, none for a given instance.
+            let spec = |kind: &str| RoomSpec {
+                room_id: id.clone(),
+                kind: kind.to_owned(),
+                max_clients: max,
+                seed: cfg.seed,
+            };
             let made = match default_game {
-                Some(game) => registry.insert(id, "arena", game, max, false),
+                Some(game) => registry.insert_recorded(&spec(""), "arena", game, false, &[]),
                 None => {
-                    let arena =
-                        Arena::new(cfg.world.clone(), cfg.arena_rules(), cfg.npcs, cfg.seed);
-                    registry.insert(id, "arena", arena, max, false)
+                    let arena = record::ArenaSetup {
+                        world: cfg.world.clone(),
+                        rules: cfg.arena_rules(),
+                        npcs: cfg.npcs,
+                    };
+                    let setup = if recorder.is_some() {
+                        arena.encode().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    let game = arena.build(cfg.seed);
+                    registry.insert_recorded(&spec("arena"), "arena", game, false, &setup)
                 }
             };
             made.map_err(ServerError::DefaultRoom)?;
@@ -417,7 +474,14 @@ impl Server {
                 Err(e) => warn!(error = %e, "Agones: Shutdown failed"),
             }
         }
-        let _ = tokio::task::spawn_blocking(move || registry.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            registry.stop();
+            // After the rooms: each log then ends with its room's last tick.
+            if let Some(r) = recorder {
+                r.shutdown();
+            }
+        })
+        .await;
         info!("stopped");
         Ok(())
     }

@@ -8,9 +8,26 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Token(t)) = &cli.command {
-        println!("{}", t.mint()?);
-        return Ok(());
+    match &cli.command {
+        Some(Command::Token(t)) => {
+            println!("{}", t.mint()?);
+            return Ok(());
+        }
+        Some(Command::Replay(r)) => {
+            let report = tickwire_server::replay::replay_file(
+                &r.file,
+                &tickwire_server::replay::builtin_game,
+            )
+            .with_context(|| format!("replay {}", r.file.display()))?;
+            println!("{report}");
+            let h = &report.header;
+            eprintln!(
+                "room={} kind={} seed={} players={} inputs={} server_version={}",
+                h.room_id, h.kind, h.seed, report.spawns, report.inputs, h.server_version
+            );
+            return Ok(());
+        }
+        None => {}
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr (stdout stays free for tools); colours only on a terminal.

@@ -17,6 +17,7 @@ use crate::config::SimConfig;
 use crate::driver::{Driver, RoomHandle};
 use crate::game::Game;
 use crate::metrics::{KindCount, Metrics};
+use crate::record::Recorder;
 use crate::room::Room;
 
 /// What a game factory is told about the room it makes a game for.
@@ -125,6 +126,8 @@ pub struct Registry {
     seed: u64,
     made: AtomicU64,
     metrics: Arc<Metrics>,
+    /// With `--record`: every room's game is recorded.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -156,7 +159,14 @@ impl Registry {
             seed,
             made: AtomicU64::new(0),
             metrics,
+            recorder: None,
         }
+    }
+
+    /// Records every room's game with `recorder` (`--record`).
+    pub(crate) fn with_recorder(mut self, recorder: Option<Arc<Recorder>>) -> Self {
+        self.recorder = recorder;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Rooms> {
@@ -210,7 +220,29 @@ impl Registry {
         // The game is built outside the lock; two racing first joiners may both build one, and
         // the loser's is dropped unused.
         let game = factory(&spec);
-        self.insert(id, kind, game, max_clients, matchmaking)
+        let setup = self.recorder.as_ref().map_or(&[][..], |r| r.setup_of(kind));
+        self.insert_recorded(&spec, kind, game, matchmaking, setup)
+    }
+
+    /// As [`Registry::insert`] for room `spec.room_id` with `spec.max_clients` seats; with
+    /// `--record` its game is recorded, its log naming `spec` and `setup` (what replay needs
+    /// to build the game again).
+    pub fn insert_recorded<G: Game>(
+        &self,
+        spec: &RoomSpec,
+        kind: &str,
+        game: G,
+        matchmaking: bool,
+        setup: &[u8],
+    ) -> Result<Arc<RoomHandle>, RoomError> {
+        let (id, max) = (&spec.room_id, spec.max_clients);
+        match &self.recorder {
+            Some(r) => {
+                let game = r.record(game, spec, self.sim.tick_rate, setup);
+                self.insert(id, kind, game, max, matchmaking)
+            }
+            None => self.insert(id, kind, game, max, matchmaking),
+        }
     }
 
     /// Adds a room running `game` (the default room, or a kind's new room).

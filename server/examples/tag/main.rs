@@ -5,18 +5,21 @@
 //! Two mean something else: `--npcs` is the number of runners in the default room and
 //! `--room-npcs` in each matchmade tag room (both 3 unless given), and `--world` replaces the
 //! 40 × 40 court. Matchmaking makes rooms of kind "tag" (`POST /matchmake/create/tag`); the
-//! built-in "arena" kind is still there.
+//! built-in "arena" kind is still there. `tag replay FILE` replays a log written with
+//! `--record DIR` (a tag room's, or the arena's).
 
 mod game;
 
 use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{CommandFactory as _, FromArgMatches as _};
-use tickwire_server::{Cli, Command, LogFormat, QuicListener, TlsIdentity};
+use tickwire_server::record::LogHeader;
+use tickwire_server::replay::{builtin_game, replay_file};
+use tickwire_server::{Cli, Command, Game, LogFormat, QuicListener, TlsIdentity};
 use tickwire_shared::rlimit;
 use tracing_subscriber::EnvFilter;
 
-use crate::game::{TagRules, court, tag_server};
+use crate::game::{Tag, TagRules, court, tag_server};
 
 /// Runners when `--npcs` is not given (the arena's 200 would fill the court).
 const DEFAULT_RUNNERS: usize = 3;
@@ -28,9 +31,18 @@ fn main() -> anyhow::Result<()> {
     let (npcs_given, room_npcs_given, world_given) =
         (given("npcs"), given("room_npcs"), given("world"));
     let cli = Cli::from_arg_matches(&matches)?;
-    if let Some(Command::Token(t)) = &cli.command {
-        println!("{}", t.mint()?);
-        return Ok(());
+    match &cli.command {
+        Some(Command::Token(t)) => {
+            println!("{}", t.mint()?);
+            return Ok(());
+        }
+        Some(Command::Replay(r)) => {
+            let report = replay_file(&r.file, &replay_game)
+                .with_context(|| format!("replay {}", r.file.display()))?;
+            println!("{report}");
+            return Ok(());
+        }
+        None => {}
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -97,6 +109,23 @@ fn main() -> anyhow::Result<()> {
             .await?;
         anyhow::Ok(())
     })
+}
+
+/// The game of a recorded room (`--record`), for `tag replay FILE`. Tag games are built as
+/// this binary builds them without flags: the court and 3 runners. A match played with
+/// `--world`, `--npcs` or `--room-npcs` differs from tick 0, and the replay says so.
+fn replay_game(h: &LogHeader) -> Result<Box<dyn Game>, String> {
+    match h.kind.as_str() {
+        // The default room (`Server::with_game`, no kind) and matchmade tag rooms.
+        "" | "tag" => {
+            let rules = TagRules {
+                runners: DEFAULT_RUNNERS,
+                ..TagRules::default()
+            };
+            Ok(Box::new(Tag::new(court(20.0), rules, h.seed)))
+        }
+        _ => builtin_game(h),
+    }
 }
 
 /// Ctrl-C or SIGTERM.
