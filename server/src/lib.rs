@@ -22,6 +22,7 @@ pub mod grid;
 pub(crate) mod head;
 pub mod http;
 pub mod lagcomp;
+pub mod launch;
 pub(crate) mod matchmaking;
 pub mod metrics;
 pub mod origin;

@@ -15,9 +15,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use tickwire_server::record::LogHeader;
 use tickwire_server::replay::{builtin_game, replay_file};
-use tickwire_server::{Cli, Command, Game, LogFormat, QuicListener, TlsIdentity};
-use tickwire_shared::rlimit;
-use tracing_subscriber::EnvFilter;
+use tickwire_server::{Cli, Command, Game, launch};
 
 use crate::game::{Tag, TagRules, court, tag_server};
 
@@ -44,34 +42,9 @@ fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => fmt.with_ansi(ansi).init(),
-        LogFormat::Json => fmt.json().init(),
-    }
-    // Exactly one rustls crypto provider for the process: ring.
-    if rustls::crypto::ring::default_provider()
-        .install_default()
-        .is_err()
-    {
-        tracing::warn!("a rustls crypto provider was already installed");
-    }
+    launch::init(cli.log_format);
     let mut config = cli.into_config()?;
-    if let Ok(port) = std::env::var("AGONES_SDK_HTTP_PORT") {
-        let port = port
-            .trim()
-            .parse::<u16>()
-            .with_context(|| format!("AGONES_SDK_HTTP_PORT={port:?} is not a port"))?;
-        config.rooms.agones_port = Some(port);
-    }
-    let want = config.max_clients as u64 + 256;
-    if let Err(e) = rlimit::raise_nofile(want) {
-        tracing::warn!(error = %e, "could not raise the open-file limit");
-    }
+    launch::apply_environment(&mut config)?;
 
     let world = if world_given {
         config.world.clone()
@@ -87,28 +60,10 @@ fn main() -> anyhow::Result<()> {
     let rooms = runners(room_npcs_given, config.rooms.room_npcs);
     tracing::info!(world = %world.name, runners = default_room.runners, "playing tag in the default room");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let listener = tickwire_server::http::bind_listener(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let quic = match config.quic {
-            None => None,
-            Some(addr) => {
-                let identity = match &config.tls {
-                    Some(id) => id.clone(),
-                    None => TlsIdentity::self_signed()?,
-                };
-                Some(QuicListener::bind(addr, &identity)?)
-            }
-        };
+    launch::serve(config, |config| {
         tag_server(config, world, default_room, rooms)
-            .run_with_quic(listener, quic, shutdown_signal())
-            .await?;
-        anyhow::Ok(())
-    })
+    })?;
+    Ok(())
 }
 
 /// The game of a recorded room (`--record`), for `tag replay FILE`. Tag games are built as
@@ -125,22 +80,5 @@ fn replay_game(h: &LogHeader) -> Result<Box<dyn Game>, String> {
             Ok(Box::new(Tag::new(court(20.0), rules, h.seed)))
         }
         _ => builtin_game(h),
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
