@@ -29,7 +29,10 @@ use crate::baseline::AckOutcome;
 use crate::bits::BitWriter;
 use crate::ids::{EntityId, Tick};
 use crate::replication::{DeltaCache, FullCache, Run, SentRing, WorldFrame, WorldHistory};
-use crate::snapshot::{combine_hashes, write_section};
+use crate::snapshot::write_section;
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
 
 /// Oldest source age (in ticks) a [`HeldView`] tracks; entries are refreshed before it.
 pub const MAX_SOURCE_AGE: u32 = 63;
@@ -272,7 +275,6 @@ pub struct BudgetEncoder {
     removed: Vec<u32>,
     changed: Vec<u32>,
     new: Vec<u32>,
-    sums: Vec<u32>,
 }
 
 impl Default for BudgetEncoder {
@@ -321,7 +323,6 @@ impl BudgetEncoder {
             removed: Vec::new(),
             changed: Vec::new(),
             new: Vec::new(),
-            sums: Vec::new(),
         }
     }
 
@@ -393,7 +394,20 @@ impl BudgetEncoder {
         self.cands.clear();
         let ids = frame.ids();
         let states = frame.states();
-        let base_entries: &[HeldEntry] = base.map_or(&[], |(_, v)| &v.entries);
+                let base_entries: &[HeldEntry] = base.map_or(&[], |(_, v)| &v.entries);
+        // The delta runs by source age, looked up once rather than once per entry.
+        let mut runs_by_age: [Option<&[Run]>; (MAX_SOURCE_AGE + 1) as usize] =
+            [None; (MAX_SOURCE_AGE + 1) as usize];
+                if let Some((b, v)) = base {
+            let ages = shift_ages(v.srcs, tick.0 - b.0);
+            for age in 1..=MAX_SOURCE_AGE {
+                if ages & (1 << age) != 0
+                    && let Some(src) = tick.0.checked_sub(age)
+                {
+                    runs_by_age[age as usize] = delta(Tick(src)).map(|d| d.runs.as_slice());
+                }
+            }
+        }
 
         let (mut bi, mut ci) = (0usize, 0usize);
         loop {
@@ -421,10 +435,11 @@ impl BudgetEncoder {
                 }
                 (Some(be), Some(c)) if b_id == c_id => {
                     let age = tick.0.saturating_sub(be.src.0);
-                    let run = (age <= MAX_SOURCE_AGE)
-                        .then(|| delta(be.src))
+                                        let run = runs_by_age
+                        .get(age as usize)
+                        .copied()
                         .flatten()
-                        .map(|d| d.runs[c]);
+                        .and_then(|r| r.get(c).copied());
                     match run {
                         None => {
                             // Its source frame is gone: remove it; it comes back as new.
@@ -530,18 +545,17 @@ impl BudgetEncoder {
             eg0_len(base / fit(n[1])),
             eg0_len(new_span / fit(n[2])),
         ];
+                self.hist.fill(0);
         for c in &mut self.cands {
             c.cost = c.payload + gaps[c.kind as usize];
+            self.hist[usize::from(c.bucket)] += u64::from(c.cost);
         }
     }
 
     /// Marks what to take: removals, then by bucket (what must go, then priority), within
     /// `target` bits.
-    fn select(&mut self, target: i64, tick: Tick) {
-        self.hist.fill(0);
-        for c in &self.cands {
-            self.hist[usize::from(c.bucket)] += u64::from(c.cost);
-        }
+        fn select(&mut self, target: i64, tick: Tick) {
+        // `hist` holds each bucket's cost (see `set_costs`).
         let mut left = target;
         let mut partial_bucket: Option<u8> = None;
         for b in (0..=255u8).rev() {
@@ -573,7 +587,11 @@ impl BudgetEncoder {
         }
         let start = (u64::from(tick.0).wrapping_mul(2_654_435_761) % n as u64) as usize;
         let (tail, head) = self.cands.split_at_mut(start);
-        for pass in [true, false] {
+                for pass in [true, false] {
+            if !pass && left < 16 {
+                // Nothing below would fit.
+                break;
+            }
             for c in head.iter_mut().chain(tail.iter_mut()) {
                 let eligible = if pass { c.bucket == pb } else { c.bucket < pb };
                 if !eligible || c.take {
@@ -654,9 +672,15 @@ impl BudgetEncoder {
         out.entries.clear();
         out.srcs = 0;
         let (mut refreshed, mut held_back) = (0u32, 0u32);
-        let hashes = frame.hashes();
-        let sum = &mut self.sums;
-        sum.clear();
+                let hashes = frame.hashes();
+        out.entries.reserve(self.cands.len());
+        // The view checksum (PROTOCOL.md 7.7), FNV-1a over each entry's hash, as we go.
+        let mut sum = FNV_OFFSET;
+        let mut add = |h: u32| {
+            for b in h.to_le_bytes() {
+                sum = (sum ^ u32::from(b)).wrapping_mul(FNV_PRIME);
+            }
+        };
         for c in &self.cands {
             let keep_old = match (c.kind, c.take) {
                 (Kind::Removed, _) => continue,
@@ -674,7 +698,7 @@ impl BudgetEncoder {
                 let age = (tick.0 - c.src.0).min(MAX_SOURCE_AGE) as usize;
                 let f = by_age[age].or_else(|| history.get(c.src));
                 by_age[age] = f;
-                sum.push(f.map_or(0, |f| f.hashes()[c.src_idx as usize]));
+                                add(f.map_or(0, |f| f.hashes()[c.src_idx as usize]));
                 out.srcs |= 1 << age;
                 out.entries.push(HeldEntry {
                     id: c.id,
@@ -683,7 +707,7 @@ impl BudgetEncoder {
                 });
             } else {
                 refreshed += 1;
-                sum.push(hashes[c.c as usize]);
+                                add(hashes[c.c as usize]);
                 out.srcs |= 1;
                 out.entries.push(HeldEntry {
                     id: c.id,
@@ -692,7 +716,7 @@ impl BudgetEncoder {
                 });
             }
         }
-        let checksum = combine_hashes(self.sums.iter().copied());
+                let checksum = sum;
         Budgeted {
             checksum,
             partial: held_back > 0,
