@@ -578,18 +578,31 @@ fn send_budgeted<'a>(
     });
     ring.push(tick, out);
     let age = r.base.map_or(0, |b| tick.0 - b.0);
+    put_frame(v, tick, age, r.checksum, r.partial, body, metrics)
+}
+
+/// Frames `body` with `v`'s header and drops it into its outbound slot; returns the bytes.
+fn put_frame(
+    v: &mut Viewer,
+    tick: Tick,
+    age: u32,
+    checksum: u32,
+    partial: bool,
+    body: Bytes,
+    metrics: &Metrics,
+) -> u64 {
     v.header.clear();
-    if encode_snapshot_header(
+    let header = encode_snapshot_header(
         tick,
         age,
         v.last_input,
-        r.checksum,
-        r.partial,
+        checksum,
+        partial,
         body.len(),
         &mut v.header,
-    )
-    .is_err()
-    {
+    );
+    if header.is_err() {
+        // Only a body over the frame limit could fail; skip this tick.
         return 0;
     }
     if age == 0 {
@@ -825,31 +838,11 @@ fn send_snapshot(
         }
     };
     let age = base_tick.map_or(0, |b| tick.0 - b.0);
-    v.header.clear();
     // Remembered even if it cannot be sent, as the reference encoder does, so the ring and
     // the history stay in step.
     v.ring.push(tick, ids);
-    if encode_snapshot_header(
-        tick,
-        age,
-        v.last_input,
-        v.checksum,
-        false,
-        body.len(),
-        &mut v.header,
-    )
-    .is_err()
-    {
-        // Only a body over the frame limit could fail; skip this tick.
-        return 0;
-    }
-    if age == 0 {
-        metrics.full_snapshots.fetch_add(1, Relaxed);
-    }
-    let snap = SnapshotFrame::new(tick, &v.header, body);
-    let len = snap.len() as u64;
-    v.out.put_snapshot(snap, metrics);
-    len
+    let checksum = v.checksum;
+    put_frame(v, tick, age, checksum, false, body, metrics)
 }
 
 #[cfg(test)]

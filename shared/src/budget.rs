@@ -260,6 +260,25 @@ struct Cand {
     run: Run,
 }
 
+impl Cand {
+    /// The removal of the baseline entry `be`, at index `bi`.
+    fn removal(be: &HeldEntry, bi: usize) -> Cand {
+        Cand {
+            kind: Kind::Removed,
+            bucket: BUCKET_REMOVE,
+            take: false,
+            id: be.id,
+            payload: 0,
+            cost: 0,
+            base_i: bi as u32,
+            c: u32::MAX,
+            src: be.src,
+            src_idx: be.idx,
+            run: Run::default(),
+        }
+    }
+}
+
 const BUCKET_REMOVE: u8 = 255;
 const BUCKET_MUST: u8 = 254;
 const BUCKET_FORCED: u8 = 253;
@@ -394,11 +413,11 @@ impl BudgetEncoder {
         self.cands.clear();
         let ids = frame.ids();
         let states = frame.states();
-                let base_entries: &[HeldEntry] = base.map_or(&[], |(_, v)| &v.entries);
+        let base_entries: &[HeldEntry] = base.map_or(&[], |(_, v)| &v.entries);
         // The delta runs by source age, looked up once rather than once per entry.
         let mut runs_by_age: [Option<&[Run]>; (MAX_SOURCE_AGE + 1) as usize] =
             [None; (MAX_SOURCE_AGE + 1) as usize];
-                if let Some((b, v)) = base {
+        if let Some((b, v)) = base {
             let ages = shift_ages(v.srcs, tick.0 - b.0);
             for age in 1..=MAX_SOURCE_AGE {
                 if ages & (1 << age) != 0
@@ -418,24 +437,12 @@ impl BudgetEncoder {
                 (None, None) => break,
                 (Some(be), cc) if cc.is_none() || b_id < c_id => {
                     // Left the view.
-                    self.cands.push(Cand {
-                        kind: Kind::Removed,
-                        bucket: BUCKET_REMOVE,
-                        take: false,
-                        id: be.id,
-                        payload: 0,
-                        cost: 0,
-                        base_i: bi as u32,
-                        c: u32::MAX,
-                        src: be.src,
-                        src_idx: be.idx,
-                        run: Run::default(),
-                    });
+                    self.cands.push(Cand::removal(be, bi));
                     bi += 1;
                 }
                 (Some(be), Some(c)) if b_id == c_id => {
                     let age = tick.0.saturating_sub(be.src.0);
-                                        let run = runs_by_age
+                    let run = runs_by_age
                         .get(age as usize)
                         .copied()
                         .flatten()
@@ -443,19 +450,7 @@ impl BudgetEncoder {
                     match run {
                         None => {
                             // Its source frame is gone: remove it; it comes back as new.
-                            self.cands.push(Cand {
-                                kind: Kind::Removed,
-                                bucket: BUCKET_REMOVE,
-                                take: false,
-                                id: be.id,
-                                payload: 0,
-                                cost: 0,
-                                base_i: bi as u32,
-                                c: u32::MAX,
-                                src: be.src,
-                                src_idx: be.idx,
-                                run: Run::default(),
-                            });
+                            self.cands.push(Cand::removal(be, bi));
                         }
                         Some(run) => {
                             // Priority: weight times the ticks since the state the client
@@ -545,7 +540,7 @@ impl BudgetEncoder {
             eg0_len(base / fit(n[1])),
             eg0_len(new_span / fit(n[2])),
         ];
-                self.hist.fill(0);
+        self.hist.fill(0);
         for c in &mut self.cands {
             c.cost = c.payload + gaps[c.kind as usize];
             self.hist[usize::from(c.bucket)] += u64::from(c.cost);
@@ -554,7 +549,7 @@ impl BudgetEncoder {
 
     /// Marks what to take: removals, then by bucket (what must go, then priority), within
     /// `target` bits.
-        fn select(&mut self, target: i64, tick: Tick) {
+    fn select(&mut self, target: i64, tick: Tick) {
         // `hist` holds each bucket's cost (see `set_costs`).
         let mut left = target;
         let mut partial_bucket: Option<u8> = None;
@@ -587,7 +582,7 @@ impl BudgetEncoder {
         }
         let start = (u64::from(tick.0).wrapping_mul(2_654_435_761) % n as u64) as usize;
         let (tail, head) = self.cands.split_at_mut(start);
-                for pass in [true, false] {
+        for pass in [true, false] {
             if !pass && left < 16 {
                 // Nothing below would fit.
                 break;
@@ -672,7 +667,7 @@ impl BudgetEncoder {
         out.entries.clear();
         out.srcs = 0;
         let (mut refreshed, mut held_back) = (0u32, 0u32);
-                let hashes = frame.hashes();
+        let hashes = frame.hashes();
         out.entries.reserve(self.cands.len());
         // The view checksum (PROTOCOL.md 7.7), FNV-1a over each entry's hash, as we go.
         let mut sum = FNV_OFFSET;
@@ -698,7 +693,7 @@ impl BudgetEncoder {
                 let age = (tick.0 - c.src.0).min(MAX_SOURCE_AGE) as usize;
                 let f = by_age[age].or_else(|| history.get(c.src));
                 by_age[age] = f;
-                                add(f.map_or(0, |f| f.hashes()[c.src_idx as usize]));
+                add(f.map_or(0, |f| f.hashes()[c.src_idx as usize]));
                 out.srcs |= 1 << age;
                 out.entries.push(HeldEntry {
                     id: c.id,
@@ -707,7 +702,7 @@ impl BudgetEncoder {
                 });
             } else {
                 refreshed += 1;
-                                add(hashes[c.c as usize]);
+                add(hashes[c.c as usize]);
                 out.srcs |= 1;
                 out.entries.push(HeldEntry {
                     id: c.id,
@@ -716,7 +711,7 @@ impl BudgetEncoder {
                 });
             }
         }
-                let checksum = sum;
+        let checksum = sum;
         Budgeted {
             checksum,
             partial: held_back > 0,
