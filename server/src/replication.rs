@@ -232,6 +232,8 @@ struct Budget {
     kinds: Vec<u8>,
     /// How far a delivered snapshot may lead the acknowledgement and still be a baseline.
     lead: u32,
+    /// Ticks between snapshots: source ages count snapshots.
+    every: u32,
     /// Delta caches of this tick by source age (`u8::MAX`: none): slots of `Tables::deltas`.
     slot_of_age: [u8; 64],
 }
@@ -239,7 +241,7 @@ struct Budget {
 /// Nearness for priorities: within this many world units an entity weighs 8, within 3 ×
 /// 4, within 7 × 2, else 1.
 const NEAR_UNITS: u32 = 32;
-/// An entry unrefreshed this many ticks goes before all but removals (well inside the
+/// An entry unrefreshed for this many snapshots goes before all but removals (well inside the
 /// history of `ring + 1` frames, whose sources can still be delta-encoded).
 const FORCE_AGE: u32 = 24;
 
@@ -287,6 +289,7 @@ impl Replicator {
             kinds,
             // About half a second of snapshots (16 at 30 a second).
             lead: 16 * snapshot_every.max(1),
+            every: snapshot_every.max(1),
             slot_of_age: [u8::MAX; 64],
         });
     }
@@ -297,6 +300,7 @@ impl Replicator {
         if let Some(b) = &self.budget {
             let mut r = BudgetRing::new(ring);
             r.set_delivery_lead(b.lead);
+            r.set_snapshot_every(b.every);
             v.budget = Some(Box::new(r));
         }
         v
@@ -453,7 +457,7 @@ impl Replicator {
         budget.slot_of_age = [u8::MAX; 64];
         t.delta_ticks.clear();
         for age in 1..64u32 {
-            let Some(src) = tick.0.checked_sub(age).map(Tick) else {
+            let Some(src) = tick.0.checked_sub(age * budget.every).map(Tick) else {
                 break;
             };
             if ages & (1 << age) == 0 || self.history.get(src).is_none() {
@@ -478,7 +482,7 @@ impl Replicator {
         let budget = &*budget;
         let (full, deltas, shared) = (&t.full, &t.deltas, &t.shared);
         let delta = |src: Tick| -> Option<&DeltaCache> {
-            let age = tick.0.checked_sub(src.0)? as usize;
+            let age = (tick.0.checked_sub(src.0)? / budget.every) as usize;
             let slot = *budget.slot_of_age.get(age)?;
             deltas.get(usize::from(slot)).filter(|_| slot != u8::MAX)
         };

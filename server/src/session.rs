@@ -610,6 +610,8 @@ impl<T: Transport> Session<T> {
                 {
                     return Some(token_end(TokenError::WrongRoom));
                 }
+                // A bandwidth budget fits even the first snapshots to one packet.
+                self.out.set_snapshot_limit(self.t.snapshot_limit());
                 let join = Control::Join {
                     client: self.client,
                     resume: resume_token,

@@ -13,17 +13,25 @@
 //! states themselves stay in the room's one [`WorldHistory`] (12 bytes per entry per
 //! snapshot in flight; entries older than the acknowledged snapshot are dropped).
 //!
-//! Rules the encoder keeps, per snapshot of tick `T` against the acknowledged baseline `B`:
+//! Rules the encoder keeps, per snapshot of tick `T` against its baseline `B`
+//! ([`BudgetRing::baseline`]):
 //! - **Removals** come first: an entity that left the view is listed as removed. An entry
 //!   whose source frame has left the history can no longer be delta-encoded, so it is removed
 //!   too (it comes back as new); entries are refreshed long before that ([`BudgetParams`]).
-//! - **What is in flight stays**: an entity refreshed (or added) by a snapshot sent after `B`
-//!   is refreshed again, so that the client's views never go back in time when the
-//!   acknowledgement lags (deltas are against `B`, not against what is in flight). The
-//!   client's own entity is always refreshed.
-//! - Then the rest by priority, within the budget. New entities count as long overdue.
+//! - The client's own entity is always refreshed; then the rest by priority, within the
+//!   budget. New entities count as long overdue.
 //! - If everything fits, the snapshot is not partial and is exactly what an unbudgeted
 //!   encoder writes.
+//!
+//! **What is in flight.** A snapshot is a delta against `B`, so what a snapshot sent after
+//! `B` refreshed is not in the next one unless chosen again. Over a reliable, ordered
+//! transport `B` is the newest snapshot written ([`BudgetRing::on_delivered`]): nothing is in
+//! flight, and an entry's as-of tick never goes back. Against an acknowledged baseline (QUIC
+//! datagrams, or a WebSocket client whose acknowledgements trail too far) a refresh still in
+//! flight may be missing from the next snapshot, so an entry's as-of tick can go back until
+//! the acknowledgements catch up (a client keeps the freshest sample it has). Refreshing
+//! everything in flight again instead would, with acknowledgements a tick behind, refresh
+//! every entity ever refreshed on every tick after: the budget could never move on.
 
 use crate::baseline::AckOutcome;
 use crate::bits::BitWriter;
@@ -52,7 +60,7 @@ pub struct HeldEntry {
 #[derive(Debug, Default, Clone)]
 pub struct HeldView {
     entries: Vec<HeldEntry>,
-    /// Bit `a`: some entry's source is `tick - a` (the snapshot's tick).
+    /// Bit `a`: some entry's source is `a` snapshots before the snapshot's.
     srcs: u64,
 }
 
@@ -62,7 +70,7 @@ impl HeldView {
         &self.entries
     }
 
-    /// Source ages present, as a mask relative to the tick of the snapshot (bit `a`: `tick - a`).
+    /// Source ages present, in snapshots before this one (bit `a`: `a` snapshots back).
     pub fn source_ages(&self) -> u64 {
         self.srcs
     }
@@ -81,6 +89,8 @@ pub struct BudgetRing {
     first_delivered: Option<Tick>,
     /// How far (in ticks) `delivered` may lead the acknowledgement and still be the baseline.
     lead: u32,
+    /// Ticks between two snapshots: source ages count snapshots, not ticks.
+    every: u32,
 }
 
 impl BudgetRing {
@@ -92,7 +102,29 @@ impl BudgetRing {
             delivered: None,
             first_delivered: None,
             lead: 0,
+            every: 1,
         }
+    }
+
+    /// Snapshots go every `every` ticks (`--snapshot-every`; default 1): source ages, the
+    /// history [`MAX_SOURCE_AGE`] covers and [`BudgetParams::force_age`] count snapshots.
+    pub fn set_snapshot_every(&mut self, every: u32) {
+        self.every = every.max(1);
+    }
+
+    /// See [`BudgetRing::set_snapshot_every`].
+    pub fn snapshot_every(&self) -> u32 {
+        self.every
+    }
+
+    /// The age, in snapshots, of a state from `src` in a snapshot of `tick`.
+    pub fn age(&self, tick: Tick, src: Tick) -> u32 {
+        tick.0.saturating_sub(src.0) / self.every
+    }
+
+    /// The source tick of age `age` (in snapshots) in a snapshot of `tick`.
+    pub fn source(&self, tick: Tick, age: u32) -> Option<Tick> {
+        tick.0.checked_sub(age.checked_mul(self.every)?).map(Tick)
     }
 
     /// Over a reliable, ordered transport (WebSocket over TCP), snapshots handed to it in full
@@ -157,22 +189,19 @@ impl BudgetRing {
         self.sent.newest()
     }
 
-    /// The source ticks a snapshot of `tick` may delta-encode against, as a mask of ages
-    /// relative to `tick` (bit `a`: `tick - a`): those of its baseline.
+    /// The source ticks a snapshot of `tick` may delta-encode against, as a mask of ages in
+    /// snapshots (bit `a`: [`BudgetRing::source`]`(tick, a)`): those of its baseline.
     pub fn source_ages_for(&self, tick: Tick) -> u64 {
         match self.baseline(tick) {
-            Some((b, v)) => shift_ages(v.srcs, tick.0 - b.0),
+            Some((b, v)) => shift_ages(v.srcs, self.age(tick, b)),
             None => 0,
         }
     }
 
     /// An empty view to fill for the next snapshot, reusing an old buffer when there is one.
     pub fn take_spare(&mut self) -> HeldView {
-        let mut v = self
-            .spare
-            .pop()
-            .or_else(|| self.sent.pop_if_full())
-            .unwrap_or_default();
+        // Never from the ring itself: its oldest entry may be the baseline still to use.
+        let mut v = self.spare.pop().unwrap_or_default();
         v.entries.clear();
         v.srcs = 0;
         v
@@ -369,7 +398,9 @@ impl BudgetEncoder {
         let base = ring.baseline(tick);
 
         let force_age = params.force_age.min(MAX_SOURCE_AGE);
-        self.gather(frame, cur, full, &delta, base, params, weights, force_age);
+        self.gather(
+            frame, cur, full, &delta, ring, base, params, weights, force_age,
+        );
 
         let budget = params.max_body_bytes.saturating_mul(8) as i64;
         // The section counts, at their longest (every candidate of its kind taken); gap codes
@@ -394,7 +425,7 @@ impl BudgetEncoder {
                 target = i64::MIN;
             }
         }
-        self.finish(history, frame, base.map(|(t, _)| t), out)
+        self.finish(history, frame, ring, base.map(|(t, _)| t), out)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -404,6 +435,7 @@ impl BudgetEncoder {
         cur: &[u32],
         full: &FullCache,
         delta: &impl Fn(Tick) -> Option<&'a DeltaCache>,
+        ring: &BudgetRing,
         base: Option<(Tick, &HeldView)>,
         params: BudgetParams,
         weights: Weights<'_>,
@@ -418,12 +450,12 @@ impl BudgetEncoder {
         let mut runs_by_age: [Option<&[Run]>; (MAX_SOURCE_AGE + 1) as usize] =
             [None; (MAX_SOURCE_AGE + 1) as usize];
         if let Some((b, v)) = base {
-            let ages = shift_ages(v.srcs, tick.0 - b.0);
+            let ages = shift_ages(v.srcs, ring.age(tick, b));
             for age in 1..=MAX_SOURCE_AGE {
                 if ages & (1 << age) != 0
-                    && let Some(src) = tick.0.checked_sub(age)
+                    && let Some(src) = ring.source(tick, age)
                 {
-                    runs_by_age[age as usize] = delta(Tick(src)).map(|d| d.runs.as_slice());
+                    runs_by_age[age as usize] = delta(src).map(|d| d.runs.as_slice());
                 }
             }
         }
@@ -441,7 +473,7 @@ impl BudgetEncoder {
                     bi += 1;
                 }
                 (Some(be), Some(c)) if b_id == c_id => {
-                    let age = tick.0.saturating_sub(be.src.0);
+                    let age = ring.age(tick, be.src);
                     let run = runs_by_age
                         .get(age as usize)
                         .copied()
@@ -657,6 +689,7 @@ impl BudgetEncoder {
         &mut self,
         history: &WorldHistory,
         frame: &WorldFrame,
+        ring: &BudgetRing,
         base: Option<Tick>,
         out: &mut HeldView,
     ) -> Budgeted {
@@ -690,7 +723,7 @@ impl BudgetEncoder {
                 held_back += 1;
                 // A kept entry's source is at most MAX_SOURCE_AGE old and in the history
                 // (else it was a forced removal, which is always taken).
-                let age = (tick.0 - c.src.0).min(MAX_SOURCE_AGE) as usize;
+                let age = ring.age(tick, c.src).min(MAX_SOURCE_AGE) as usize;
                 let f = by_age[age].or_else(|| history.get(c.src));
                 by_age[age] = f;
                 add(f.map_or(0, |f| f.hashes()[c.src_idx as usize]));

@@ -105,16 +105,21 @@ impl World {
 
     /// Delta caches for every source tick the clients need this tick.
     fn build_deltas(&mut self, tick: Tick, clients: &[Client]) {
+        self.build_deltas_every(tick, clients, 1);
+    }
+
+    /// As `build_deltas`, with a snapshot every `every` ticks.
+    fn build_deltas_every(&mut self, tick: Tick, clients: &[Client], every: u32) {
         let mask = clients
             .iter()
             .fold(0u64, |m, c| m | c.ring.source_ages_for(tick));
         self.deltas.retain(|_| false);
         let frame = self.history.latest().unwrap();
         for age in 1..64u32 {
-            if mask & (1 << age) == 0 || age > tick.0 {
+            if mask & (1 << age) == 0 || age * every > tick.0 {
                 continue;
             }
-            let t = Tick(tick.0 - age);
+            let t = Tick(tick.0 - age * every);
             if let Some(b) = self.history.get(t) {
                 let mut d = DeltaCache::new();
                 d.build(&self.q, b, frame);
@@ -268,6 +273,47 @@ fn a_crowded_view_converges_under_1200_bytes_and_stays_fresh() {
         }
         // Against the acknowledged baseline (unreliable transports), what is in flight is paid
         // for again each tick until acknowledged: slower, but never wrong (`send` checks).
+    }
+}
+
+#[test]
+fn ages_count_snapshots_at_a_slow_snapshot_rate() {
+    // A snapshot every 64 ticks (--snapshot-every 64): 64 ticks is one snapshot of age, so a
+    // held-back entry is kept (not removed as too old) and the crowd still converges.
+    const EVERY: u32 = 64;
+    let mut world = World::new(1000, 11);
+    let q = world.q;
+    let mut clients: Vec<Client> = (0..2).map(|i| client(1200, i, q, true)).collect();
+    for c in &mut clients {
+        c.ring.set_snapshot_every(EVERY);
+        // The lead is in ticks, as the server sets it: 16 snapshots.
+        c.ring.set_delivery_lead(16 * EVERY);
+    }
+    let all: Vec<u32> = (0..1000).collect();
+    let mut converged = [None; 2];
+    for t in 1..=80u32 {
+        let tick = Tick(t * EVERY);
+        world.step(tick, true);
+        world.build_deltas_every(tick, &clients, EVERY);
+        for (i, c) in clients.iter_mut().enumerate() {
+            world.send(tick, c, &all, Some(EntityId(i as u32)));
+            if c.rx.view().len() == 1000 && converged[i].is_none() {
+                converged[i] = Some(t);
+            }
+            if converged[i].is_some_and(|at| t > at + 20) {
+                c.max_staleness = c.max_staleness.max(c.rx.staleness() / EVERY);
+            }
+        }
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let at = converged[i].unwrap_or_else(|| panic!("client {i} never held the whole view"));
+        assert!(at <= 30, "client {i} converged only at snapshot {at}");
+        assert!(
+            c.max_staleness <= 10,
+            "client {i}: {} snapshots unrefreshed",
+            c.max_staleness
+        );
+        assert_eq!(c.backwards, 0);
     }
 }
 

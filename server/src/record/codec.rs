@@ -812,7 +812,7 @@ impl TickCalls<'_> {
                 }
                 // A room steps 1/tick_rate seconds, at 1 to 240 Hz.
                 let dt = f32::from_bits(self.d.dt_bits);
-                if !(dt > 0.0 && dt <= 1.0) {
+                if !(1.0 / 240.0 * 0.999..=1.0).contains(&dt) {
                     return Err(CallError::Invalid(format!("a step of {dt} s")));
                 }
                 Call::Step {

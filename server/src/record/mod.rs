@@ -131,6 +131,28 @@ impl ArenaSetup {
         if w.npcs > 100_000 {
             return bad(format!("{} NPCs", w.npcs));
         }
+        // As the flags allow (a log is untrusted: a 4-billion-ms rewind would size its history
+        // by it), and sane physics.
+        let r = &w.rules;
+        if r.max_rewind_ms > 1000 {
+            return bad(format!("a rewind of {} ms", r.max_rewind_ms));
+        }
+        let lengths = [
+            r.player_speed,
+            r.npc_speed,
+            r.projectile_speed,
+            r.projectile_life,
+            r.fire_cooldown,
+            r.body_radius,
+            r.hitscan_cooldown,
+            r.hitscan_range,
+        ];
+        if !lengths
+            .iter()
+            .all(|v| v.is_finite() && (0.0..=1.0e6).contains(v))
+        {
+            return bad(format!("arena rules {lengths:?}"));
+        }
         Ok(ArenaSetup {
             world: World {
                 name: w.name,
