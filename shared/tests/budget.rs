@@ -31,6 +31,8 @@ struct Client {
     bytes_max: usize,
     backwards: u32,
     reliable: bool,
+    /// Full snapshots (no baseline) sent.
+    fulls: u32,
 }
 
 struct World {
@@ -166,6 +168,7 @@ impl World {
         }
         let body = self.w.finish_view().to_vec();
         let age = r.base.map_or(0, |b| tick.0 - b.0);
+        c.fulls += u32::from(age == 0);
         let mut frame_bytes = Vec::new();
         encode_snapshot_header(
             tick,
@@ -218,6 +221,7 @@ fn client(budget: usize, lag: u32, q: Quantizer, reliable: bool) -> Client {
     }
     Client {
         reliable,
+        fulls: 0,
         ring,
         rx: SnapshotReceiver::new(q, RING),
         acks: Vec::new(),
@@ -314,6 +318,34 @@ fn ages_count_snapshots_at_a_slow_snapshot_rate() {
             c.max_staleness
         );
         assert_eq!(c.backwards, 0);
+    }
+}
+
+#[test]
+fn a_ring_of_one_still_deltas() {
+    // --baseline-ring 1: the one remembered snapshot is the baseline; taking a buffer for the
+    // next must not evict it.
+    let mut world = World::new(300, 5);
+    let q = world.q;
+    let mut clients = vec![client(600, 0, q, true), client(600, 0, q, false)];
+    for c in &mut clients {
+        c.ring = BudgetRing::new(1);
+        if c.reliable {
+            c.ring.set_delivery_lead(16);
+        }
+    }
+    let all: Vec<u32> = (0..300).collect();
+    for t in 1..=40u32 {
+        let tick = Tick(t);
+        world.step(tick, true);
+        world.build_deltas(tick, &clients);
+        for c in &mut clients {
+            world.send(tick, c, &all, None);
+        }
+    }
+    for c in &clients {
+        assert_eq!(c.fulls, 1, "only the first snapshot is full");
+        assert_eq!(c.rx.view().len(), 300);
     }
 }
 
