@@ -119,7 +119,9 @@ impl BudgetRing {
 
     /// The age, in snapshots, of a state from `src` in a snapshot of `tick`.
     pub fn age(&self, tick: Tick, src: Tick) -> u32 {
-        tick.0.saturating_sub(src.0) / self.every
+        let d = tick.0.saturating_sub(src.0);
+        // Once per entry per snapshot: no division in the common case.
+        if self.every == 1 { d } else { d / self.every }
     }
 
     /// The source tick of age `age` (in snapshots) in a snapshot of `tick`.
