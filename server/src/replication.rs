@@ -382,16 +382,7 @@ impl Replicator {
         // Groups, and the baseline ticks that need a delta cache.
         t.group_views(tick, viewers, &self.history);
         t.full.build(&self.quantizer, frame);
-        let (q, history) = (&self.quantizer, &self.history);
-        let work = t.deltas[..t.delta_ticks.len()]
-            .iter_mut()
-            .zip(&t.delta_ticks);
-        if parallel && t.delta_ticks.len() > 1 {
-            work.par_bridge()
-                .for_each(|(d, &t)| build_delta(d, q, history, t, frame));
-        } else {
-            work.for_each(|(d, &t)| build_delta(d, q, history, t, frame));
-        }
+        t.build_deltas(&self.quantizer, &self.history, frame, parallel);
 
         // Shared bodies once each, then every client's header (and own bodies).
         let (full, deltas, shared) = (&t.full, &t.deltas, &t.shared);
@@ -469,16 +460,8 @@ impl Replicator {
                 t.deltas.push(DeltaCache::new());
             }
         }
-        let (q, history) = (&self.quantizer, &self.history);
-        let work = t.deltas[..t.delta_ticks.len()]
-            .iter_mut()
-            .zip(&t.delta_ticks);
-        if parallel && t.delta_ticks.len() > 1 {
-            work.par_bridge()
-                .for_each(|(d, &t)| build_delta(d, q, history, t, frame));
-        } else {
-            work.for_each(|(d, &t)| build_delta(d, q, history, t, frame));
-        }
+        t.build_deltas(&self.quantizer, &self.history, frame, parallel);
+        let history = &self.history;
         let budget = &*budget;
         let (full, deltas, shared) = (&t.full, &t.deltas, &t.shared);
         let delta = |src: Tick| -> Option<&DeltaCache> {
@@ -619,6 +602,25 @@ fn put_frame(
 }
 
 impl Tables {
+    /// Builds the delta cache of every baseline tick in `delta_ticks` against `frame`.
+    fn build_deltas(
+        &mut self,
+        q: &Quantizer,
+        history: &WorldHistory,
+        frame: &WorldFrame,
+        parallel: bool,
+    ) {
+        let work = self.deltas[..self.delta_ticks.len()]
+            .iter_mut()
+            .zip(&self.delta_ticks);
+        if parallel && self.delta_ticks.len() > 1 {
+            work.par_bridge()
+                .for_each(|(d, &t)| build_delta(d, q, history, t, frame));
+        } else {
+            work.for_each(|(d, &t)| build_delta(d, q, history, t, frame));
+        }
+    }
+
     /// Gives every client with a covered rectangle the shared view of that rectangle, built
     /// once per tick (its id set is last tick's again when unchanged). Returns how many
     /// clients have views of their own.
