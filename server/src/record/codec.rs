@@ -1006,6 +1006,27 @@ mod tests {
     }
 
     #[test]
+    fn a_step_outside_1_to_240_hz_is_corrupt() {
+        let sum = WorldSum {
+            checksum: 1,
+            entities: 0,
+        };
+        for (dt, ok) in [
+            (1.0 / 240.0, true),
+            (1.0, true),
+            (1e-30, false),
+            (0.0, false),
+            (-1.0, false),
+            (2.0, false),
+            (f32::NAN, false),
+        ] {
+            let mut out = Vec::new();
+            TickEncoder::new().step(dt, sum, &mut out);
+            assert_eq!(decode_all(&[out]).is_ok(), ok, "dt {dt}");
+        }
+    }
+
+    #[test]
     fn calls_round_trip() {
         let (ticks, payloads) = sample();
         assert_eq!(decode_all(&payloads).unwrap(), ticks);

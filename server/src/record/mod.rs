@@ -192,6 +192,32 @@ mod tests {
     }
 
     #[test]
+    fn a_log_cannot_ask_for_rules_the_flags_refuse() {
+        // A log is untrusted: a huge rewind would size the replayer's history by it.
+        for rules in [
+            ArenaRules {
+                max_rewind_ms: u32::MAX,
+                ..ArenaRules::default()
+            },
+            ArenaRules {
+                hitscan_range: f32::INFINITY,
+                ..ArenaRules::default()
+            },
+            ArenaRules {
+                body_radius: -1.0,
+                ..ArenaRules::default()
+            },
+        ] {
+            let s = ArenaSetup {
+                world: World::arena(),
+                rules,
+                npcs: 1,
+            };
+            assert!(ArenaSetup::decode(&s.encode().unwrap()).is_err());
+        }
+    }
+
+    #[test]
     fn bad_setups_are_errors() {
         assert!(ArenaSetup::decode(&[]).is_err());
         assert!(ArenaSetup::decode(&[0xff; 64]).is_err());
