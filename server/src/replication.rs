@@ -407,15 +407,7 @@ impl Replicator {
         let send = |v: &mut C| -> u64 {
             send_snapshot(v.as_mut(), tick, frame, full, deltas, groups, metrics)
         };
-        if parallel {
-            viewers
-                .par_iter_mut()
-                .with_min_len(CLIENTS_PER_TASK)
-                .map(send)
-                .sum()
-        } else {
-            viewers.iter_mut().map(send).sum()
-        }
+        sum_each(viewers, parallel, send)
     }
 }
 
@@ -480,15 +472,7 @@ impl Replicator {
             v.near = near;
             n
         };
-        if parallel {
-            viewers
-                .par_iter_mut()
-                .with_min_len(CLIENTS_PER_TASK)
-                .map(send)
-                .sum()
-        } else {
-            viewers.iter_mut().map(send).sum()
-        }
+        sum_each(viewers, parallel, send)
     }
 }
 
@@ -773,6 +757,23 @@ impl Tables {
     }
 }
 
+/// The sum of `f` over every viewer, on rayon's pool when `parallel`.
+fn sum_each<C: Send>(
+    viewers: &mut [C],
+    parallel: bool,
+    f: impl Fn(&mut C) -> u64 + Sync + Send,
+) -> u64 {
+    if parallel {
+        viewers
+            .par_iter_mut()
+            .with_min_len(CLIENTS_PER_TASK)
+            .map(f)
+            .sum()
+    } else {
+        viewers.iter_mut().map(f).sum()
+    }
+}
+
 /// Runs `f` on every viewer, on rayon's pool when `parallel`.
 fn each<C: Send>(viewers: &mut [C], parallel: bool, f: impl Fn(&mut C) + Sync + Send) {
     if parallel {
@@ -797,6 +798,11 @@ fn find_view(v: &mut Viewer, frame: &WorldFrame, grid: &Grid, positions: &[Vec2]
         grid.query(center, radius, positions, &mut v.near);
         // Entity indices are in id order, so sorting indices sorts the view by id.
         v.near.sort_unstable();
+    }
+    if v.budget.is_some() {
+        // A budgeted client's view is what its held view becomes (`send_budgeted`): its id
+        // set and checksum as a whole view would be wasted (and a fresh set each tick).
+        return;
     }
     v.cur_ids = Some(v.ring.own_view(frame, &v.near));
     v.checksum = frame.checksum(&v.near);
