@@ -36,7 +36,7 @@
 use crate::baseline::AckOutcome;
 use crate::bits::BitWriter;
 use crate::ids::{EntityId, Tick};
-use crate::replication::{DeltaCache, FullCache, Run, SentRing, WorldFrame, WorldHistory};
+use crate::replication::{DeltaCache, FullCache, SentRing, WorldFrame, WorldHistory};
 use crate::snapshot::write_section;
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
@@ -266,46 +266,66 @@ pub struct Budgeted {
 #[repr(u8)]
 enum Kind {
     /// In the baseline, not in view (or no longer encodable): remove.
-    Removed,
+    Removed = 0,
     /// In both: refresh or keep.
-    Kept,
+    Kept = 1,
     /// In view, not in the baseline: add or wait.
-    New,
+    New = 2,
 }
 
+/// `Cand::meta`: the kind in bits 0–1, taken in bit 2.
+const KIND_MASK: u8 = 0b11;
+const TAKE: u8 = 0b100;
+
+/// One entry of the view or of the baseline, as the encoder weighs it (20 bytes: the
+/// encoder walks every candidate several times per snapshot).
 #[derive(Debug, Clone, Copy)]
 struct Cand {
-    kind: Kind,
     bucket: u8,
-    take: bool,
-    id: EntityId,
-    /// Bits without the gap code.
-    payload: u32,
-    /// Bits with the estimated gap code.
-    cost: u32,
+    meta: u8,
+    /// Kept: the source age in snapshots (≤ [`MAX_SOURCE_AGE`]).
+    age: u8,
+    /// Bits of its run (Kept: the delta from its source; New: the full encoding).
+    len: u32,
+    /// Index in the baseline (Removed, Kept).
     base_i: u32,
     /// Index in the current frame (Kept, New).
     c: u32,
-    src: Tick,
-    src_idx: u32,
-    run: Run,
+    run_start: u32,
 }
 
 impl Cand {
-    /// The removal of the baseline entry `be`, at index `bi`.
-    fn removal(be: &HeldEntry, bi: usize) -> Cand {
+    fn kind(&self) -> Kind {
+        match self.meta & KIND_MASK {
+            0 => Kind::Removed,
+            1 => Kind::Kept,
+            _ => Kind::New,
+        }
+    }
+
+    fn taken(&self) -> bool {
+        self.meta & TAKE != 0
+    }
+
+    /// Bits without the gap code: an unchanged entry costs two zero bits when refreshed.
+    fn payload(&self) -> u32 {
+        match self.kind() {
+            Kind::Removed => 0,
+            Kind::Kept => self.len.max(2),
+            Kind::New => self.len,
+        }
+    }
+
+    /// The removal of the baseline entry at index `bi`.
+    fn removal(bi: usize) -> Cand {
         Cand {
-            kind: Kind::Removed,
             bucket: BUCKET_REMOVE,
-            take: false,
-            id: be.id,
-            payload: 0,
-            cost: 0,
+            meta: Kind::Removed as u8,
+            age: 0,
+            len: 0,
             base_i: bi as u32,
             c: u32::MAX,
-            src: be.src,
-            src_idx: be.idx,
-            run: Run::default(),
+            run_start: 0,
         }
     }
 }
@@ -316,12 +336,69 @@ const BUCKET_FORCED: u8 = 253;
 const BUCKET_MAX_PRIORITY: u32 = 252;
 /// A new entity counts as this many ticks overdue.
 const NEW_AGE: u32 = 16;
+const AGES: usize = (MAX_SOURCE_AGE + 1) as usize;
+
+/// What one snapshot's candidates add up to, gathered with them (kept in registers).
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    /// Candidates per kind.
+    n: [u64; 3],
+    /// Payload bits plus one, of everything but removals.
+    bits: u64,
+    /// Lowest and highest new id.
+    span_new: (u32, u32),
+}
+
+/// One priority bucket's candidates: payload bits, and how many are kept and new entries
+/// (removals are all in their own bucket).
+#[derive(Debug, Clone, Copy, Default)]
+struct BucketTally {
+    payload: u64,
+    kept: u32,
+    new: u32,
+}
+
+impl Tally {
+    const EMPTY: Tally = Tally {
+        n: [0; 3],
+        bits: 0,
+        span_new: (u32::MAX, 0),
+    };
+
+    #[inline(always)]
+    fn add(&mut self, buckets: &mut [BucketTally; 256], c: &Cand, id: u32) {
+        let (k, b) = (c.kind(), usize::from(c.bucket));
+        self.n[k as usize] += 1;
+        let p = c.payload();
+        let bt = &mut buckets[b];
+        bt.payload += u64::from(p);
+        match k {
+            Kind::Removed => {}
+            Kind::Kept => {
+                self.bits += u64::from(p) + 1;
+                bt.kept += 1;
+            }
+            Kind::New => {
+                self.bits += u64::from(p) + 1;
+                bt.new += 1;
+                self.span_new = (self.span_new.0.min(id), self.span_new.1.max(id));
+            }
+        }
+    }
+}
 
 /// Reusable scratch for budgeted snapshots; keep one per thread.
 #[derive(Debug, Clone)]
 pub struct BudgetEncoder {
     cands: Vec<Cand>,
+    tally: Tally,
+    buckets: Box<[BucketTally; 256]>,
+    /// Per bucket: the cost of all its candidates, gap codes included.
     hist: Box<[u64; 256]>,
+    /// Estimated gap code bits per kind.
+    gaps: [u32; 3],
+    /// The candidates of the bucket that does not all fit.
+    partial: Vec<u32>,
     removed: Vec<u32>,
     changed: Vec<u32>,
     new: Vec<u32>,
@@ -338,25 +415,20 @@ fn eg0_len(v: u64) -> u32 {
     2 * (63 - m.leading_zeros()) + 1
 }
 
+#[inline(always)]
 fn weight(w: &Weights<'_>, pos: [u32; 3], kind: u16) -> u32 {
     let dist = match w.center {
         Some(c) => {
-            let d2: u64 = (0..3)
-                .map(|a| {
-                    let d = u64::from(c[a].abs_diff(pos[a]));
-                    d * d
-                })
-                .sum();
+            let d = |a: usize| {
+                let d = u64::from(c[a].abs_diff(pos[a]));
+                d * d
+            };
+            let d2 = d(0) + d(1) + d(2);
             let n = u64::from(w.near.max(1));
-            if d2 < n * n {
-                8
-            } else if d2 < 9 * n * n {
-                4
-            } else if d2 < 49 * n * n {
-                2
-            } else {
-                1
-            }
+            let n2 = n * n;
+            // Without branches: the classes fall at random, entity by entity.
+            let class = u32::from(d2 >= n2) + u32::from(d2 >= 9 * n2) + u32::from(d2 >= 49 * n2);
+            8 >> class
         }
         None => 1,
     };
@@ -364,12 +436,26 @@ fn weight(w: &Weights<'_>, pos: [u32; 3], kind: u16) -> u32 {
     dist * u32::from(k)
 }
 
+/// What one snapshot encodes against, looked up once rather than once per entry.
+struct Sources<'h> {
+    tick: Tick,
+    base: Option<(Tick, &'h HeldView)>,
+    /// By source age: the delta cache from that source to the current frame.
+    deltas: [Option<&'h DeltaCache>; AGES],
+    /// By source age: that source's frame.
+    frames: [Option<&'h WorldFrame>; AGES],
+}
+
 impl BudgetEncoder {
     /// A new encoder.
     pub fn new() -> Self {
         Self {
             cands: Vec::new(),
+            tally: Tally::EMPTY,
+            buckets: Box::new([BucketTally::default(); 256]),
             hist: Box::new([0; 256]),
+            gaps: [0; 3],
+            partial: Vec::new(),
             removed: Vec::new(),
             changed: Vec::new(),
             new: Vec::new(),
@@ -397,26 +483,37 @@ impl BudgetEncoder {
         out: &mut HeldView,
     ) -> Budgeted {
         let tick = frame.tick();
-        let base = ring.baseline(tick);
+        let mut src = Sources {
+            tick,
+            base: ring.baseline(tick),
+            deltas: [None; AGES],
+            frames: [None; AGES],
+        };
+        if let Some((b, v)) = src.base {
+            let ages = shift_ages(v.srcs, ring.age(tick, b));
+            for age in 1..=MAX_SOURCE_AGE {
+                if ages & (1 << age) != 0
+                    && let Some(t) = ring.source(tick, age)
+                {
+                    src.deltas[age as usize] = delta(t);
+                    src.frames[age as usize] = history.get(t);
+                }
+            }
+        }
 
         let force_age = params.force_age.min(MAX_SOURCE_AGE);
-        self.gather(
-            frame, cur, full, &delta, ring, base, params, weights, force_age,
-        );
+        self.gather(frame, cur, full, &src, ring, params, weights, force_age);
 
         let budget = params.max_body_bytes.saturating_mul(8) as i64;
         // The section counts, at their longest (every candidate of its kind taken); gap codes
         // are estimated, then the result is checked.
-        let mut counts = [0u64; 3];
-        for c in &self.cands {
-            counts[c.kind as usize] += 1;
-        }
-        let mut target = budget - counts.iter().map(|&n| i64::from(eg0_len(n))).sum::<i64>();
-        self.set_costs(budget, base.map_or(0, |(_, v)| v.entries.len()));
+        let n = self.tally.n;
+        let mut target = budget - n.iter().map(|&n| i64::from(eg0_len(n))).sum::<i64>();
+        self.set_costs(budget, src.base.map_or(0, |(_, v)| v.entries.len()));
         for round in 0..5 {
             self.select(target, tick);
             w.clear();
-            let written = self.write(w, full, &delta);
+            let written = self.write(w, frame, full, &src);
             let over = written as i64 - budget;
             if over <= 0 {
                 break;
@@ -427,40 +524,35 @@ impl BudgetEncoder {
                 target = i64::MIN;
             }
         }
-        self.finish(history, frame, ring, base.map(|(t, _)| t), out)
+        self.finish(frame, &src, out)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn gather<'a>(
+    fn gather(
         &mut self,
         frame: &WorldFrame,
         cur: &[u32],
         full: &FullCache,
-        delta: &impl Fn(Tick) -> Option<&'a DeltaCache>,
+        src: &Sources<'_>,
         ring: &BudgetRing,
-        base: Option<(Tick, &HeldView)>,
         params: BudgetParams,
         weights: Weights<'_>,
         force_age: u32,
     ) {
-        let tick = frame.tick();
+        let tick = src.tick;
         self.cands.clear();
+        self.buckets.fill(BucketTally::default());
+        let mut tally = Tally::EMPTY;
+        let (cands, buckets) = (&mut self.cands, &mut *self.buckets);
+        cands.reserve(cur.len() + src.base.map_or(0, |(_, v)| v.entries.len()));
         let ids = frame.ids();
         let states = frame.states();
-        let base_entries: &[HeldEntry] = base.map_or(&[], |(_, v)| &v.entries);
-        // The delta runs by source age, looked up once rather than once per entry.
-        let mut runs_by_age: [Option<&[Run]>; (MAX_SOURCE_AGE + 1) as usize] =
-            [None; (MAX_SOURCE_AGE + 1) as usize];
-        if let Some((b, v)) = base {
-            let ages = shift_ages(v.srcs, ring.age(tick, b));
-            for age in 1..=MAX_SOURCE_AGE {
-                if ages & (1 << age) != 0
-                    && let Some(src) = ring.source(tick, age)
-                {
-                    runs_by_age[age as usize] = delta(src).map(|d| d.runs.as_slice());
-                }
-            }
-        }
+        let base_entries: &[HeldEntry] = src.base.map_or(&[], |(_, v)| &v.entries);
+        let own = params.own;
+        let priority = |c: usize, age: u32| -> u8 {
+            let p = weight(&weights, states[c].pos, states[c].kind) * age;
+            p.min(BUCKET_MAX_PRIORITY) as u8
+        };
 
         let (mut bi, mut ci) = (0usize, 0usize);
         loop {
@@ -471,114 +563,99 @@ impl BudgetEncoder {
                 (None, None) => break,
                 (Some(be), cc) if cc.is_none() || b_id < c_id => {
                     // Left the view.
-                    self.cands.push(Cand::removal(be, bi));
+                    let cand = Cand::removal(bi);
+                    tally.add(buckets, &cand, be.id.0);
+                    cands.push(cand);
                     bi += 1;
                 }
                 (Some(be), Some(c)) if b_id == c_id => {
                     let age = ring.age(tick, be.src);
-                    let run = runs_by_age
+                    let run = src
+                        .deltas
                         .get(age as usize)
                         .copied()
                         .flatten()
-                        .and_then(|r| r.get(c).copied());
-                    match run {
-                        None => {
-                            // Its source frame is gone: remove it; it comes back as new.
-                            self.cands.push(Cand::removal(be, bi));
-                        }
+                        .and_then(|d| d.runs.get(c).copied());
+                    let cand = match run {
+                        // Its source frame is gone: remove it; it comes back as new.
+                        None => Cand::removal(bi),
                         Some(run) => {
                             // Priority: weight times the ticks since the state the client
                             // holds in the baseline (the accumulator, reset by a refresh the
                             // client acknowledged or, over a reliable transport, was sent).
-                            let bucket = if params.own == Some(be.id) {
+                            let bucket = if own == Some(be.id) {
                                 BUCKET_MUST
                             } else if age >= force_age {
                                 BUCKET_FORCED
                             } else {
-                                let p = weight(&weights, states[c].pos, states[c].kind) * age;
-                                p.min(BUCKET_MAX_PRIORITY) as u8
+                                priority(c, age)
                             };
-                            self.cands.push(Cand {
-                                kind: Kind::Kept,
+                            Cand {
                                 bucket,
-                                take: false,
-                                id: be.id,
-                                // An unchanged entry costs two zero bits when refreshed.
-                                payload: run.len.max(2),
-                                cost: 0,
+                                meta: Kind::Kept as u8,
+                                age: age as u8,
+                                len: run.len,
                                 base_i: bi as u32,
                                 c: c as u32,
-                                src: be.src,
-                                src_idx: be.idx,
-                                run,
-                            });
+                                run_start: run.start,
+                            }
                         }
-                    }
+                    };
+                    tally.add(buckets, &cand, be.id.0);
+                    cands.push(cand);
                     bi += 1;
                     ci += 1;
                 }
                 (_, Some(c)) => {
                     // In view, not in the baseline.
                     let id = ids[c];
-                    let bucket = if params.own == Some(id) {
+                    let bucket = if own == Some(id) {
                         BUCKET_MUST
                     } else {
-                        let p = weight(&weights, states[c].pos, states[c].kind) * NEW_AGE;
-                        p.min(BUCKET_MAX_PRIORITY) as u8
+                        priority(c, NEW_AGE)
                     };
                     let run = full.runs[c];
-                    self.cands.push(Cand {
-                        kind: Kind::New,
+                    let cand = Cand {
                         bucket,
-                        take: false,
-                        id,
-                        payload: run.len,
-                        cost: 0,
+                        meta: Kind::New as u8,
+                        age: 0,
+                        len: run.len,
                         base_i: u32::MAX,
                         c: c as u32,
-                        src: tick,
-                        src_idx: c as u32,
-                        run,
-                    });
+                        run_start: run.start,
+                    };
+                    tally.add(buckets, &cand, id.0);
+                    cands.push(cand);
                     ci += 1;
                 }
                 _ => break,
             }
         }
+        self.tally = tally;
     }
 
-    /// Each candidate's cost: its payload plus its gap code, estimated from how many of its
-    /// section the budget is likely to take (removals all go; the rest in proportion).
+    /// Each bucket's cost: its payloads plus their gap codes, estimated from how many of
+    /// their section the budget is likely to take (removals all go; the rest in proportion).
     fn set_costs(&mut self, budget: i64, base_len: usize) {
-        let (mut n, mut bits) = ([0u64; 3], 0u64);
-        let mut span_new = (u32::MAX, 0u32);
-        for c in &self.cands {
-            let k = c.kind as usize;
-            n[k] += 1;
-            if c.kind != Kind::Removed {
-                bits += u64::from(c.payload) + 1;
-            }
-            if c.kind == Kind::New {
-                span_new = (span_new.0.min(c.id.0), span_new.1.max(c.id.0));
-            }
-        }
+        let t = &self.tally;
         // The share of the other candidates that fits, at least one in a thousand.
         let fit = |count: u64| -> u64 {
-            let share = (budget.max(1) as f64 / bits.max(1) as f64).clamp(0.001, 1.0);
+            let share = (budget.max(1) as f64 / t.bits.max(1) as f64).clamp(0.001, 1.0);
             ((count as f64 * share).ceil() as u64).max(1)
         };
         let base = base_len as u64;
-        let new_span = u64::from(span_new.1.saturating_sub(span_new.0)) + 1;
-        let gaps = [
-            eg0_len(base / n[0].max(1)),
-            eg0_len(base / fit(n[1])),
-            eg0_len(new_span / fit(n[2])),
+        let new_span = u64::from(t.span_new.1.saturating_sub(t.span_new.0)) + 1;
+        self.gaps = [
+            eg0_len(base / t.n[0].max(1)),
+            eg0_len(base / fit(t.n[1])),
+            eg0_len(new_span / fit(t.n[2])),
         ];
-        self.hist.fill(0);
-        for c in &mut self.cands {
-            c.cost = c.payload + gaps[c.kind as usize];
-            self.hist[usize::from(c.bucket)] += u64::from(c.cost);
+        let g = self.gaps.map(u64::from);
+        for b in 0..256 {
+            let bt = &self.buckets[b];
+            self.hist[b] = bt.payload + u64::from(bt.kept) * g[1] + u64::from(bt.new) * g[2];
         }
+        self.hist[usize::from(BUCKET_REMOVE)] += t.n[0] * g[0];
     }
 
     /// Marks what to take: removals, then by bucket (what must go, then priority), within
@@ -598,62 +675,79 @@ impl BudgetEncoder {
         }
         let Some(pb) = partial_bucket else {
             for c in &mut self.cands {
-                c.take = true;
+                c.meta |= TAKE;
             }
             return;
         };
         // Removals always go, whatever the budget: an entry the client keeps must be one the
         // server can still describe (its source frame may be gone), and they cost a gap code
         // each. Only a view losing more entities than the budget has bits exceeds it.
-        for c in &mut self.cands {
-            c.take = c.bucket > pb || c.bucket == BUCKET_REMOVE;
-        }
-        // The bucket that does not all fit, from a rotating start so that no id range is
-        // always last; then anything below it that still fits.
+        // Without branches, listing the bucket that does not all fit as we go.
         let n = self.cands.len();
+        self.partial.clear();
+        self.partial.resize(n, 0);
+        let mut in_pb = 0usize;
+        for (i, c) in self.cands.iter_mut().enumerate() {
+            let take = c.bucket > pb || c.bucket == BUCKET_REMOVE;
+            c.meta = (c.meta & KIND_MASK) | (u8::from(take) << 2);
+            self.partial[in_pb] = i as u32;
+            in_pb += usize::from(c.bucket == pb);
+        }
+        self.partial.truncate(in_pb);
         if n == 0 {
             return;
         }
-        let start = (u64::from(tick.0).wrapping_mul(2_654_435_761) % n as u64) as usize;
-        let (tail, head) = self.cands.split_at_mut(start);
-        for pass in [true, false] {
-            if !pass && left < 16 {
-                // Nothing below would fit.
-                break;
+        // That bucket from a rotating start, so that no id range is always last; then
+        // anything below it that still fits.
+        let gaps = self.gaps;
+        let start = (u64::from(tick.0).wrapping_mul(2_654_435_761) % n as u64) as u32;
+        let split = self.partial.partition_point(|&i| i < start);
+        let (before, after) = self.partial.split_at(split);
+        for &i in after.iter().chain(before) {
+            let c = &mut self.cands[i as usize];
+            let need = i64::from(c.payload() + gaps[c.kind() as usize]);
+            if need <= left {
+                c.meta |= TAKE;
+                left -= need;
             }
-            for c in head.iter_mut().chain(tail.iter_mut()) {
-                let eligible = if pass { c.bucket == pb } else { c.bucket < pb };
-                if !eligible || c.take {
-                    continue;
-                }
-                let need = i64::from(c.cost);
-                if need <= left {
-                    c.take = true;
-                    left -= need;
-                }
+        }
+        if left < 16 {
+            // Nothing below would fit.
+            return;
+        }
+        let (tail, head) = self.cands.split_at_mut(start as usize);
+        for c in head.iter_mut().chain(tail.iter_mut()) {
+            if c.bucket >= pb || c.taken() {
+                continue;
+            }
+            let need = i64::from(c.payload() + gaps[c.kind() as usize]);
+            if need <= left {
+                c.meta |= TAKE;
+                left -= need;
             }
         }
     }
 
     /// Writes the body of the current selection; returns its length in bits (padded).
-    fn write<'a>(
+    fn write(
         &mut self,
         w: &mut BitWriter,
+        frame: &WorldFrame,
         full: &FullCache,
-        delta: &impl Fn(Tick) -> Option<&'a DeltaCache>,
+        src: &Sources<'_>,
     ) -> usize {
-        let all = self.cands.iter().all(|c| c.take);
+        let all = self.cands.iter().all(Cand::taken);
         self.removed.clear();
         self.changed.clear();
         self.new.clear();
         for (i, c) in self.cands.iter().enumerate() {
-            if !c.take {
+            if !c.taken() {
                 continue;
             }
-            match c.kind {
+            match c.kind() {
                 Kind::Removed => self.removed.push(i as u32),
                 // With nothing held back, an unchanged entry is simply not listed.
-                Kind::Kept if all && c.run.len == 0 => {}
+                Kind::Kept if all && c.len == 0 => {}
                 Kind::Kept => self.changed.push(i as u32),
                 Kind::New => self.new.push(i as u32),
             }
@@ -666,91 +760,86 @@ impl BudgetEncoder {
             |i| cands[i as usize].base_i,
             |w, i| {
                 let c = &cands[i as usize];
-                if c.run.len == 0 {
+                if c.len == 0 {
                     // Refreshed but unchanged: pos flag 0, other flag 0.
                     w.write_bits(0, 2);
-                } else if let Some(d) = delta(c.src) {
-                    w.append_bits(d.bits.written(), c.run.start as usize, c.run.len as usize);
+                } else if let Some(d) = src.deltas[usize::from(c.age)] {
+                    w.append_bits(d.bits.written(), c.run_start as usize, c.len as usize);
                 }
             },
         );
-        let src = full.bits.written();
+        let bits = full.bits.written();
+        let ids = frame.ids();
         write_section(
             w,
             &self.new,
-            |i| cands[i as usize].id.0,
+            |i| ids[cands[i as usize].c as usize].0,
             |w, i| {
-                let r = cands[i as usize].run;
-                w.append_bits(src, r.start as usize, r.len as usize);
+                let c = &cands[i as usize];
+                w.append_bits(bits, c.run_start as usize, c.len as usize);
             },
         );
         w.bit_len().div_ceil(8) * 8
     }
 
-    fn finish(
-        &mut self,
-        history: &WorldHistory,
-        frame: &WorldFrame,
-        ring: &BudgetRing,
-        base: Option<Tick>,
-        out: &mut HeldView,
-    ) -> Budgeted {
-        let tick = frame.tick();
-        // Frames by age, looked up once rather than once per entry.
-        let mut by_age: [Option<&WorldFrame>; (MAX_SOURCE_AGE + 1) as usize] =
-            [None; (MAX_SOURCE_AGE + 1) as usize];
+    fn finish(&mut self, frame: &WorldFrame, src: &Sources<'_>, out: &mut HeldView) -> Budgeted {
+        let tick = src.tick;
         out.entries.clear();
         out.srcs = 0;
         let (mut refreshed, mut held_back) = (0u32, 0u32);
-        let hashes = frame.hashes();
+        let (ids, hashes) = (frame.ids(), frame.hashes());
+        let base_entries: &[HeldEntry] = src.base.map_or(&[], |(_, v)| &v.entries);
         out.entries.reserve(self.cands.len());
         // The view checksum (PROTOCOL.md 7.7), FNV-1a over each entry's hash, as we go.
         let mut sum = FNV_OFFSET;
-        let mut add = |h: u32| {
-            for b in h.to_le_bytes() {
-                sum = (sum ^ u32::from(b)).wrapping_mul(FNV_PRIME);
-            }
-        };
+        let mut srcs = 0u64;
         for c in &self.cands {
-            let keep_old = match (c.kind, c.take) {
-                (Kind::Removed, _) => continue,
-                (Kind::New, false) => {
+            let (entry, hash) = match c.kind() {
+                Kind::Removed => continue,
+                Kind::New if !c.taken() => {
                     held_back += 1;
                     continue;
                 }
-                (Kind::Kept, false) => true,
-                (Kind::Kept, true) | (Kind::New, true) => false,
+                Kind::New => {
+                    refreshed += 1;
+                    srcs |= 1;
+                    let e = HeldEntry {
+                        id: ids[c.c as usize],
+                        src: tick,
+                        idx: c.c,
+                    };
+                    (e, hashes[c.c as usize])
+                }
+                Kind::Kept => {
+                    // Refreshed or kept as held, chosen without a branch (a quarter or so
+                    // are refreshed, at random). A kept entry's source is at most
+                    // MAX_SOURCE_AGE old and in the history (else it was a forced removal,
+                    // which is always taken).
+                    let be = base_entries[c.base_i as usize];
+                    let age = usize::from(c.age);
+                    let old = src.frames[age].map_or(0, |f| f.hashes()[be.idx as usize]);
+                    let take = c.taken();
+                    refreshed += u32::from(take);
+                    held_back += u32::from(!take);
+                    srcs |= 1 << if take { 0 } else { age };
+                    let e = HeldEntry {
+                        id: be.id,
+                        src: if take { tick } else { be.src },
+                        idx: if take { c.c } else { be.idx },
+                    };
+                    (e, if take { hashes[c.c as usize] } else { old })
+                }
             };
-            if keep_old {
-                held_back += 1;
-                // A kept entry's source is at most MAX_SOURCE_AGE old and in the history
-                // (else it was a forced removal, which is always taken).
-                let age = ring.age(tick, c.src).min(MAX_SOURCE_AGE) as usize;
-                let f = by_age[age].or_else(|| history.get(c.src));
-                by_age[age] = f;
-                add(f.map_or(0, |f| f.hashes()[c.src_idx as usize]));
-                out.srcs |= 1 << age;
-                out.entries.push(HeldEntry {
-                    id: c.id,
-                    src: c.src,
-                    idx: c.src_idx,
-                });
-            } else {
-                refreshed += 1;
-                add(hashes[c.c as usize]);
-                out.srcs |= 1;
-                out.entries.push(HeldEntry {
-                    id: c.id,
-                    src: tick,
-                    idx: c.c,
-                });
+            for b in hash.to_le_bytes() {
+                sum = (sum ^ u32::from(b)).wrapping_mul(FNV_PRIME);
             }
+            out.entries.push(entry);
         }
-        let checksum = sum;
+        out.srcs = srcs;
         Budgeted {
-            checksum,
+            checksum: sum,
             partial: held_back > 0,
-            base,
+            base: src.base.map(|(t, _)| t),
             refreshed,
             held_back,
         }
