@@ -1,4 +1,4 @@
-// tickwire.js: a Tickwire client for browsers (and Node), protocol version 4.
+// tickwire.js: a Tickwire client for browsers (and Node), protocol version 5.
 //
 // A plain ES module: no build step, no dependencies. It follows shared/PROTOCOL.md byte for
 // byte; the pure functions below are tested against shared/tests/vectors/ by
@@ -28,7 +28,7 @@
 // ---------------------------------------------------------------------------------------
 // Constants (PROTOCOL.md section 4)
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 export const MAX_CLIENT_MESSAGE_BYTES = 512;
 export const MAX_SERVER_MESSAGE_BYTES = 1 << 20;
 export const MAX_INPUT_FRAMES = 8;
@@ -791,20 +791,15 @@ export function entityHash(e) {
 }
 
 /**
- * The view checksum of PROTOCOL.md 7.7, in two FNV-1a steps: FNV-1a over the 4 little-endian
- * bytes of each entity's `entityHash`, entities in id order. Returns an unsigned Number; the
- * empty view gives 2166136261 (0x811c9dc5).
+ * The view checksum of PROTOCOL.md 7.7: the sum of every entity's `entityHash`, modulo 2^32
+ * (the order does not matter). Returns an unsigned Number; the empty view gives 0.
  */
 export function viewChecksum(view) {
-  let h = FNV_OFFSET;
+  let sum = 0;
   for (const e of view) {
-    const eh = entityHash(e);
-    h = Math.imul(h ^ (eh & 0xff), FNV_PRIME);
-    h = Math.imul(h ^ ((eh >>> 8) & 0xff), FNV_PRIME);
-    h = Math.imul(h ^ ((eh >>> 16) & 0xff), FNV_PRIME);
-    h = Math.imul(h ^ (eh >>> 24), FNV_PRIME);
+    sum = (sum + entityHash(e)) >>> 0;
   }
-  return h >>> 0;
+  return sum;
 }
 
 // ---------------------------------------------------------------------------------------

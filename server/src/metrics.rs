@@ -156,6 +156,8 @@ pub struct Metrics {
     pub inbound_messages: AtomicU64,
     /// Snapshots replaced in a slot before the socket took them.
     pub snapshots_superseded: AtomicU64,
+    /// Budgeted snapshots not encoded, because the socket had not yet taken the one before.
+    pub snapshots_deferred: AtomicU64,
     /// Input messages dropped because the simulation's queue was full.
     pub inputs_dropped: AtomicU64,
     /// Input and Ping messages dropped because their client exceeded its message rate.
@@ -219,7 +221,7 @@ impl Metrics {
 /// The unlabelled counters, in exposition order: the name without `_total` (the encoder
 /// appends it to counters), the help, and the atomic behind it.
 type CounterField = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
-const COUNTERS: [CounterField; 14] = [
+const COUNTERS: [CounterField; 15] = [
     ("tickwire_ticks", "Simulation ticks run.", |m| &m.ticks),
     (
         "tickwire_tick_overruns",
@@ -240,6 +242,11 @@ const COUNTERS: [CounterField; 14] = [
         "tickwire_snapshots_superseded",
         "Snapshots replaced by a newer one before a slow socket took them.",
         |m| &m.snapshots_superseded,
+    ),
+    (
+        "tickwire_snapshots_deferred",
+        "Budgeted snapshots not encoded because a slow socket had not taken the one before.",
+        |m| &m.snapshots_deferred,
     ),
     (
         "tickwire_bytes_sent",

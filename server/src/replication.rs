@@ -24,7 +24,7 @@ use glam::Vec2;
 use rayon::prelude::*;
 use tickwire_shared::baseline::AckOutcome;
 use tickwire_shared::bits::BitWriter;
-use tickwire_shared::budget::{BudgetEncoder, BudgetParams, BudgetRing, Weights};
+use tickwire_shared::budget::{BudgetEncoder, BudgetParams, BudgetRing, MAX_SOURCE_AGE, Weights};
 use tickwire_shared::codec::{MAX_SNAPSHOT_HEADER_BYTES, encode_snapshot_header};
 use tickwire_shared::replication::{
     ClientRing, DeltaCache, FullCache, IdSet, SharedEncoder, ViewIds, WorldFrame, WorldHistory,
@@ -241,9 +241,10 @@ struct Budget {
 /// Nearness for priorities: within this many world units an entity weighs 8, within 3 ×
 /// 4, within 7 × 2, else 1.
 const NEAR_UNITS: u32 = 32;
-/// An entry unrefreshed for this many snapshots goes before all but removals (well inside the
-/// history of `ring + 1` frames, whose sources can still be delta-encoded).
-const FORCE_AGE: u32 = 24;
+/// An entry unrefreshed for this many snapshots goes before all but removals: while the budget
+/// holds every entry once in this many snapshots, none waits longer (PROTOCOL.md 8). Well
+/// inside the history of `MAX_SOURCE_AGE + 1` frames a budgeted room keeps.
+const FORCE_AGE: u32 = 8;
 
 /// This tick's caches, shared views and groups.
 #[derive(Debug, Default)]
@@ -292,6 +293,11 @@ impl Replicator {
             every: snapshot_every.max(1),
             slot_of_age: [u8::MAX; 64],
         });
+        // A budgeted entry may be held as of any of the last MAX_SOURCE_AGE snapshots (it is
+        // forced out at FORCE_AGE, later if this client's snapshots were skipped meanwhile):
+        // its frame must still be there to delta against, or it is removed and sent again in
+        // full, the dearest way, just when the room is short of time.
+        self.history.ensure_capacity(MAX_SOURCE_AGE as usize + 1);
     }
 
     /// A new client's replication state, remembering `ring` sent snapshots.
@@ -508,6 +514,14 @@ fn send_budgeted<'a>(
     let Some(ring) = v.budget.as_mut() else {
         return 0;
     };
+    if v.out.snapshot_pending() {
+        // The socket has not taken the last one: a newer one would only replace it, and a
+        // budgeted body is the dearest part of a tick. It goes as it is (its baseline is
+        // still one the client will hold), and this client's next snapshot is the next
+        // tick's. Under load this keeps the CPU for snapshots that are sent.
+        metrics.snapshots_deferred.fetch_add(1, Relaxed);
+        return 0;
+    }
     let limit = v
         .out
         .snapshot_limit()

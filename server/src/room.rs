@@ -152,6 +152,15 @@ impl Outbound {
         self.notify.notify_one();
     }
 
+    /// Whether a snapshot waits in the slot, not yet taken by the connection.
+    pub(crate) fn snapshot_pending(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot
+            .is_some()
+    }
+
     /// Replaces any unsent snapshot with `snap` (latest wins: deltas are against
     /// acknowledged baselines, so a skipped snapshot costs nothing but its tick).
     pub(crate) fn put_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) {

@@ -39,9 +39,6 @@ use crate::ids::{EntityId, Tick};
 use crate::replication::{DeltaCache, FullCache, SentRing, WorldFrame, WorldHistory};
 use crate::snapshot::write_section;
 
-const FNV_OFFSET: u32 = 0x811c_9dc5;
-const FNV_PRIME: u32 = 0x0100_0193;
-
 /// Oldest source age (in ticks) a [`HeldView`] tracks; entries are refreshed before it.
 pub const MAX_SOURCE_AGE: u32 = 63;
 
@@ -62,6 +59,9 @@ pub struct HeldView {
     entries: Vec<HeldEntry>,
     /// Bit `a`: some entry's source is `a` snapshots before the snapshot's.
     srcs: u64,
+    /// Its view checksum (PROTOCOL.md 7.7): the next snapshot's is this one's, updated by
+    /// what that snapshot changes.
+    checksum: u32,
 }
 
 impl HeldView {
@@ -206,6 +206,7 @@ impl BudgetRing {
         let mut v = self.spare.pop().unwrap_or_default();
         v.entries.clear();
         v.srcs = 0;
+        v.checksum = 0;
         v
     }
 
@@ -287,7 +288,7 @@ struct Cand {
     age: u8,
     /// Bits of its run (Kept: the delta from its source; New: the full encoding).
     len: u32,
-    /// Index in the baseline (Removed, Kept).
+    /// Index in the baseline (Removed, Kept), or of the first baseline entry after it (New).
     base_i: u32,
     /// Index in the current frame (Kept, New).
     c: u32,
@@ -347,6 +348,8 @@ struct Tally {
     bits: u64,
     /// Lowest and highest new id.
     span_new: (u32, u32),
+    /// Kept entries by source age.
+    ages: [u32; AGES],
 }
 
 /// One priority bucket's candidates: payload bits, and how many are kept and new entries
@@ -363,6 +366,7 @@ impl Tally {
         n: [0; 3],
         bits: 0,
         span_new: (u32::MAX, 0),
+        ages: [0; AGES],
     };
 
     #[inline(always)]
@@ -377,6 +381,7 @@ impl Tally {
             Kind::Kept => {
                 self.bits += u64::from(p) + 1;
                 bt.kept += 1;
+                self.ages[usize::from(c.age)] += 1;
             }
             Kind::New => {
                 self.bits += u64::from(p) + 1;
@@ -399,6 +404,9 @@ pub struct BudgetEncoder {
     gaps: [u32; 3],
     /// The candidates of the bucket that does not all fit.
     partial: Vec<u32>,
+    /// What the snapshot changes in the client's view (removals, refreshes, additions), in
+    /// candidate order.
+    events: Vec<u32>,
     removed: Vec<u32>,
     changed: Vec<u32>,
     new: Vec<u32>,
@@ -444,6 +452,8 @@ struct Sources<'h> {
     deltas: [Option<&'h DeltaCache>; AGES],
     /// By source age: that source's frame.
     frames: [Option<&'h WorldFrame>; AGES],
+    /// Ticks per snapshot.
+    every: u32,
 }
 
 impl BudgetEncoder {
@@ -456,6 +466,7 @@ impl BudgetEncoder {
             hist: Box::new([0; 256]),
             gaps: [0; 3],
             partial: Vec::new(),
+            events: Vec::new(),
             removed: Vec::new(),
             changed: Vec::new(),
             new: Vec::new(),
@@ -488,6 +499,7 @@ impl BudgetEncoder {
             base: ring.baseline(tick),
             deltas: [None; AGES],
             frames: [None; AGES],
+            every: ring.snapshot_every(),
         };
         if let Some((b, v)) = src.base {
             let ages = shift_ages(v.srcs, ring.age(tick, b));
@@ -620,7 +632,8 @@ impl BudgetEncoder {
                         meta: Kind::New as u8,
                         age: 0,
                         len: run.len,
-                        base_i: u32::MAX,
+                        // Where it goes among the baseline's entries.
+                        base_i: bi as u32,
                         c: c as u32,
                         run_start: run.start,
                     };
@@ -740,6 +753,7 @@ impl BudgetEncoder {
         self.removed.clear();
         self.changed.clear();
         self.new.clear();
+        self.events.clear();
         for (i, c) in self.cands.iter().enumerate() {
             if !c.taken() {
                 continue;
@@ -747,10 +761,11 @@ impl BudgetEncoder {
             match c.kind() {
                 Kind::Removed => self.removed.push(i as u32),
                 // With nothing held back, an unchanged entry is simply not listed.
-                Kind::Kept if all && c.len == 0 => {}
+                Kind::Kept if all && c.len == 0 => continue,
                 Kind::Kept => self.changed.push(i as u32),
                 Kind::New => self.new.push(i as u32),
             }
+            self.events.push(i as u32);
         }
         let cands = &self.cands;
         write_section(w, &self.removed, |i| cands[i as usize].base_i, |_, _| {});
@@ -783,25 +798,102 @@ impl BudgetEncoder {
     }
 
     fn finish(&mut self, frame: &WorldFrame, src: &Sources<'_>, out: &mut HeldView) -> Budgeted {
-        let tick = src.tick;
         out.entries.clear();
         out.srcs = 0;
-        let (mut refreshed, mut held_back) = (0u32, 0u32);
+        let in_view = (self.tally.n[Kind::Kept as usize] + self.tally.n[Kind::New as usize]) as u32;
+        let refreshed = (self.changed.len() + self.new.len()) as u32;
+        let partial = self.cands.iter().any(|c| !c.taken());
+        if !(partial && self.patch(frame, src, out)) {
+            self.rebuild(frame, src, out);
+        }
+        Budgeted {
+            checksum: out.checksum,
+            partial,
+            base: src.base.map(|(t, _)| t),
+            refreshed: if partial { refreshed } else { in_view },
+            held_back: in_view - if partial { refreshed } else { in_view },
+        }
+    }
+
+    /// The view the client holds after a partial snapshot: the baseline's, with what the
+    /// snapshot changes applied in stretches, and its checksum updated by them (PROTOCOL.md
+    /// 7.7), without a step per entry left as it was. False (and `out` to be rebuilt) if a
+    /// removed entry's state has left the history, so that its hash is not at hand.
+    fn patch(&mut self, frame: &WorldFrame, src: &Sources<'_>, out: &mut HeldView) -> bool {
+        let tick = src.tick;
+        let (base, mut sum) = src
+            .base
+            .map_or((&[][..], 0), |(_, v)| (&v.entries[..], v.checksum));
+        let (ids, hashes) = (frame.ids(), frame.hashes());
+        let hash_of = |e: &HeldEntry| -> Option<u32> {
+            let age = (tick.0.checked_sub(e.src.0)? / src.every) as usize;
+            let f = (*src.frames.get(age)?)?;
+            f.hashes().get(e.idx as usize).copied()
+        };
+        let mut left = self.tally.ages;
+        let mut next = 0usize;
+        out.entries.reserve(base.len() + self.new.len());
+        for &i in &self.events {
+            let c = &self.cands[i as usize];
+            let bi = c.base_i as usize;
+            out.entries.extend_from_slice(&base[next..bi]);
+            match c.kind() {
+                Kind::Removed => {
+                    let Some(old) = hash_of(&base[bi]) else {
+                        return false;
+                    };
+                    sum = sum.wrapping_sub(old);
+                    next = bi + 1;
+                }
+                Kind::Kept => {
+                    let be = base[bi];
+                    let age = usize::from(c.age);
+                    let old = src.frames[age].map_or(0, |f| f.hashes()[be.idx as usize]);
+                    sum = sum.wrapping_sub(old).wrapping_add(hashes[c.c as usize]);
+                    left[age] -= 1;
+                    out.entries.push(HeldEntry {
+                        id: be.id,
+                        src: tick,
+                        idx: c.c,
+                    });
+                    next = bi + 1;
+                }
+                Kind::New => {
+                    sum = sum.wrapping_add(hashes[c.c as usize]);
+                    out.entries.push(HeldEntry {
+                        id: ids[c.c as usize],
+                        src: tick,
+                        idx: c.c,
+                    });
+                    next = bi;
+                }
+            }
+        }
+        out.entries.extend_from_slice(&base[next..]);
+        out.srcs = u64::from(!self.changed.is_empty() || !self.new.is_empty());
+        for (age, &n) in left.iter().enumerate() {
+            out.srcs |= u64::from(n > 0) << age;
+        }
+        out.checksum = sum;
+        true
+    }
+
+    /// The view the client holds after the snapshot, entry by entry (everything refreshed,
+    /// or a removed entry's hash out of reach).
+    fn rebuild(&mut self, frame: &WorldFrame, src: &Sources<'_>, out: &mut HeldView) {
+        let tick = src.tick;
+        out.entries.clear();
         let (ids, hashes) = (frame.ids(), frame.hashes());
         let base_entries: &[HeldEntry] = src.base.map_or(&[], |(_, v)| &v.entries);
         out.entries.reserve(self.cands.len());
-        // The view checksum (PROTOCOL.md 7.7), FNV-1a over each entry's hash, as we go.
-        let mut sum = FNV_OFFSET;
+        // The view checksum (PROTOCOL.md 7.7), the sum of the entries' hashes, as we go.
+        let mut sum = 0u32;
         let mut srcs = 0u64;
         for c in &self.cands {
             let (entry, hash) = match c.kind() {
                 Kind::Removed => continue,
-                Kind::New if !c.taken() => {
-                    held_back += 1;
-                    continue;
-                }
+                Kind::New if !c.taken() => continue,
                 Kind::New => {
-                    refreshed += 1;
                     srcs |= 1;
                     let e = HeldEntry {
                         id: ids[c.c as usize],
@@ -811,16 +903,13 @@ impl BudgetEncoder {
                     (e, hashes[c.c as usize])
                 }
                 Kind::Kept => {
-                    // Refreshed or kept as held, chosen without a branch (a quarter or so
-                    // are refreshed, at random). A kept entry's source is at most
-                    // MAX_SOURCE_AGE old and in the history (else it was a forced removal,
-                    // which is always taken).
+                    // Refreshed or kept as held, chosen without a branch. A kept entry's
+                    // source is at most MAX_SOURCE_AGE old and in the history (else it was a
+                    // forced removal, which is always taken).
                     let be = base_entries[c.base_i as usize];
                     let age = usize::from(c.age);
                     let old = src.frames[age].map_or(0, |f| f.hashes()[be.idx as usize]);
                     let take = c.taken();
-                    refreshed += u32::from(take);
-                    held_back += u32::from(!take);
                     srcs |= 1 << if take { 0 } else { age };
                     let e = HeldEntry {
                         id: be.id,
@@ -830,18 +919,10 @@ impl BudgetEncoder {
                     (e, if take { hashes[c.c as usize] } else { old })
                 }
             };
-            for b in hash.to_le_bytes() {
-                sum = (sum ^ u32::from(b)).wrapping_mul(FNV_PRIME);
-            }
+            sum = sum.wrapping_add(hash);
             out.entries.push(entry);
         }
         out.srcs = srcs;
-        Budgeted {
-            checksum: sum,
-            partial: held_back > 0,
-            base: src.base.map(|(t, _)| t),
-            refreshed,
-            held_back,
-        }
+        out.checksum = sum;
     }
 }

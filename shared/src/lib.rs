@@ -56,4 +56,4 @@ pub use session::{ClientSession, HelloArgs, SessionConfig, SessionError, Trusted
 pub use snapshot::{SnapshotError, ViewEntry, combine_hashes, entity_hash, view_checksum};
 
 /// The protocol version this crate speaks. A server refuses a `Hello` with any other version.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;

@@ -113,6 +113,11 @@ impl WorldHistory {
         }
     }
 
+    /// Keeps at least `capacity` frames from now on.
+    pub fn ensure_capacity(&mut self, capacity: usize) {
+        self.capacity = self.capacity.max(capacity);
+    }
+
     /// Starts the (empty) frame of `tick`, later than every tick before it, dropping the
     /// oldest frame when the ring is full.
     pub fn begin(&mut self, tick: Tick) -> &mut WorldFrame {

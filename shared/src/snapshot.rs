@@ -95,17 +95,15 @@ pub fn entity_hash(id: EntityId, s: &QuantizedState) -> u32 {
     fnv1a(FNV_OFFSET, &b)
 }
 
-/// Combines entity hashes, in id order, into a view checksum: FNV-1a (32-bit) over the
-/// little-endian bytes of each hash. A server hashes every entity once per tick and combines
-/// per client, four bytes per visible entity.
+/// Combines entity hashes into a view checksum: their sum, modulo 2^32 (PROTOCOL.md 7.7).
+/// The order does not matter, so a server can update a client's checksum by what a snapshot
+/// changes rather than recombine the whole view; it hashes every entity once per tick.
 pub fn combine_hashes(hashes: impl IntoIterator<Item = u32>) -> u32 {
-    hashes
-        .into_iter()
-        .fold(FNV_OFFSET, |h, e| fnv1a(h, &e.to_le_bytes()))
+    hashes.into_iter().fold(0, u32::wrapping_add)
 }
 
-/// The checksum of a view: [`combine_hashes`] of every entry's [`entity_hash`], in id order.
-/// The empty view's checksum is the FNV offset basis `0x811c9dc5`.
+/// The checksum of a view: [`combine_hashes`] of every entry's [`entity_hash`]. The empty
+/// view's checksum is 0.
 pub fn view_checksum(view: &[ViewEntry]) -> u32 {
     combine_hashes(view.iter().map(|(id, s)| entity_hash(*id, s)))
 }
@@ -673,8 +671,8 @@ mod tests {
     }
 
     #[test]
-    fn checksum_is_fnv1a_of_entity_hashes() {
-        assert_eq!(view_checksum(&[]), 0x811c_9dc5);
+    fn checksum_is_the_sum_of_fnv1a_entity_hashes() {
+        assert_eq!(view_checksum(&[]), 0);
         // FNV-1a's published test vector: "a" → 0xe40c292c.
         assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xe40c_292c);
         let e = (EntityId(1), st(1, 2));
@@ -692,7 +690,10 @@ mod tests {
             flags: 0,
         };
         assert_eq!(entity_hash(EntityId(3), &e3), 0xd5d5_6ae6);
-        assert_eq!(view_checksum(&[(EntityId(3), e3)]), 0x2dbc_4013);
+        assert_eq!(view_checksum(&[(EntityId(3), e3)]), 0xd5d5_6ae6);
+        // The sum wraps, and the order does not matter.
+        assert_eq!(combine_hashes([0xd5d5_6ae6, 0x4000_0000]), 0x15d5_6ae6);
+        assert_eq!(combine_hashes([0x4000_0000, 0xd5d5_6ae6]), 0x15d5_6ae6);
         let a = view_checksum(&[(EntityId(1), st(1, 2))]);
         let b = view_checksum(&[(EntityId(1), st(1, 3))]);
         assert_ne!(a, b);
