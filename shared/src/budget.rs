@@ -39,6 +39,10 @@ use crate::ids::{EntityId, Tick};
 use crate::replication::{DeltaCache, FullCache, SentRing, WorldFrame, WorldHistory};
 use crate::snapshot::write_section;
 
+/// Views a [`BudgetRing`] keeps for their buffers: acknowledgements come less often than
+/// snapshots (inputs at 20 Hz, snapshots at 30), so one can free two views at once.
+const MAX_SPARE_VIEWS: usize = 3;
+
 /// Oldest source age (in ticks) a [`HeldView`] tracks; entries are refreshed before it.
 pub const MAX_SOURCE_AGE: u32 = 63;
 
@@ -152,11 +156,12 @@ impl BudgetRing {
     /// snapshots older than it are forgotten.
     pub fn on_ack(&mut self, tick: Tick) -> AckOutcome {
         let outcome = self.sent.on_ack(tick);
-        if let Some(v) = self.sent.prune_before_acked()
-            && self.spare.is_empty()
-        {
-            self.spare.push(v);
-        }
+        let spare = &mut self.spare;
+        self.sent.prune_before_acked(|v| {
+            if spare.len() < MAX_SPARE_VIEWS {
+                spare.push(v);
+            }
+        });
         outcome
     }
 
@@ -213,7 +218,7 @@ impl BudgetRing {
     /// Remembers `view` as sent with the snapshot of `tick`.
     pub fn push(&mut self, tick: Tick, view: HeldView) {
         if let Some(old) = self.sent.push(tick, view)
-            && self.spare.is_empty()
+            && self.spare.len() < MAX_SPARE_VIEWS
         {
             self.spare.push(old);
         }
@@ -333,8 +338,10 @@ impl Cand {
 
 const BUCKET_REMOVE: u8 = 255;
 const BUCKET_MUST: u8 = 254;
-const BUCKET_FORCED: u8 = 253;
-const BUCKET_MAX_PRIORITY: u32 = 252;
+/// Entries at or past the forced age: `BUCKET_FORCED + (age - force_age)`, up to 253, so that
+/// the longest waiting go first when they do not all fit.
+const BUCKET_FORCED: u8 = 190;
+const BUCKET_MAX_PRIORITY: u32 = BUCKET_FORCED as u32 - 1;
 /// A new entity counts as this many ticks overdue.
 const NEW_AGE: u32 = 16;
 const AGES: usize = (MAX_SOURCE_AGE + 1) as usize;
@@ -598,7 +605,7 @@ impl BudgetEncoder {
                             let bucket = if own == Some(be.id) {
                                 BUCKET_MUST
                             } else if age >= force_age {
-                                BUCKET_FORCED
+                                (u32::from(BUCKET_FORCED) + (age - force_age)).min(253) as u8
                             } else {
                                 priority(c, age)
                             };

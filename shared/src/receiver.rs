@@ -16,7 +16,7 @@ use crate::baseline::DEFAULT_RING;
 use crate::ids::{EntityId, InputSeq, Tick};
 use crate::message::SnapshotMessage;
 use crate::quant::{QuantizedState, Quantizer};
-use crate::snapshot::{SnapshotError, ViewEntry, decode_delta_listing, view_checksum};
+use crate::snapshot::{SnapshotError, ViewEntry, decode_delta_listing, entity_hash};
 
 /// Why a snapshot was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +84,9 @@ struct Held {
     view: Vec<ViewEntry>,
     /// Per entry of `view`: the tick of the snapshot that last refreshed it (PROTOCOL.md 7.4).
     as_of: Vec<Tick>,
+    /// Per entry of `view`: its entity hash (PROTOCOL.md 7.7), so that a snapshot built on
+    /// this one only hashes the entries it lists.
+    hashes: Vec<u32>,
 }
 
 /// Client-side snapshot history, decoder and verifier.
@@ -95,6 +98,7 @@ pub struct SnapshotReceiver {
     held: VecDeque<Held>,
     scratch: Vec<ViewEntry>,
     scratch_as_of: Vec<Tick>,
+    scratch_hashes: Vec<u32>,
     listed: Vec<EntityId>,
 }
 
@@ -108,6 +112,7 @@ impl SnapshotReceiver {
             held: VecDeque::new(),
             scratch: Vec::new(),
             scratch_as_of: Vec::new(),
+            scratch_hashes: Vec::new(),
             listed: Vec::new(),
         }
     }
@@ -134,25 +139,29 @@ impl SnapshotReceiver {
             // Older than everything held and no room: it could never be a baseline again.
             return Ok(Received::Stale { tick });
         }
-        let (baseline, base_as_of): (&[ViewEntry], &[Tick]) = if msg.baseline_age == 0 {
-            (&[], &[])
-        } else {
-            let Some(base_tick) = msg.baseline_tick() else {
-                return Err(ReceiveError::BadBaselineAge {
-                    tick,
-                    age: msg.baseline_age,
-                });
-            };
-            match self.held.binary_search_by_key(&base_tick, |h| h.tick) {
-                Ok(i) => (&self.held[i].view, &self.held[i].as_of),
-                Err(_) => {
-                    return Err(ReceiveError::MissingBaseline {
+        let (baseline, base_as_of, base_hashes): (&[ViewEntry], &[Tick], &[u32]) =
+            if msg.baseline_age == 0 {
+                (&[], &[], &[])
+            } else {
+                let Some(base_tick) = msg.baseline_tick() else {
+                    return Err(ReceiveError::BadBaselineAge {
                         tick,
-                        baseline: base_tick,
+                        age: msg.baseline_age,
                     });
+                };
+                match self.held.binary_search_by_key(&base_tick, |h| h.tick) {
+                    Ok(i) => {
+                        let h = &self.held[i];
+                        (&h.view, &h.as_of, &h.hashes)
+                    }
+                    Err(_) => {
+                        return Err(ReceiveError::MissingBaseline {
+                            tick,
+                            baseline: base_tick,
+                        });
+                    }
                 }
-            }
-        };
+            };
         let listed = &mut self.listed;
         listed.clear();
         decode_delta_listing(
@@ -162,7 +171,46 @@ impl SnapshotReceiver {
             &mut self.scratch,
             |id| listed.push(id),
         )?;
-        let actual = view_checksum(&self.scratch);
+        // The checksum (a sum, PROTOCOL.md 7.7) and the as-of ticks in one walk: what the
+        // body listed is hashed and as of `tick`; every other entry is its baseline entry,
+        // unchanged, whose hash and as-of tick it keeps. (Unless partial, unlisted entries are
+        // unchanged too, and as of `tick`.)
+        self.listed.sort_unstable();
+        let (listed, as_of, hashes) = (
+            &self.listed,
+            &mut self.scratch_as_of,
+            &mut self.scratch_hashes,
+        );
+        as_of.clear();
+        hashes.clear();
+        let (mut li, mut bi, mut actual) = (0, 0, 0u32);
+        for (id, state) in &self.scratch {
+            while li < listed.len() && listed[li] < *id {
+                li += 1;
+            }
+            let (h, t) = if listed.get(li) == Some(id) {
+                (entity_hash(*id, state), tick)
+            } else {
+                while bi < baseline.len() && baseline[bi].0 < *id {
+                    bi += 1;
+                }
+                // Not listed: a baseline entry (the body cannot add an entry unlisted).
+                let h = base_hashes
+                    .get(bi)
+                    .copied()
+                    .filter(|_| baseline.get(bi).is_some_and(|b| b.0 == *id))
+                    .unwrap_or_else(|| entity_hash(*id, state));
+                let t = if msg.partial {
+                    base_as_of.get(bi).copied().unwrap_or(tick)
+                } else {
+                    tick
+                };
+                (h, t)
+            };
+            actual = actual.wrapping_add(h);
+            hashes.push(h);
+            as_of.push(t);
+        }
         if actual != msg.checksum {
             return Err(ReceiveError::ChecksumMismatch {
                 tick,
@@ -171,45 +219,22 @@ impl SnapshotReceiver {
             });
         }
 
-        // As-of ticks: what the body listed is as of `tick` (all of it unless partial); the
-        // rest keeps its baseline entry's.
-        let as_of = &mut self.scratch_as_of;
-        as_of.clear();
-        if msg.partial {
-            self.listed.sort_unstable();
-            let (mut li, mut bi) = (0, 0);
-            for (id, _) in &self.scratch {
-                while li < self.listed.len() && self.listed[li] < *id {
-                    li += 1;
-                }
-                if self.listed.get(li) == Some(id) {
-                    as_of.push(tick);
-                    continue;
-                }
-                while bi < baseline.len() && baseline[bi].0 < *id {
-                    bi += 1;
-                }
-                // Not listed: a baseline entry (the body cannot add an entry unlisted).
-                as_of.push(base_as_of.get(bi).copied().unwrap_or(tick));
-            }
-        } else {
-            as_of.resize(self.scratch.len(), tick);
-        }
-
         let mut insert_at = insert_at;
-        let (mut view, mut as_of) = if self.held.len() == self.capacity {
+        let (mut view, mut as_of, mut hashes) = if self.held.len() == self.capacity {
             insert_at -= 1;
             self.held
                 .pop_front()
-                .map(|h| (h.view, h.as_of))
+                .map(|h| (h.view, h.as_of, h.hashes))
                 .unwrap_or_default()
         } else {
             Default::default()
         };
         view.clear();
         as_of.clear();
+        hashes.clear();
         std::mem::swap(&mut view, &mut self.scratch);
         std::mem::swap(&mut as_of, &mut self.scratch_as_of);
+        std::mem::swap(&mut hashes, &mut self.scratch_hashes);
         self.held.insert(
             insert_at,
             Held {
@@ -217,6 +242,7 @@ impl SnapshotReceiver {
                 last_input: msg.last_input,
                 view,
                 as_of,
+                hashes,
             },
         );
         if insert_at + 1 == self.held.len() {

@@ -324,15 +324,16 @@ impl<V> SentRing<V> {
     }
 
     /// Takes out the entries older than the acknowledged one: acknowledgements only move
-    /// forward, so they can never be a baseline again. Returns one of them, for its buffer
-    /// to be reused (the others are dropped).
-    pub fn prune_before_acked(&mut self) -> Option<V> {
-        let acked = self.acked?;
-        let mut spare = None;
+    /// forward, so they can never be a baseline again. Hands each to `spare`, for its buffer.
+    pub fn prune_before_acked(&mut self, mut spare: impl FnMut(V)) {
+        let Some(acked) = self.acked else {
+            return;
+        };
         while self.ring.front().is_some_and(|s| s.0 < acked) {
-            spare = self.ring.pop_front().map(|(_, v)| v);
+            if let Some((_, v)) = self.ring.pop_front() {
+                spare(v);
+            }
         }
-        spare
     }
 }
 
