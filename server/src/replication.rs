@@ -147,6 +147,8 @@ pub struct Viewer {
     /// With a bandwidth budget: what each sent snapshot left the client holding (the
     /// `ring` above is then unused).
     budget: Option<Box<BudgetRing>>,
+    /// This tick's budgeted snapshot is skipped: the socket has not taken the last one.
+    deferred: bool,
 }
 
 thread_local! {
@@ -171,6 +173,7 @@ impl Viewer {
             checksum: 0,
             header: Vec::with_capacity(MAX_SNAPSHOT_HEADER_BYTES),
             budget: None,
+            deferred: false,
         }
     }
 
@@ -440,7 +443,15 @@ impl Replicator {
                 if let Some(d) = v.out.delivered() {
                     b.on_delivered(d);
                 }
-                ages |= b.source_ages_for(tick);
+                // A socket that has not taken the last snapshot: a newer one would only
+                // replace it, and a budgeted body is the dearest part of a tick. It goes as it
+                // is (its baseline is still one the client will hold); this client's next
+                // snapshot is a later tick's. Under load this keeps the CPU, delta caches
+                // included, for snapshots that are sent.
+                v.deferred = v.out.snapshot_pending();
+                if !v.deferred {
+                    ages |= b.source_ages_for(tick);
+                }
             }
         }
         budget.slot_of_age = [u8::MAX; 64];
@@ -514,11 +525,8 @@ fn send_budgeted<'a>(
     let Some(ring) = v.budget.as_mut() else {
         return 0;
     };
-    if v.out.snapshot_pending() {
-        // The socket has not taken the last one: a newer one would only replace it, and a
-        // budgeted body is the dearest part of a tick. It goes as it is (its baseline is
-        // still one the client will hold), and this client's next snapshot is the next
-        // tick's. Under load this keeps the CPU for snapshots that are sent.
+    if v.deferred {
+        // See `replicate_budgeted`.
         metrics.snapshots_deferred.fetch_add(1, Relaxed);
         return 0;
     }

@@ -456,7 +456,8 @@ impl<G: Game> Room<G> {
             let outcome = c.v.on_ack(m.ack);
             let sent = match outcome {
                 AckOutcome::Accepted => true,
-                // Older than the ring: every snapshot tick since the join was sent.
+                // Older than the ring: a snapshot tick since the join (sent, or superseded or
+                // deferred under load: a sign of life either way, not a forged tick).
                 AckOutcome::Expired => {
                     m.ack.0 > c.joined_at && m.ack.0.is_multiple_of(self.cfg.snapshot_every)
                 }

@@ -246,8 +246,9 @@ pub struct Weights<'a> {
 pub struct BudgetParams {
     /// Most bytes of the body (the envelope's header is the caller's to subtract).
     pub max_body_bytes: usize,
-    /// An entry not refreshed for this many ticks goes before everything but removals and
-    /// what is in flight (at most [`MAX_SOURCE_AGE`]; keep it well inside the history).
+    /// An entry not refreshed for this many snapshots (counted up to the baseline: over a
+    /// reliable transport, the previous snapshot) goes before everything but removals and
+    /// what must go (at most [`MAX_SOURCE_AGE`]; keep it well inside the history).
     pub force_age: u32,
     /// The client's own entity: always refreshed.
     pub own: Option<EntityId>,
@@ -520,7 +521,11 @@ impl BudgetEncoder {
             }
         }
 
-        let force_age = params.force_age.min(MAX_SOURCE_AGE);
+        // Ages count from this snapshot, but an acknowledged baseline (QUIC) is itself some
+        // snapshots old, and so is everything it holds: the forced age counts from the
+        // baseline, or a round trip of the forced age would make every entry overdue.
+        let base_age = src.base.map_or(1, |(b, _)| ring.age(tick, b)).max(1);
+        let force_age = (params.force_age.saturating_add(base_age - 1)).min(MAX_SOURCE_AGE);
         self.gather(frame, cur, full, &src, ring, params, weights, force_age);
 
         let budget = params.max_body_bytes.saturating_mul(8) as i64;

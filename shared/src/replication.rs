@@ -81,7 +81,8 @@ impl WorldFrame {
     }
 
     /// The checksum of the view made of the entities at `indices` (increasing), as
-    /// [`crate::snapshot::view_checksum`] computes it: four bytes per entity, no re-hashing.
+    /// [`crate::snapshot::view_checksum`] computes it: a sum of the entity hashes of the
+    /// frame, no re-hashing.
     pub fn checksum(&self, indices: &[u32]) -> u32 {
         combine_hashes(indices.iter().map(|&i| self.hashes[i as usize]))
     }

@@ -33,6 +33,7 @@ struct Client {
     reliable: bool,
     /// Full snapshots (no baseline) sent.
     fulls: u32,
+    force_age: u32,
 }
 
 struct World {
@@ -150,7 +151,7 @@ impl World {
             &c.ring,
             BudgetParams {
                 max_body_bytes: c.budget - header_max,
-                force_age: 24,
+                force_age: c.force_age,
                 own,
             },
             Weights {
@@ -222,6 +223,7 @@ fn client(budget: usize, lag: u32, q: Quantizer, reliable: bool) -> Client {
     Client {
         reliable,
         fulls: 0,
+        force_age: 24,
         ring,
         rx: SnapshotReceiver::new(q, RING),
         acks: Vec::new(),
@@ -319,6 +321,60 @@ fn ages_count_snapshots_at_a_slow_snapshot_rate() {
         );
         assert_eq!(c.backwards, 0);
     }
+}
+
+#[test]
+fn an_old_acknowledged_baseline_still_weighs_by_distance() {
+    // Over QUIC the baseline is the acknowledged snapshot: with acks 12 ticks late every entry
+    // it holds is at least 12 snapshots old, past a forced age of 8. The forced age counts from
+    // the baseline, so near entities still come first.
+    let mut world = World::new(300, 11);
+    let q = world.q;
+    let mut c = client(1200, 12, q, false);
+    c.force_age = 8;
+    let all: Vec<u32> = (0..300).collect();
+    let near = 64 * 30u64;
+    let (mut near_sum, mut near_n, mut far_sum, mut far_n) = (0u64, 0u64, 0u64, 0u64);
+    let mut held = 0usize;
+    for t in 1..=200u32 {
+        let tick = Tick(t);
+        world.step(tick, true);
+        world.build_deltas(tick, std::slice::from_ref(&c));
+        world.send(tick, &mut c, &all, Some(EntityId(0)));
+        if t <= 140 {
+            continue;
+        }
+        let frame = world.history.latest().unwrap();
+        let me = frame.states()[0].pos;
+        held += c.rx.view().len();
+        for ((id, _), as_of) in c.rx.view().iter().zip(c.rx.as_of()) {
+            let Ok(i) = frame.ids().binary_search(id) else {
+                continue;
+            };
+            let p = frame.states()[i].pos;
+            let d2: u64 = (0..3).map(|a| u64::from(me[a].abs_diff(p[a])).pow(2)).sum();
+            let stale = u64::from(tick.0 - as_of.0);
+            if id.0 != 0 && d2 < near * near {
+                near_sum += stale;
+                near_n += 1;
+            } else if d2 >= 49 * near * near {
+                far_sum += stale;
+                far_n += 1;
+            }
+        }
+    }
+    assert!(near_n > 0 && far_n > 0, "near {near_n}, far {far_n}");
+    // Entries are refreshed before their source frames leave the history (else they are
+    // removed and sent again in full, over and over).
+    assert!(held >= 60 * 295, "held {} entries a tick of 300", held / 60);
+    let (near_avg, far_avg) = (
+        near_sum as f64 / near_n as f64,
+        far_sum as f64 / far_n as f64,
+    );
+    assert!(
+        near_avg < 0.8 * far_avg,
+        "near entities {near_avg:.1} ticks stale, far ones {far_avg:.1}: no weighting"
+    );
 }
 
 #[test]
