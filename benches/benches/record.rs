@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tickwire_benches::Rng;
 use tickwire_server::record::{ArenaSetup, Recorder};
-use tickwire_server::room::{Control, InputMsg, Outbound};
+use tickwire_server::room::{InputMsg, Outbound};
 use tickwire_server::{ArenaRules, Game, Metrics, Room, RoomSpec, ServerConfig};
 use tickwire_shared::{ClientId, InputFrame, InputSeq, Tick};
 
@@ -31,18 +31,7 @@ struct Bots {
 }
 
 fn join<G: Game>(room: &mut Room<G>) -> Bots {
-    let outs = (0..CLIENTS)
-        .map(|i| {
-            let out = Arc::new(Outbound::default());
-            room.control(Control::Join {
-                client: ClientId(i as u32 + 1),
-                resume: None,
-                player_id: None,
-                out: out.clone(),
-            });
-            out
-        })
-        .collect();
+    let outs = tickwire_benches::join_clients(room, CLIENTS);
     Bots {
         outs,
         rng: Rng::new(3),

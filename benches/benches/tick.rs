@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tickwire_benches::Rng;
-use tickwire_server::room::{Control, InputMsg, Outbound};
+use tickwire_server::room::{InputMsg, Outbound};
 use tickwire_server::world::World;
 use tickwire_server::{Arena, ArenaRules, Game, Metrics, PlayerInfo, Room, ServerConfig};
 use tickwire_shared::message::BUTTON_SECONDARY;
@@ -65,18 +65,7 @@ fn setup(cfg: &ServerConfig, clients: usize, npcs: usize, shots: Option<Shots>) 
     };
     let arena = Arena::new(cfg.world.clone(), rules, npcs, 7);
     let mut sim = Room::new(arena, cfg.sim.clone(), Arc::new(Metrics::default())).unwrap();
-    let outs: Vec<Arc<Outbound>> = (0..clients)
-        .map(|i| {
-            let out = Arc::new(Outbound::default());
-            sim.control(Control::Join {
-                client: ClientId(i as u32 + 1),
-                resume: None,
-                player_id: None,
-                out: out.clone(),
-            });
-            out
-        })
-        .collect();
+    let outs = tickwire_benches::join_clients(&mut sim, clients);
     let mut s = Setup {
         sim,
         outs,

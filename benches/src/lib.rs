@@ -318,3 +318,23 @@ impl RedisProcess {
             .is_ok_and(|r| r == "PONG")
     }
 }
+
+/// Joins clients 1 to `n` to `room`, each with its own outbound slot (returned, by client),
+/// as connections would: what the tick and record benches drive a room with.
+pub fn join_clients<G: tickwire_server::Game>(
+    room: &mut tickwire_server::Room<G>,
+    n: usize,
+) -> Vec<std::sync::Arc<tickwire_server::room::Outbound>> {
+    (0..n)
+        .map(|i| {
+            let out = std::sync::Arc::new(tickwire_server::room::Outbound::default());
+            room.control(tickwire_server::room::Control::Join {
+                client: tickwire_shared::ClientId(i as u32 + 1),
+                resume: None,
+                player_id: None,
+                out: out.clone(),
+            });
+            out
+        })
+        .collect()
+}

@@ -499,16 +499,11 @@ impl Game for Arena {
 
     fn apply_input(&mut self, entity: EntityId, frame: &InputFrame) {
         let Some(i) = self.index(entity) else { return };
-        let v = Vec2::new(f32::from(frame.move_x), f32::from(frame.move_y)) / 127.0;
-        // Normalise anything longer than a unit vector: a bigger vector buys no speed.
+        // A vector longer than a unit one is cut to 1: a bigger vector buys no speed.
         let body = &mut self.bodies[i];
-        body.intent = if v.length_squared() > 1.0 {
-            v.normalize_or_zero()
-        } else {
-            v
-        };
+        body.intent = frame.move_intent();
         body.fire |= frame.buttons & BUTTON_FIRE != 0;
-        let yaw = f32::from(frame.aim_yaw) / 65536.0 * std::f32::consts::TAU;
+        let yaw = frame.aim_radians();
         if frame.buttons & BUTTON_SECONDARY != 0 {
             // The beam goes where the frame that fired it aimed, at what that frame saw (of
             // several pressing frames in a tick, the newest).

@@ -82,6 +82,24 @@ pub struct InputFrame {
     pub interp_ms: u16,
 }
 
+impl InputFrame {
+    /// The move direction as a vector of length at most 1 (`move_x`, `move_y` over 127; a
+    /// longer one is normalised, so sending more gains nothing).
+    pub fn move_intent(&self) -> glam::Vec2 {
+        let v = glam::Vec2::new(f32::from(self.move_x), f32::from(self.move_y)) / 127.0;
+        if v.length_squared() > 1.0 {
+            v.normalize_or_zero()
+        } else {
+            v
+        }
+    }
+
+    /// The aim direction in radians, counter-clockwise from +x (0 to 2π).
+    pub fn aim_radians(&self) -> f32 {
+        f32::from(self.aim_yaw) / 65536.0 * std::f32::consts::TAU
+    }
+}
+
 /// A message from the server to a client.
 #[derive(Debug, Clone, PartialEq, SchemaWrite, SchemaRead)]
 pub enum ServerMessage {

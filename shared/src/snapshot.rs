@@ -65,12 +65,14 @@ pub enum SnapshotError {
     TrailingData,
 }
 
-/// FNV-1a (32-bit) offset basis.
-const FNV_OFFSET: u32 = 0x811c_9dc5;
+/// FNV-1a (32-bit) offset basis: the hash of nothing, where [`fnv1a`] starts.
+pub const FNV_OFFSET: u32 = 0x811c_9dc5;
 /// FNV-1a (32-bit) prime.
 const FNV_PRIME: u32 = 0x0100_0193;
 
-fn fnv1a(mut h: u32, bytes: &[u8]) -> u32 {
+/// FNV-1a (32-bit) of `bytes`, continuing from `h` ([`FNV_OFFSET`] to start): hashing `a`
+/// then `b` this way equals hashing `a ++ b`.
+pub fn fnv1a(mut h: u32, bytes: &[u8]) -> u32 {
     for &b in bytes {
         h ^= u32::from(b);
         h = h.wrapping_mul(FNV_PRIME);

@@ -329,15 +329,10 @@ impl Game for Tag {
 
     fn apply_input(&mut self, entity: EntityId, frame: &InputFrame) {
         let Some(i) = self.index(entity) else { return };
-        let v = Vec2::new(f32::from(frame.move_x), f32::from(frame.move_y)) / 127.0;
         // The newest frame wins and a vector longer than 1 is cut to 1: more frames per tick
         // or a longer vector buy no speed. Buttons mean nothing in tag.
-        self.bodies[i].intent = if v.length_squared() > 1.0 {
-            v.normalize_or_zero()
-        } else {
-            v
-        };
-        self.reps[i].state.yaw = f32::from(frame.aim_yaw) / 65536.0 * std::f32::consts::TAU;
+        self.bodies[i].intent = frame.move_intent();
+        self.reps[i].state.yaw = frame.aim_radians();
     }
 
     /// Stops the player and takes it out of play: the room hides it from every view, so no one

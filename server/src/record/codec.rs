@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
+use tickwire_shared::snapshot::{FNV_OFFSET, fnv1a};
 
 use tickwire_shared::bits::{BitError, BitReader, BitWriter};
 use tickwire_shared::{ClientId, EntityId, InputFrame, InputSeq, Tick};
@@ -48,17 +49,6 @@ pub(crate) const KIND_HEADER: u8 = 1;
 pub(crate) const KIND_TICK: u8 = 2;
 /// Record kind: the end of the log.
 pub(crate) const KIND_END: u8 = 3;
-
-const FNV_OFFSET: u32 = 0x811c_9dc5;
-const FNV_PRIME: u32 = 0x0100_0193;
-
-fn fnv1a(mut h: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
-}
 
 fn header_config() -> impl Config {
     Configuration::default()
