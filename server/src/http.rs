@@ -499,14 +499,16 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -
                     leftover.extend_from_slice(&parts.read_buf);
                     leftover.extend_from_slice(&rest);
                     drop((parts.read_buf, rest));
-                    ws::serve(tcp, leftover, sh, id, Some(peer_ip)).await;
+                    ws::serve_tcp(tcp, leftover, sh, id, Some(peer_ip)).await;
                 }
                 Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                     Ok(parts) => {
                         debug!("upgraded (TLS)");
                         let leftover = parts.read_buf.to_vec();
                         drop(parts.read_buf);
-                        ws::serve(parts.io.into_inner(), leftover, sh, id, Some(peer_ip)).await;
+                        let out = Arc::new(crate::room::Outbound::default());
+                        let tls = parts.io.into_inner();
+                        ws::serve(tls, leftover, sh, id, out, Some(peer_ip)).await;
                     }
                     Err(_) => debug!("upgraded connection is neither TCP nor TLS over TCP"),
                 },

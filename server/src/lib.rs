@@ -38,6 +38,7 @@ pub mod scheduler;
 pub(crate) mod session;
 pub mod tls;
 pub mod web;
+pub mod wire;
 pub mod world;
 pub mod ws;
 

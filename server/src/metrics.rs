@@ -148,6 +148,8 @@ pub struct Metrics {
     pub open_sessions: AtomicU64,
     /// Snapshots written to sockets.
     pub snapshots_sent: AtomicU64,
+    /// Of those, snapshots the simulation wrote to the socket itself ([`crate::wire`]).
+    pub snapshots_direct: AtomicU64,
     /// Full (non-delta) snapshots encoded.
     pub full_snapshots: AtomicU64,
     /// Bytes of every binary message written.
@@ -221,7 +223,7 @@ impl Metrics {
 /// The unlabelled counters, in exposition order: the name without `_total` (the encoder
 /// appends it to counters), the help, and the atomic behind it.
 type CounterField = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
-const COUNTERS: [CounterField; 15] = [
+const COUNTERS: [CounterField; 16] = [
     ("tickwire_ticks", "Simulation ticks run.", |m| &m.ticks),
     (
         "tickwire_tick_overruns",
@@ -232,6 +234,11 @@ const COUNTERS: [CounterField; 15] = [
         "tickwire_snapshots_sent",
         "Snapshots written to client sockets.",
         |m| &m.snapshots_sent,
+    ),
+    (
+        "tickwire_snapshots_direct",
+        "Snapshots the simulation wrote to a plain-TCP WebSocket itself, without waking its connection task.",
+        |m| &m.snapshots_direct,
     ),
     (
         "tickwire_full_snapshots",

@@ -356,7 +356,8 @@ pub(crate) async fn handle(incoming: Incoming, sh: Arc<Shared>, client: ClientId
     };
     // QUIC flooders are not penalized at the TCP accept: their connections are cheap to refuse
     // in quinn already (--max-clients), and a QUIC source may be a shared NAT.
-    session::run(t, sh, client, deadline, None).await;
+    let out = Arc::new(crate::room::Outbound::default());
+    session::run(t, sh, client, out, deadline, None).await;
 }
 
 /// Writes `frame` behind its length prefix into `out` (cleared first).

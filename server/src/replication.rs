@@ -416,6 +416,13 @@ impl Replicator {
         let send = |v: &mut C| -> u64 {
             send_snapshot(v.as_mut(), tick, frame, full, deltas, groups, metrics)
         };
+        // The sends write to sockets (`crate::wire`), some µs of kernel work each: rayon pays
+        // from as many clients as a per-client pass does, shared views or not.
+        let parallel = match self.parallel_min {
+            0 => true,
+            usize::MAX => false,
+            min => parallel || viewers.len() >= min,
+        };
         sum_each(viewers, parallel, send)
     }
 }
@@ -574,7 +581,8 @@ fn send_budgeted<'a>(
     put_frame(v, tick, age, r.checksum, r.partial, body, metrics)
 }
 
-/// Frames `body` with `v`'s header and drops it into its outbound slot; returns the bytes.
+/// Frames `body` with `v`'s header and sends it: straight to the socket, or into its outbound
+/// slot ([`Outbound::put_snapshot`]); returns the bytes.
 fn put_frame(
     v: &mut Viewer,
     tick: Tick,
@@ -603,7 +611,12 @@ fn put_frame(
     }
     let snap = SnapshotFrame::new(tick, &v.header, body);
     let len = snap.len() as u64;
-    v.out.put_snapshot(snap, metrics);
+    let direct = v.out.put_snapshot(snap, metrics);
+    if direct != 0 {
+        metrics.bytes_sent.fetch_add(direct, Relaxed);
+        metrics.snapshots_sent.fetch_add(1, Relaxed);
+        metrics.snapshots_direct.fetch_add(1, Relaxed);
+    }
     len
 }
 

@@ -27,6 +27,7 @@ use crate::config::SimConfig;
 use crate::game::{Game, PlayerInfo};
 use crate::metrics::Metrics;
 use crate::replication::{Replicator, SnapshotFrame, Viewer};
+use crate::wire::{Direct, Wire};
 
 /// What a connection task asks of the simulation; never dropped (unbounded, but bounded in
 /// practice by the number of connections).
@@ -91,10 +92,11 @@ impl Closing {
     }
 }
 
-/// A connection's latest-wins mailbox from the simulation, plus its wake-up.
+/// A connection's latest-wins mailbox from the simulation, plus its wake-up, and (plain TCP
+/// WebSockets) the direct write path to its socket ([`crate::wire`]).
 #[derive(Debug, Default)]
 pub struct Outbound {
-    state: Mutex<OutboundState>,
+    state: Mutex<Slot>,
     /// Signalled whenever `state` gains something.
     pub notify: Notify,
     /// The newest snapshot tick a reliable, ordered transport took in full (0: none): a
@@ -105,7 +107,28 @@ pub struct Outbound {
     snapshot_limit: AtomicU32,
 }
 
+#[derive(Debug, Default)]
+struct Slot {
+    st: OutboundState,
+    /// The connection task took something to write, or wrote through its stream, and has not
+    /// come back to its loop since: the simulation's snapshots wait in the slot meanwhile,
+    /// so they stay behind it on the wire.
+    busy: bool,
+    /// The direct write side, on a plain-TCP WebSocket.
+    wire: Wire,
+}
+
+impl Slot {
+    fn holds_anything(&self) -> bool {
+        self.st.welcome.is_some() || self.st.snapshot.is_some() || self.st.close.is_some()
+    }
+}
+
 impl Outbound {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The transport took the snapshot of `tick` in full, and will deliver it in order (a
     /// reliable, ordered transport only: TCP, not QUIC datagrams). A bandwidth budget then
     /// deltas against it without waiting for its acknowledgement.
@@ -129,54 +152,104 @@ impl Outbound {
         Some(self.snapshot_limit.load(Relaxed) as usize).filter(|&l| l != 0)
     }
 
-    /// Takes everything pending.
+    /// Takes everything pending. The connection then owns the socket's write side until it
+    /// calls [`Outbound::idle`].
     pub fn take(&self) -> OutboundState {
-        std::mem::take(&mut *self.state.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut s = self.lock();
+        if s.holds_anything() {
+            s.busy = true;
+        }
+        std::mem::take(&mut s.st)
+    }
+
+    /// The connection task is back in its loop with nothing in hand: the simulation may
+    /// write to the socket directly again.
+    pub(crate) fn idle(&self) {
+        self.lock().busy = false;
+    }
+
+    /// Gives the simulation a direct write side on the connection's socket.
+    pub(crate) fn install_wire(&self, wire: Wire) {
+        self.lock().wire = wire;
+    }
+
+    /// The session has ended: no more direct writes (what is queued still goes out).
+    pub(crate) fn stop_wire(&self) {
+        let mut s = self.lock();
+        s.wire.stop();
+        s.busy = true;
+    }
+
+    /// Bytes queued for the socket and not yet written.
+    pub(crate) fn wire_queued(&self) -> usize {
+        self.lock().wire.queued()
+    }
+
+    /// Runs one write of the connection task on the direct write side, under the lock; wakes
+    /// the task when bytes are left queued.
+    pub(crate) fn with_wire<R>(&self, f: impl FnOnce(&mut Wire) -> R) -> R {
+        let mut s = self.lock();
+        s.busy = true;
+        let r = f(&mut s.wire);
+        let queued = s.wire.queued() != 0;
+        drop(s);
+        if queued {
+            self.notify.notify_one();
+        }
+        r
     }
 
     /// Gives back a snapshot the connection took but has not sent, unless the room has put a
     /// newer one since (which wins); wakes the connection to send it.
     pub(crate) fn put_back_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if st.snapshot.is_some() {
+        let mut s = self.lock();
+        if s.st.snapshot.is_some() {
             metrics.snapshots_superseded.fetch_add(1, Relaxed);
         } else {
-            st.snapshot = Some(snap);
+            s.st.snapshot = Some(snap);
         }
-        drop(st);
+        drop(s);
         self.notify.notify_one();
     }
 
     fn put(&self, f: impl FnOnce(&mut OutboundState)) {
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        f(&mut self.lock().st);
         self.notify.notify_one();
     }
 
-    /// Whether a snapshot waits in the slot, not yet taken by the connection.
+    /// Whether a snapshot waits for the connection: in the slot, in the connection's hands,
+    /// or partly written.
     pub(crate) fn snapshot_pending(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .snapshot
-            .is_some()
+        let s = self.lock();
+        s.st.snapshot.is_some() || s.busy || s.wire.queued() != 0
     }
 
-    /// Replaces any unsent snapshot with `snap` (latest wins: deltas are against
-    /// acknowledged baselines, so a skipped snapshot costs nothing but its tick).
-    pub(crate) fn put_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) {
-        let replaced = self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .snapshot
-            .replace(snap)
-            .is_some();
+    /// Sends `snap`: straight to the socket when the connection has a direct write side
+    /// and nothing in hand or queued, else into the slot, replacing any unsent snapshot
+    /// (latest wins: deltas are against acknowledged baselines, so a skipped snapshot costs
+    /// nothing but its tick). Returns the bytes written directly (0: it went to the slot).
+    pub(crate) fn put_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) -> u64 {
+        let mut s = self.lock();
+        if !s.busy && !s.holds_anything() {
+            let mut needs_task = false;
+            if let Direct::Sent(n) = s.wire.send(&snap, &mut needs_task) {
+                drop(s);
+                self.set_delivered(snap.tick());
+                if needs_task {
+                    self.notify.notify_one();
+                }
+                return n;
+            }
+        }
+        let replaced = s.st.snapshot.replace(snap).is_some();
+        drop(s);
         if replaced {
             // The connection was woken for the one it has not taken yet; it takes this.
             metrics.snapshots_superseded.fetch_add(1, Relaxed);
         } else {
             self.notify.notify_one();
         }
+        0
     }
 }
 

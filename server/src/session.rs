@@ -167,6 +167,12 @@ pub(crate) trait Transport {
         None
     }
 
+    /// Writes out whatever the transport has queued for the socket (the tail of a snapshot
+    /// the simulation wrote directly, see [`crate::wire`]), within the write timeout.
+    async fn drain(&mut self) -> Result<(), End> {
+        Ok(())
+    }
+
     /// Best effort, bounded in time: `disconnect` (the encoded `Disconnect` envelope, when it
     /// could be encoded) reliably, then the transport's own close with `code` and `reason`.
     async fn close(self, code: CloseCode, reason: &str, disconnect: Option<&[u8]>);
@@ -330,6 +336,7 @@ pub(crate) async fn run<T: Transport>(
     t: T,
     sh: Arc<Shared>,
     client: ClientId,
+    out: Arc<Outbound>,
     hello_deadline: Instant,
     peer: Option<std::net::IpAddr>,
 ) {
@@ -338,7 +345,7 @@ pub(crate) async fn run<T: Transport>(
         t,
         sh,
         client,
-        out: Arc::new(Outbound::default()),
+        out,
         place: None,
         joined: false,
         welcomed: false,
@@ -347,6 +354,9 @@ pub(crate) async fn run<T: Transport>(
         budget: RateLimit::new(sh_tick_rate, Instant::now()),
     };
     let end = s.serve(hello_deadline).await;
+    // From here on only the session writes: `Disconnect` and the close frame go behind
+    // everything already on its way, and nothing after them.
+    s.out.stop_wire();
     if let Some(place) = s.place.take() {
         if s.joined {
             // The control channel is unbounded and outlives every session; a send error means
@@ -403,6 +413,8 @@ impl<T: Transport> Session<T> {
         let notified = out.notify.notified();
         tokio::pin!(shutdown, hello, notified);
         loop {
+            // Nothing in hand: the simulation may write snapshots to the socket itself.
+            out.idle();
             // Unbiased: a client whose writes are slow still gets its acks and inputs read.
             tokio::select! {
                 _ = &mut shutdown => return End::shutdown(),
@@ -462,10 +474,9 @@ impl<T: Transport> Session<T> {
         // Closing: no more snapshots, so the Disconnect and the close frame queue right behind
         // what the socket already holds for the client.
         let mut close = st.close;
-        if close.is_none()
-            && let Some(frame) = st.snapshot
-        {
-            match self.send_snapshots(frame).await {
+        if close.is_none() {
+            // A snapshot from the slot, or else the tail of one the simulation wrote itself.
+            match self.send_snapshots(st.snapshot).await {
                 Ok(c) => close = c,
                 Err(end) => return Some(end),
             }
@@ -487,58 +498,68 @@ impl<T: Transport> Session<T> {
         None
     }
 
-    /// Sends `frame`. While the socket makes it wait (a client that is not reading), keeps
-    /// taking what the room puts in the slot meanwhile: a newer snapshot waits its turn
+    /// Sends `frame` (with `None`: writes out what the transport has queued, see
+    /// [`Transport::drain`]). While the socket makes it wait (a client that is not reading),
+    /// keeps taking what the room puts in the slot meanwhile: a newer snapshot waits its turn
     /// (latest wins), and a close stops the wait at once and is returned, so a lagging
     /// client is closed with its code instead of being dropped as slow when the write
     /// times out. A newer snapshot goes back into the slot once the write is done, so the
     /// session loop reads the client's acks and inputs before it sends that one: a client
     /// on a slow link, whose every write waits, must not go unread (and ack-time out).
-    async fn send_snapshots(&mut self, frame: SnapshotFrame) -> Result<Option<Closing>, End> {
+    async fn send_snapshots(
+        &mut self,
+        frame: Option<SnapshotFrame>,
+    ) -> Result<Option<Closing>, End> {
         let out = self.out.clone();
         let metrics = self.sh.metrics.clone();
-        {
-            let mut newer = None;
-            let tick = frame.tick();
-            let (reliable, limit) = (self.t.reliable(), self.t.snapshot_limit());
-            let send = self.t.send_snapshot(frame);
-            tokio::pin!(send);
-            // Nearly every write completes at once; only one that waits arms the Notify wait
-            // (re-made per snapshot, it would cost every connection measurable CPU).
-            let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
-                Poll::Ready(r) => r,
-                Poll::Pending => loop {
-                    tokio::select! {
-                        biased;
-                        r = &mut send => break r,
-                        _ = out.notify.notified() => {
-                            let st = out.take();
-                            if st.close.is_some() {
-                                // Whatever of the frame tungstenite already took stays queued
-                                // ahead of the close; the rest is never sent.
-                                return Ok(st.close);
-                            }
-                            if let Some(s) = st.snapshot
-                                && newer.replace(s).is_some()
-                            {
-                                metrics.snapshots_superseded.fetch_add(1, Relaxed);
-                            }
+        let mut newer = None;
+        let tick = frame.as_ref().map(SnapshotFrame::tick);
+        let (reliable, limit) = (self.t.reliable(), self.t.snapshot_limit());
+        let t = &mut self.t;
+        let send = async move {
+            match frame {
+                Some(frame) => t.send_snapshot(frame).await,
+                None => t.drain().await.map(|()| 0),
+            }
+        };
+        tokio::pin!(send);
+        // Nearly every write completes at once; only one that waits arms the Notify wait
+        // (re-made per snapshot, it would cost every connection measurable CPU).
+        let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+            Poll::Ready(r) => r,
+            Poll::Pending => loop {
+                tokio::select! {
+                    biased;
+                    r = &mut send => break r,
+                    _ = out.notify.notified() => {
+                        let st = out.take();
+                        if st.close.is_some() {
+                            // What the transport already took of the frame (all of a
+                            // queued tail) goes out ahead of the close, whole frames only.
+                            return Ok(st.close);
+                        }
+                        if let Some(s) = st.snapshot
+                            && newer.replace(s).is_some()
+                        {
+                            metrics.snapshots_superseded.fetch_add(1, Relaxed);
                         }
                     }
-                },
-            };
-            let n = sent?;
+                }
+            },
+        };
+        let n = sent?;
+        if let Some(tick) = tick {
             if reliable {
                 out.set_delivered(tick);
             }
             out.set_snapshot_limit(limit);
             metrics.bytes_sent.fetch_add(n, Relaxed);
             metrics.snapshots_sent.fetch_add(1, Relaxed);
-            if let Some(f) = newer {
-                out.put_back_snapshot(f, &metrics);
-            }
-            Ok(None)
         }
+        if let Some(f) = newer {
+            out.put_back_snapshot(f, &metrics);
+        }
+        Ok(None)
     }
 
     async fn on_frame(&mut self, bytes: &[u8], channel: Channel) -> Option<End> {

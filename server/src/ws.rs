@@ -13,6 +13,7 @@ use tickwire_shared::CloseCode;
 use futures_util::{SinkExt, StreamExt};
 use tickwire_shared::ClientId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::ProtocolError;
@@ -23,7 +24,9 @@ use tungstenite::{Bytes, Error as WsError, Message};
 use crate::Shared;
 use crate::metrics::DisconnectReason;
 use crate::replication::SnapshotFrame;
+use crate::room::Outbound;
 use crate::session::{self, Channel, End, Inbound, Transport};
+use crate::wire::WireStream;
 
 /// Largest WebSocket message accepted from a client; anything larger closes with 1009.
 pub const MAX_WS_MESSAGE: usize = 4 * 1024;
@@ -62,14 +65,31 @@ pub const DRAIN_LIMIT: usize = 1 << 20;
 struct WsTransport<S> {
     ws: WebSocketStream<S>,
     write_timeout: Duration,
+    out: Arc<Outbound>,
 }
 
-/// Runs one upgraded connection from `peer` to its end.
+/// Runs one upgraded plain-TCP connection from `peer` to its end, with the direct write path
+/// for snapshots ([`crate::wire`]).
+pub(crate) async fn serve_tcp(
+    tcp: TcpStream,
+    leftover: Vec<u8>,
+    sh: Arc<Shared>,
+    client: ClientId,
+    peer: Option<std::net::IpAddr>,
+) {
+    let out = Arc::new(Outbound::default());
+    let stream = WireStream::new(tcp, out.clone());
+    serve(stream, leftover, sh, client, out, peer).await;
+}
+
+/// Runs one upgraded connection from `peer` to its end; the simulation puts its messages
+/// for it in `out`.
 pub(crate) async fn serve<S>(
     stream: S,
     leftover: Vec<u8>,
     sh: Arc<Shared>,
     client: ClientId,
+    out: Arc<Outbound>,
     peer: Option<std::net::IpAddr>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -80,9 +100,10 @@ pub(crate) async fn serve<S>(
     let t = WsTransport {
         ws,
         write_timeout: sh.cfg.write_timeout,
+        out: out.clone(),
     };
     let hello_deadline = Instant::now() + sh.cfg.handshake_timeout;
-    session::run(t, sh, client, hello_deadline, peer).await;
+    session::run(t, sh, client, out, hello_deadline, peer).await;
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
@@ -151,6 +172,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
 
     async fn send_reliable(&mut self, frame: &[u8]) -> Result<u64, End> {
         self.send_frame(Bytes::copy_from_slice(frame)).await
+    }
+
+    async fn drain(&mut self) -> Result<(), End> {
+        if self.out.wire_queued() == 0 {
+            return Ok(());
+        }
+        match timeout(self.write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::dropped()),
+            Err(_) => Err(End::slow()),
+        }
     }
 
     async fn send_snapshot(&mut self, frame: SnapshotFrame) -> Result<u64, End> {

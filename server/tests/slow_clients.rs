@@ -144,3 +144,101 @@ async fn a_lagging_client_reads_its_backlog_then_the_real_close_code() {
     assert_eq!(close, Some(4000));
     srv.shutdown().await;
 }
+
+/// The simulation writes snapshots to a plain-TCP socket itself (`tickwire_server::wire`),
+/// and the connection task writes `Welcome`, `Pong` and WebSocket pongs: on a socket that
+/// fills up (so writes are taken in part and their tails queued), while the client pings all
+/// the time, every frame must still arrive whole and in order, and every snapshot verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_and_pongs_stay_whole_frames_in_order_on_a_socket_that_fills_up() {
+    use tickwire_shared::receiver::SnapshotReceiver;
+    use tickwire_shared::{Quantizer, WorldBounds};
+
+    let srv = TestServer::start(|c| {
+        c.npcs = 500;
+        c.sim.view_radius = 5000.0;
+        c.write_timeout = Duration::from_secs(10);
+        c.sim.ack_timeout_ticks = 30 * 60;
+        c.send_buffer = Some(8 * 1024);
+    })
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(srv.addr).await.unwrap();
+    let url = format!("ws://{}/ws", srv.addr);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
+            .await
+            .unwrap();
+    send(&mut ws, &HelloArgs::new("slow and chatty").message())
+        .await
+        .unwrap();
+    let mut receiver: Option<SnapshotReceiver> = None;
+    let (mut snapshots, mut last_tick, mut pings) = (0u32, 0u32, 0u32);
+    let mut last_pong = None;
+    let started = Instant::now();
+    // 2 s reading one message every 25 ms (less than comes: the backlog fills both sockets'
+    // buffers), then 2 s reading as fast as it comes.
+    while started.elapsed() < Duration::from_secs(4) {
+        let slow = started.elapsed() < Duration::from_secs(2);
+        ws.send(Message::Ping(pings.to_be_bytes().to_vec().into()))
+            .await
+            .unwrap();
+        pings += 1;
+        if let Some(ack) = receiver.as_ref().and_then(SnapshotReceiver::ack_tick) {
+            let input = ClientMessage::Input {
+                ack_tick: ack,
+                frames: Vec::new(),
+            };
+            send(&mut ws, &input).await.unwrap();
+        }
+        for _ in 0..if slow { 1 } else { 20 } {
+            match timeout(WAIT, ws.next()).await.unwrap() {
+                Some(Ok(Message::Binary(b))) => match decode_server(&b).unwrap() {
+                    ServerMessage::Welcome(w) => {
+                        let q = Quantizer::new(WorldBounds {
+                            min: w.world_min.into(),
+                            max: w.world_max.into(),
+                        })
+                        .unwrap();
+                        receiver = Some(SnapshotReceiver::with_default_history(q));
+                    }
+                    ServerMessage::Snapshot(s) => {
+                        assert!(
+                            s.tick.0 > last_tick,
+                            "snapshot {} after {last_tick}",
+                            s.tick.0
+                        );
+                        last_tick = s.tick.0;
+                        let r = receiver.as_mut().expect("Welcome before any snapshot");
+                        r.receive(&s).expect("every snapshot verifies");
+                        snapshots += 1;
+                    }
+                    _ => {}
+                },
+                // tungstenite keeps one pong waiting (the newest ping's): pongs may be
+                // skipped, never reordered.
+                Some(Ok(Message::Pong(p))) => {
+                    let n = u32::from_be_bytes(p[..].try_into().unwrap());
+                    assert!(last_pong < Some(n), "pong {n} after {last_pong:?}");
+                    last_pong = Some(n);
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the stream broke: {other:?}"),
+            }
+        }
+        sleep(Duration::from_millis(if slow { 25 } else { 5 })).await;
+    }
+    let m = &srv.metrics;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (direct, superseded) = (load(&m.snapshots_direct), load(&m.snapshots_superseded));
+    eprintln!(
+        "{snapshots} snapshots, last pong {last_pong:?} of {pings} pings, {direct} direct, {superseded} superseded"
+    );
+    assert!(snapshots > 20, "{snapshots}");
+    assert!(last_pong.is_some());
+    assert!(direct > 0, "the simulation wrote snapshots itself");
+    // The socket did fill: snapshots waited in the slot, and newer ones replaced them.
+    assert!(superseded > 0, "the socket never filled");
+    srv.shutdown().await;
+}
