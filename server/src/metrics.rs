@@ -150,6 +150,8 @@ pub struct Metrics {
     pub snapshots_sent: AtomicU64,
     /// Of those, snapshots the simulation wrote to the socket itself ([`crate::wire`]).
     pub snapshots_direct: AtomicU64,
+    /// Of those, snapshots the socket took only in part: the connection task wrote the rest.
+    pub snapshots_direct_partial: AtomicU64,
     /// Full (non-delta) snapshots encoded.
     pub full_snapshots: AtomicU64,
     /// Bytes of every binary message written.
@@ -223,7 +225,7 @@ impl Metrics {
 /// The unlabelled counters, in exposition order: the name without `_total` (the encoder
 /// appends it to counters), the help, and the atomic behind it.
 type CounterField = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
-const COUNTERS: [CounterField; 16] = [
+const COUNTERS: [CounterField; 17] = [
     ("tickwire_ticks", "Simulation ticks run.", |m| &m.ticks),
     (
         "tickwire_tick_overruns",
@@ -239,6 +241,11 @@ const COUNTERS: [CounterField; 16] = [
         "tickwire_snapshots_direct",
         "Snapshots the simulation wrote to a plain-TCP WebSocket itself, without waking its connection task.",
         |m| &m.snapshots_direct,
+    ),
+    (
+        "tickwire_snapshots_direct_partial",
+        "Direct snapshots the socket took only in part (a client reading slowly); its connection task wrote the rest.",
+        |m| &m.snapshots_direct_partial,
     ),
     (
         "tickwire_full_snapshots",

@@ -110,9 +110,10 @@ pub struct Outbound {
 #[derive(Debug, Default)]
 struct Slot {
     st: OutboundState,
-    /// The connection task took something to write, or wrote through its stream, and has not
-    /// come back to its loop since: the simulation's snapshots wait in the slot meanwhile,
-    /// so they stay behind it on the wire.
+    /// The connection task took something to write (on a connection with a direct write
+    /// side) and has not come back to its loop since: the simulation's snapshots wait in the
+    /// slot meanwhile, so they stay behind it on the wire (a `Welcome` first, snapshots in
+    /// tick order).
     busy: bool,
     /// The direct write side, on a plain-TCP WebSocket.
     wire: Wire,
@@ -156,7 +157,7 @@ impl Outbound {
     /// calls [`Outbound::idle`].
     pub fn take(&self) -> OutboundState {
         let mut s = self.lock();
-        if s.holds_anything() {
+        if s.holds_anything() && s.wire.active() {
             s.busy = true;
         }
         std::mem::take(&mut s.st)
@@ -185,18 +186,11 @@ impl Outbound {
         self.lock().wire.queued()
     }
 
-    /// Runs one write of the connection task on the direct write side, under the lock; wakes
-    /// the task when bytes are left queued.
+    /// Runs one write of the connection task on the direct write side, under the lock. (What
+    /// it leaves queued is the task's own to flush: tungstenite flushes after every message
+    /// it sends, and again on its next read after a pong or close it wrote while reading.)
     pub(crate) fn with_wire<R>(&self, f: impl FnOnce(&mut Wire) -> R) -> R {
-        let mut s = self.lock();
-        s.busy = true;
-        let r = f(&mut s.wire);
-        let queued = s.wire.queued() != 0;
-        drop(s);
-        if queued {
-            self.notify.notify_one();
-        }
-        r
+        f(&mut self.lock().wire)
     }
 
     /// Gives back a snapshot the connection took but has not sent, unless the room has put a
@@ -217,8 +211,8 @@ impl Outbound {
         self.notify.notify_one();
     }
 
-    /// Whether a snapshot waits for the connection: in the slot, in the connection's hands,
-    /// or partly written.
+    /// Whether a snapshot waits for the connection: in the slot, in the connection's hands
+    /// (direct write side only: elsewhere nothing marks it), or partly written.
     pub(crate) fn snapshot_pending(&self) -> bool {
         let s = self.lock();
         s.st.snapshot.is_some() || s.busy || s.wire.queued() != 0
@@ -236,6 +230,7 @@ impl Outbound {
                 drop(s);
                 self.set_delivered(snap.tick());
                 if needs_task {
+                    metrics.snapshots_direct_partial.fetch_add(1, Relaxed);
                     self.notify.notify_one();
                 }
                 return n;

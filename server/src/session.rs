@@ -474,8 +474,9 @@ impl<T: Transport> Session<T> {
         // Closing: no more snapshots, so the Disconnect and the close frame queue right behind
         // what the socket already holds for the client.
         let mut close = st.close;
-        if close.is_none() {
-            // A snapshot from the slot, or else the tail of one the simulation wrote itself.
+        // A snapshot from the slot, or else the tail of one the simulation wrote itself
+        // (only ever after the `Welcome`: the wait must not take the `Welcome` from the slot).
+        if close.is_none() && (st.snapshot.is_some() || self.welcomed) {
             match self.send_snapshots(st.snapshot).await {
                 Ok(c) => close = c,
                 Err(end) => return Some(end),

@@ -22,7 +22,7 @@
 //! So the bytes on the wire are the same frames, in the same order, as tungstenite would have
 //! written. TLS connections (which need the TLS stream's state) and QUIC keep the task path.
 
-use std::io::{self, IoSlice};
+use std::io::{self, Cursor, ErrorKind, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use crate::replication::SnapshotFrame;
 use crate::room::Outbound;
@@ -43,6 +43,13 @@ const KEEP_QUEUE_CAPACITY: usize = 16 * 1024;
 
 /// The largest WebSocket frame header a server writes (no mask): 2 bytes and a 64-bit length.
 const MAX_FRAME_HEADER: usize = 10;
+
+/// `MSG_NOSIGNAL`: a write to a socket the peer has reset fails with `EPIPE` instead of
+/// raising `SIGPIPE` (Rust's runtime ignores `SIGPIPE`, but a host process might not).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: i32 = 0x4000;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: i32 = 0;
 
 /// The direct write side of one connection: a second handle on its socket, and the bytes
 /// accepted for the socket but not yet written. Lives inside the connection's
@@ -83,13 +90,42 @@ impl Wire {
         self.queue.len() - self.off
     }
 
+    /// Whether the simulation may write directly.
+    pub fn active(&self) -> bool {
+        self.sock.is_some()
+    }
+
     /// The simulation may not write any more (the session ended).
     pub fn stop(&mut self) {
         self.sock = None;
     }
 
     fn push(&mut self, bytes: &[u8]) {
+        if self.off != 0 {
+            self.queue.drain(..self.off);
+            self.off = 0;
+        }
         self.queue.extend_from_slice(bytes);
+    }
+
+    /// The connection task writes `frames` (whole frames, as tungstenite hands them over):
+    /// once one of them is a close frame, the simulation must not write after it. Found with
+    /// tungstenite's own header parser; a close frame of the task's own making comes after
+    /// [`Wire::stop`] anyway, so this is for the echo tungstenite writes itself when the
+    /// client closes.
+    fn note_frames(&mut self, frames: &[u8]) {
+        let mut cursor = Cursor::new(frames);
+        while let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) {
+            if header.opcode == OpCode::Control(Control::Close) {
+                self.stop();
+                return;
+            }
+            let next = cursor.position().saturating_add(len);
+            if next >= frames.len() as u64 {
+                return;
+            }
+            cursor.set_position(next);
+        }
     }
 
     /// Writes `snap` as one binary frame if nothing is queued. [`Direct::Sent`] with the
@@ -117,7 +153,7 @@ impl Wire {
         let parts = [&hdr[..hdr_len], snap.header(), &snap.body()[..]];
         let slices = parts.map(IoSlice::new);
         let total = hdr_len + len;
-        match sock.send_vectored(&slices) {
+        match sock.send_vectored_with_flags(&slices, SEND_FLAGS) {
             Ok(n) if n == total => Direct::Sent(len as u64),
             Ok(n) if n > 0 => {
                 // The socket took part of the frame: the rest goes first, before anything
@@ -131,7 +167,9 @@ impl Wire {
                 *needs_task = true;
                 Direct::Sent(len as u64)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Direct::No,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                Direct::No
+            }
             // A broken socket (or a zero-length write, which cannot happen here): the task
             // finds out on its own next read or write.
             _ => {
@@ -161,11 +199,6 @@ impl WireStream {
             Err(e) => tracing::debug!(error = %e, "no direct write path"),
         }
         WireStream { tcp, out }
-    }
-
-    /// The socket itself.
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
     }
 }
 
@@ -198,6 +231,7 @@ impl AsyncWrite for WireStream {
             if w.queued() + buf.len() > MAX_QUEUED {
                 return Poll::Ready(Err(io::Error::other("write queue full")));
             }
+            w.note_frames(buf);
             if w.queued() == 0 {
                 match Pin::new(&mut *tcp).poll_write(cx, buf) {
                     Poll::Ready(Ok(n)) => w.push(&buf[n..]),
@@ -218,7 +252,7 @@ impl AsyncWrite for WireStream {
             while w.queued() != 0 {
                 match Pin::new(&mut *tcp).poll_write(cx, &w.queue[w.off..]) {
                     Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        return Poll::Ready(Err(ErrorKind::WriteZero.into()));
                     }
                     Poll::Ready(Ok(n)) => w.off += n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -144,7 +144,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
             Some(Ok(Message::Close(_))) => {
                 // Send the echo before the socket goes. Bounded: a peer that closes and
                 // stops reading is not waited for.
-                let _ = timeout(CLOSE_ECHO_WAIT, self.ws.flush()).await;
+                // tungstenite hands the echo to the stream and, the close handshake being
+                // done, does not flush the stream itself: what the socket did not take yet
+                // is in the stream's queue.
+                let _ = timeout(CLOSE_ECHO_WAIT, async {
+                    let _ = self.ws.flush().await;
+                    let _ = self.ws.get_mut().flush().await;
+                })
+                .await;
                 End::peer_closed()
             }
             None => End::peer_closed(),
@@ -236,5 +243,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    /// The echo of a client's close frame goes behind what the socket has not taken yet (the
+    /// direct write path's queue), and the session waits for it to be written
+    /// ([`CLOSE_ECHO_WAIT`]) instead of dropping the queue with the socket.
+    #[tokio::test]
+    async fn the_close_echo_is_written_behind_a_full_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&tcp)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let out = Arc::new(Outbound::default());
+        let stream = WireStream::new(tcp, out.clone());
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
+        let mut t = WsTransport {
+            ws,
+            write_timeout: Duration::from_secs(5),
+            out: out.clone(),
+        };
+        // More than both sockets hold: the rest waits in the queue.
+        let big = Bytes::from(vec![7u8; 200 * 1024]);
+        t.ws.feed(Message::Binary(big.clone())).await.unwrap();
+        assert!(out.wire_queued() > 0, "the socket took it all");
+
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        client.close(None).await.unwrap();
+        let reader = tokio::spawn(async move {
+            // Start reading once the server has read the close (and queued its echo).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = Vec::new();
+            while let Some(m) = client.next().await {
+                match m {
+                    Ok(Message::Binary(b)) => got.push(b.len()),
+                    Ok(Message::Close(_)) => return (got, true),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            (got, false)
+        });
+        let end = t.recv().await;
+        assert!(matches!(end, Inbound::End(_)), "{end:?}");
+        drop(t);
+        let (got, echoed) = reader.await.unwrap();
+        assert_eq!(got, vec![big.len()], "the message before the close, whole");
+        assert!(echoed, "the close echo arrived");
     }
 }

@@ -238,7 +238,112 @@ async fn snapshots_and_pongs_stay_whole_frames_in_order_on_a_socket_that_fills_u
     assert!(snapshots > 20, "{snapshots}");
     assert!(last_pong.is_some());
     assert!(direct > 0, "the simulation wrote snapshots itself");
-    // The socket did fill: snapshots waited in the slot, and newer ones replaced them.
+    // The socket did fill: snapshots the socket took in part, snapshots that waited in the
+    // slot and were replaced by newer ones.
+    let partial = load(&m.snapshots_direct_partial);
+    eprintln!("{partial} taken in part");
+    assert!(partial > 0, "no direct write was taken in part");
     assert!(superseded > 0, "the socket never filled");
+    srv.shutdown().await;
+}
+
+/// A client with a small receive buffer that stops reading.
+async fn stalled(addr: SocketAddr, name: &str) -> Ws {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
+            .await
+            .unwrap();
+    send(&mut ws, &HelloArgs::new(name).message())
+        .await
+        .unwrap();
+    ws
+}
+
+/// Clients whose sockets are full, and whose connection tasks wait to write, cost the other
+/// clients nothing: a reading client keeps its 30 snapshots a second (a task that spun on
+/// its wake-ups while it waited would take a worker thread from everyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_sockets_leave_a_reading_client_its_snapshots() {
+    let srv = TestServer::start(|c| {
+        c.npcs = 500;
+        c.sim.view_radius = 5000.0;
+        c.write_timeout = Duration::from_secs(30);
+        c.sim.ack_timeout_ticks = 30 * 60;
+        c.send_buffer = Some(8 * 1024);
+    })
+    .await;
+    let mut stalled_clients = Vec::new();
+    for i in 0..3 {
+        stalled_clients.push(stalled(srv.addr, &format!("stalled {i}")).await);
+    }
+    let (mut ws, _, _) = welcomed(srv.addr, "reading").await;
+    // Let the stalled sockets fill up, then count what the reading client gets.
+    sleep(Duration::from_secs(1)).await;
+    while timeout(Duration::from_millis(5), ws.next()).await.is_ok() {}
+    let started = Instant::now();
+    let mut snapshots = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        if let Ok(Some(Ok(Message::Binary(b)))) = timeout(WAIT, ws.next()).await
+            && let ServerMessage::Snapshot(s) = decode_server(&b).unwrap()
+        {
+            snapshots += 1;
+            let ack = ClientMessage::Input {
+                ack_tick: s.tick,
+                frames: Vec::new(),
+            };
+            send(&mut ws, &ack).await.unwrap();
+        }
+    }
+    let partial = srv
+        .metrics
+        .snapshots_direct_partial
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{snapshots} snapshots in 3 s; {partial} direct writes taken in part");
+    assert!(partial > 0, "the stalled sockets never filled");
+    assert!(snapshots >= 80, "{snapshots} of 90 snapshots");
+    drop(stalled_clients);
+    srv.shutdown().await;
+}
+
+/// A client that closes while its socket is full still gets the echo of its close frame,
+/// behind the whole frames already on their way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closing_with_a_full_socket_gets_its_close_echoed() {
+    let srv = TestServer::start(|c| {
+        c.npcs = 500;
+        c.sim.view_radius = 5000.0;
+        c.write_timeout = Duration::from_secs(30);
+        c.sim.ack_timeout_ticks = 30 * 60;
+        c.send_buffer = Some(8 * 1024);
+    })
+    .await;
+    let mut ws = stalled(srv.addr, "closing").await;
+    sleep(Duration::from_secs(1)).await;
+    ws.close(None).await.unwrap();
+    let echo = timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    decode_server(&b).unwrap();
+                }
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+                None => return false,
+                Some(Err(e)) => panic!("no close echo: {e:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the echo in time");
+    assert!(echo, "the stream ended without the echo");
+    let partial = srv
+        .metrics
+        .snapshots_direct_partial
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(partial > 0, "the socket never filled");
     srv.shutdown().await;
 }
