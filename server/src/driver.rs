@@ -43,8 +43,9 @@ pub struct RoomHandle {
     pub matchmaking: bool,
     /// Joins and leaves (unbounded; bounded in practice by the room's sessions).
     pub(crate) control: Sender<Control>,
-    /// Inputs (bounded: under overload inputs are dropped, which their redundancy absorbs).
-    pub(crate) input: Sender<InputMsg>,
+    /// Inputs, at most `input_cap` waiting ([`RoomHandle::send_input`]).
+    input: Sender<InputMsg>,
+    input_cap: usize,
     /// The room's newest tick stepped.
     pub tick: AtomicU32,
     /// Sessions holding a place in the room (joined or joining). Counted by the sessions
@@ -57,6 +58,16 @@ pub struct RoomHandle {
 }
 
 impl RoomHandle {
+    /// Queues one input message for the room's next tick; `false` (dropped) when the queue
+    /// holds its capacity already. Under overload inputs are dropped, which their redundancy
+    /// (every `Input` repeats the last frames) absorbs. The queue is a linked list of small
+    /// blocks, so its memory follows what waits in it, not its capacity: a preallocated one
+    /// was 3 MB per room at the default 65,536. The bound is checked before the send, so
+    /// concurrent senders may pass it by one message each.
+    pub(crate) fn send_input(&self, msg: InputMsg) -> bool {
+        self.input.len() < self.input_cap && self.input.send(msg).is_ok()
+    }
+
     /// Sessions in the room now (joined or joining).
     pub fn sessions(&self) -> u32 {
         self.sessions.load(Relaxed)
@@ -183,7 +194,7 @@ impl Driver {
         input_queue: usize,
     ) -> Arc<RoomHandle> {
         let (control_tx, control) = crossbeam_channel::unbounded();
-        let (input_tx, input) = crossbeam_channel::bounded(input_queue.max(1));
+        let (input_tx, input) = crossbeam_channel::unbounded();
         let handle = Arc::new(RoomHandle {
             id,
             kind,
@@ -191,6 +202,7 @@ impl Driver {
             matchmaking,
             control: control_tx,
             input: input_tx,
+            input_cap: input_queue.max(1),
             tick: AtomicU32::new(0),
             sessions: AtomicU32::new(0),
             locked: AtomicBool::new(false),

@@ -53,7 +53,7 @@ use tickwire_shared::quant::BoundsError;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug_span, info, warn};
 
 pub use config::{
     Cli, Command, LogFormat, ReplayArgs, RoomsConfig, ServerConfig, SimConfig, TokenArgs,
@@ -429,7 +429,7 @@ impl Server {
                     Some(incoming) => {
                         let id = shared.client_ids.next();
                         let peer = incoming.remote_address();
-                        let span = info_span!("quic", client_id = %id, %peer);
+                        let span = debug_span!("quic", client_id = %id, %peer);
                         let (sh, done) = (shared.clone(), done_tx.clone());
                         tokio::spawn(
                             async move {

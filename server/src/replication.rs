@@ -149,6 +149,9 @@ pub struct Viewer {
     budget: Option<Box<BudgetRing>>,
     /// This tick's budgeted snapshot is skipped: the socket has not taken the last one.
     deferred: bool,
+    /// Its last snapshot went straight to its socket ([`crate::wire`]): sending to it is a
+    /// system call, not a slot update.
+    direct: bool,
 }
 
 thread_local! {
@@ -174,6 +177,7 @@ impl Viewer {
             header: Vec::with_capacity(MAX_SNAPSHOT_HEADER_BYTES),
             budget: None,
             deferred: false,
+            direct: false,
         }
     }
 
@@ -416,12 +420,19 @@ impl Replicator {
         let send = |v: &mut C| -> u64 {
             send_snapshot(v.as_mut(), tick, frame, full, deltas, groups, metrics)
         };
-        // The sends write to sockets (`crate::wire`), some µs of kernel work each: rayon pays
-        // from as many clients as a per-client pass does, shared views or not.
+        // A direct send is a system call (`crate::wire`), some µs of kernel work: rayon pays
+        // from as many of them as a per-client pass does, shared views or not. (A send into
+        // a slot is a few dozen ns: not worth rayon.)
         let parallel = match self.parallel_min {
             0 => true,
             usize::MAX => false,
-            min => parallel || viewers.len() >= min,
+            min => {
+                parallel
+                    || viewers
+                        .iter_mut()
+                        .fold(0, |n, v| n + usize::from(v.as_mut().direct))
+                        >= min
+            }
         };
         sum_each(viewers, parallel, send)
     }
@@ -612,6 +623,7 @@ fn put_frame(
     let snap = SnapshotFrame::new(tick, &v.header, body);
     let len = snap.len() as u64;
     let direct = v.out.put_snapshot(snap, metrics);
+    v.direct = direct != 0;
     if direct != 0 {
         metrics.bytes_sent.fetch_add(direct, Relaxed);
         metrics.snapshots_sent.fetch_add(1, Relaxed);

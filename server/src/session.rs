@@ -413,8 +413,6 @@ impl<T: Transport> Session<T> {
         let notified = out.notify.notified();
         tokio::pin!(shutdown, hello, notified);
         loop {
-            // Nothing in hand: the simulation may write snapshots to the socket itself.
-            out.idle();
             // Unbiased: a client whose writes are slow still gets its acks and inputs read.
             tokio::select! {
                 _ = &mut shutdown => return End::shutdown(),
@@ -430,6 +428,9 @@ impl<T: Transport> Session<T> {
                     if let Some(end) = self.flush_outbound().await {
                         return end;
                     }
+                    // Nothing in hand: the simulation may write snapshots to the socket
+                    // itself again (only `flush_outbound` takes from the slot).
+                    out.idle();
                 }
                 inbound = self.t.recv() => {
                     let end = match inbound {
@@ -661,10 +662,7 @@ impl<T: Transport> Session<T> {
                     ack: ack_tick,
                     frames,
                 };
-                let sent = self
-                    .place
-                    .as_ref()
-                    .is_some_and(|p| p.room.input.try_send(msg).is_ok());
+                let sent = self.place.as_ref().is_some_and(|p| p.room.send_input(msg));
                 if !sent {
                     self.sh.metrics.inputs_dropped.fetch_add(1, Relaxed);
                 }
