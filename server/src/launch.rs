@@ -80,7 +80,9 @@ pub fn apply_environment(config: &mut ServerConfig) -> Result<(), LaunchError> {
             .map_err(|_| LaunchError::AgonesPort(port.clone()))?;
         config.rooms.agones_port = Some(parsed);
     }
-    let want = config.max_clients as u64 + 256;
+    // Two descriptors per plain-TCP WebSocket (the connection's, and the simulation's
+    // duplicate for its direct writes, `crate::wire`), and room for listeners and files.
+    let want = 2 * config.max_clients as u64 + 256;
     match tickwire_shared::rlimit::raise_nofile(want) {
         Ok(l) if l.soft < want => tracing::warn!(
             soft = l.soft,

@@ -279,3 +279,50 @@ impl AsyncWrite for WireStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        FrameHeader {
+            opcode,
+            ..FrameHeader::default()
+        }
+        .format(payload.len() as u64, &mut out)
+        .unwrap();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn wire() -> Wire {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None);
+        Wire::new(sock.unwrap())
+    }
+
+    /// A close frame the task writes stops the direct writes; a data frame whose payload
+    /// looks like a close frame's header does not.
+    #[test]
+    fn only_a_real_close_frame_stops_direct_writes() {
+        let close_lookalike = [0x88, 0x02, 0x03, 0xe8];
+        let binary = frame(OpCode::Data(Data::Binary), &close_lookalike);
+        let long = frame(OpCode::Data(Data::Binary), &[0x88; 300]);
+        let pong = frame(OpCode::Control(Control::Pong), b"ping");
+        let close = frame(OpCode::Control(Control::Close), &[0x03, 0xe8]);
+
+        let mut w = wire();
+        w.note_frames(&binary);
+        w.note_frames(&long);
+        w.note_frames(&[pong.clone(), long.clone(), binary.clone()].concat());
+        assert!(w.active(), "data and pong frames leave direct writes on");
+
+        w.note_frames(&[pong.clone(), binary.clone(), close.clone()].concat());
+        assert!(!w.active(), "a close frame behind others stops them");
+
+        let mut w = wire();
+        w.note_frames(&close);
+        assert!(!w.active(), "a close frame alone stops them");
+    }
+}

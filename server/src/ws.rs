@@ -1,8 +1,11 @@
 //! The WebSocket transport: one task per upgraded connection. Binary messages are client
 //! envelopes; everything a session does with them is in [`crate::session`], shared with QUIC.
 //!
-//! The task owns its socket; the simulation only ever touches the connection's
-//! [`crate::room::Outbound`] slot, so a slow or stalled client costs the simulation nothing.
+//! The task owns its socket. The simulation touches only the connection's
+//! [`crate::room::Outbound`]: on plain TCP it writes snapshots to the socket itself, without
+//! blocking, while nothing else is queued for it ([`crate::wire`]), and otherwise leaves them
+//! in the latest-wins slot for the task. A slow or stalled client costs the simulation one
+//! non-blocking `sendmsg` at most per snapshot.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -283,7 +283,7 @@ async fn stalled_sockets_leave_a_reading_client_its_snapshots() {
     let (mut ws, _, _) = welcomed(srv.addr, "reading").await;
     // Let the stalled sockets fill up, then count what the reading client gets.
     sleep(Duration::from_secs(1)).await;
-    while timeout(Duration::from_millis(5), ws.next()).await.is_ok() {}
+    while let Ok(Some(_)) = timeout(Duration::from_millis(5), ws.next()).await {}
     let started = Instant::now();
     let mut snapshots = 0;
     while started.elapsed() < Duration::from_secs(3) {
@@ -304,13 +304,16 @@ async fn stalled_sockets_leave_a_reading_client_its_snapshots() {
         .load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("{snapshots} snapshots in 3 s; {partial} direct writes taken in part");
     assert!(partial > 0, "the stalled sockets never filled");
-    assert!(snapshots >= 80, "{snapshots} of 90 snapshots");
+    // 90 expected; a task spinning on its wake-ups froze both workers (0).
+    assert!(snapshots >= 60, "{snapshots} of 90 snapshots");
     drop(stalled_clients);
     srv.shutdown().await;
 }
 
 /// A client that closes while its socket is full still gets the echo of its close frame,
-/// behind the whole frames already on their way.
+/// behind the whole frames already on their way. (Here the task usually reads the close only
+/// once the client has read its backlog; the unit test in `ws.rs` has the echo queued behind
+/// a full socket for certain.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_closing_with_a_full_socket_gets_its_close_echoed() {
     let srv = TestServer::start(|c| {
