@@ -211,11 +211,13 @@ impl Outbound {
         self.notify.notify_one();
     }
 
-    /// Whether a snapshot waits for the connection: in the slot, in the connection's hands
-    /// (direct write side only: elsewhere nothing marks it), or partly written.
+    /// Whether a snapshot waits for the connection: in the slot, or partly written. (One the
+    /// connection has taken and is writing does not count: counting it deferred budgeted
+    /// clients whose tasks were merely slow to come back to their loop, and delivery fell
+    /// from 0.99 to 0.82-0.93 in a budgeted crowd of 1,000.)
     pub(crate) fn snapshot_pending(&self) -> bool {
         let s = self.lock();
-        s.st.snapshot.is_some() || s.busy || s.wire.queued() != 0
+        s.st.snapshot.is_some() || s.wire.queued() != 0
     }
 
     /// Sends `snap`: straight to the socket when the connection has a direct write side
