@@ -22,16 +22,7 @@ type Ws = WebSocketStream<TcpStream>;
 /// A welcomed WebSocket over a socket with default (autotuned) buffers, like any client's;
 /// returns it with the tick of the first snapshot and when it arrived.
 async fn welcomed(addr: SocketAddr, name: &str) -> (Ws, Tick, Instant) {
-    let socket = TcpSocket::new_v4().unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let url = format!("ws://{addr}/ws");
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
-            .await
-            .unwrap();
-    send(&mut ws, &HelloArgs::new(name).message())
-        .await
-        .unwrap();
+    let mut ws = hello(addr, name, None).await;
     loop {
         let Message::Binary(b) = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap() else {
             continue;
@@ -105,17 +96,7 @@ async fn a_lagging_client_reads_its_backlog_then_the_real_close_code() {
     .await;
     // A small receive buffer, so the backlog fills both kernels' buffers and the server's
     // writes wait.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(srv.addr).await.unwrap();
-    let url = format!("ws://{}/ws", srv.addr);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
-            .await
-            .unwrap();
-    send(&mut ws, &HelloArgs::new("lagging").message())
-        .await
-        .unwrap();
+    let mut ws = stalled(srv.addr, "lagging").await;
     // Stop reading (and acknowledging) for longer than the write timeout.
     sleep(Duration::from_secs(4)).await;
     let mut snapshots = 0;
@@ -154,25 +135,8 @@ async fn snapshots_and_pongs_stay_whole_frames_in_order_on_a_socket_that_fills_u
     use tickwire_shared::receiver::SnapshotReceiver;
     use tickwire_shared::{Quantizer, WorldBounds};
 
-    let srv = TestServer::start(|c| {
-        c.npcs = 500;
-        c.sim.view_radius = 5000.0;
-        c.write_timeout = Duration::from_secs(10);
-        c.sim.ack_timeout_ticks = 30 * 60;
-        c.send_buffer = Some(8 * 1024);
-    })
-    .await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(srv.addr).await.unwrap();
-    let url = format!("ws://{}/ws", srv.addr);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
-            .await
-            .unwrap();
-    send(&mut ws, &HelloArgs::new("slow and chatty").message())
-        .await
-        .unwrap();
+    let srv = filling_server().await;
+    let mut ws = stalled(srv.addr, "slow and chatty").await;
     let mut receiver: Option<SnapshotReceiver> = None;
     let (mut snapshots, mut last_tick, mut pings) = (0u32, 0u32, 0u32);
     let mut last_pong = None;
@@ -247,10 +211,31 @@ async fn snapshots_and_pongs_stay_whole_frames_in_order_on_a_socket_that_fills_u
     srv.shutdown().await;
 }
 
-/// A client with a small receive buffer that stops reading.
+/// A server whose snapshots fill a small socket fast (every one of 500 NPCs in view, an
+/// 8 KiB send buffer), and that closes no one for not reading or acknowledging.
+async fn filling_server() -> TestServer {
+    TestServer::start(|c| {
+        c.npcs = 500;
+        c.sim.view_radius = 5000.0;
+        c.write_timeout = Duration::from_secs(30);
+        c.sim.ack_timeout_ticks = 30 * 60;
+        c.send_buffer = Some(8 * 1024);
+    })
+    .await
+}
+
+/// A client with a small receive buffer, past its `Hello` (it reads only when told to).
 async fn stalled(addr: SocketAddr, name: &str) -> Ws {
+    hello(addr, name, Some(4096)).await
+}
+
+/// A WebSocket that has sent its `Hello`, over a socket with `recv_buffer` bytes of receive
+/// buffer (default: the kernel's, autotuned).
+async fn hello(addr: SocketAddr, name: &str, recv_buffer: Option<u32>) -> Ws {
     let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
     let stream = socket.connect(addr).await.unwrap();
     let url = format!("ws://{addr}/ws");
     let (mut ws, _) =
@@ -268,14 +253,7 @@ async fn stalled(addr: SocketAddr, name: &str) -> Ws {
 /// its wake-ups while it waited would take a worker thread from everyone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_sockets_leave_a_reading_client_its_snapshots() {
-    let srv = TestServer::start(|c| {
-        c.npcs = 500;
-        c.sim.view_radius = 5000.0;
-        c.write_timeout = Duration::from_secs(30);
-        c.sim.ack_timeout_ticks = 30 * 60;
-        c.send_buffer = Some(8 * 1024);
-    })
-    .await;
+    let srv = filling_server().await;
     let mut stalled_clients = Vec::new();
     for i in 0..3 {
         stalled_clients.push(stalled(srv.addr, &format!("stalled {i}")).await);
@@ -316,14 +294,7 @@ async fn stalled_sockets_leave_a_reading_client_its_snapshots() {
 /// a full socket for certain.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_closing_with_a_full_socket_gets_its_close_echoed() {
-    let srv = TestServer::start(|c| {
-        c.npcs = 500;
-        c.sim.view_radius = 5000.0;
-        c.write_timeout = Duration::from_secs(30);
-        c.sim.ack_timeout_ticks = 30 * 60;
-        c.send_buffer = Some(8 * 1024);
-    })
-    .await;
+    let srv = filling_server().await;
     let mut ws = stalled(srv.addr, "closing").await;
     sleep(Duration::from_secs(1)).await;
     ws.close(None).await.unwrap();
