@@ -622,13 +622,7 @@ fn put_frame(
     }
     let snap = SnapshotFrame::new(tick, &v.header, body);
     let len = snap.len() as u64;
-    let direct = v.out.put_snapshot(snap, metrics);
-    v.direct = direct != 0;
-    if direct != 0 {
-        metrics.bytes_sent.fetch_add(direct, Relaxed);
-        metrics.snapshots_sent.fetch_add(1, Relaxed);
-        metrics.snapshots_direct.fetch_add(1, Relaxed);
-    }
+    v.direct = v.out.put_snapshot(snap, metrics);
     len
 }
 

@@ -221,21 +221,29 @@ impl Outbound {
     }
 
     /// Sends `snap`: straight to the socket when the connection has a direct write side
-    /// and nothing in hand or queued, else into the slot, replacing any unsent snapshot
-    /// (latest wins: deltas are against acknowledged baselines, so a skipped snapshot costs
-    /// nothing but its tick). Returns the bytes written directly (0: it went to the slot).
-    pub(crate) fn put_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) -> u64 {
+    /// and nothing in hand or queued (counted as sent here; the connection task counts the
+    /// rest when it writes them), else into the slot, replacing any unsent snapshot (latest
+    /// wins: deltas are against acknowledged baselines, so a skipped snapshot costs nothing
+    /// but its tick). Returns whether it went straight to the socket.
+    pub(crate) fn put_snapshot(&self, snap: SnapshotFrame, metrics: &Metrics) -> bool {
         let mut s = self.lock();
         if !s.busy && !s.holds_anything() {
-            let mut needs_task = false;
-            if let Direct::Sent(n) = s.wire.send(&snap, &mut needs_task) {
+            let (n, partial) = match s.wire.send(&snap) {
+                Direct::Sent(n) => (n, false),
+                Direct::Partial(n) => (n, true),
+                Direct::No => (0, false),
+            };
+            if n != 0 {
                 drop(s);
                 self.set_delivered(snap.tick());
-                if needs_task {
+                metrics.bytes_sent.fetch_add(n, Relaxed);
+                metrics.snapshots_sent.fetch_add(1, Relaxed);
+                metrics.snapshots_direct.fetch_add(1, Relaxed);
+                if partial {
                     metrics.snapshots_direct_partial.fetch_add(1, Relaxed);
                     self.notify.notify_one();
                 }
-                return n;
+                return true;
             }
         }
         let replaced = s.st.snapshot.replace(snap).is_some();
@@ -246,7 +254,7 @@ impl Outbound {
         } else {
             self.notify.notify_one();
         }
-        0
+        false
     }
 }
 

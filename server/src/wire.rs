@@ -68,9 +68,11 @@ pub struct Wire {
 /// What became of a snapshot offered to the socket directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direct {
-    /// Written (the socket took it all, or took part and the rest is queued, with the task
-    /// woken to write it): the bytes of the envelope.
+    /// The socket took it all: the bytes of the envelope.
     Sent(u64),
+    /// The socket took part of it and the rest is queued: the connection task must be woken
+    /// to write it. The bytes of the envelope.
+    Partial(u64),
     /// Not written at all (no direct socket, something queued, or the socket took nothing):
     /// it goes through the slot.
     No,
@@ -128,9 +130,9 @@ impl Wire {
         }
     }
 
-    /// Writes `snap` as one binary frame if nothing is queued. [`Direct::Sent`] with the
-    /// tail queued when the socket took part of it; `needs_task` is then set.
-    pub fn send(&mut self, snap: &SnapshotFrame, needs_task: &mut bool) -> Direct {
+    /// Writes `snap` as one binary frame if nothing is queued; queues the tail when the
+    /// socket takes part of it ([`Direct::Partial`]).
+    pub fn send(&mut self, snap: &SnapshotFrame) -> Direct {
         if self.queued() != 0 {
             return Direct::No;
         }
@@ -164,8 +166,7 @@ impl Wire {
                     skip -= k;
                     self.queue.extend_from_slice(&p[k..]);
                 }
-                *needs_task = true;
-                Direct::Sent(len as u64)
+                Direct::Partial(len as u64)
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                 Direct::No
