@@ -69,6 +69,11 @@ pub struct LoadConfig {
     /// token (player id `bot-INDEX`, any room, valid for the run plus a margin) and sends it
     /// in its `Hello`. `None`: no token (a server with a secret refuses the bots with 4008).
     pub auth: Option<Arc<TokenKey>>,
+    /// Nice value (0-19) of the threads that run the bots: above 0, the bots yield the CPU to
+    /// a server under test on the same machine, so what is measured is the server rather than
+    /// its competition with its own load (see README, "Load testing on one machine"). Only the
+    /// bots' threads change; processes started before or beside them keep theirs.
+    pub nice: i32,
 }
 
 /// Where and how the bots get their seats (`--matchmake URL --kind KIND --room-size N`).
@@ -140,6 +145,7 @@ impl Default for LoadConfig {
             verify_fraction: 1.0,
             matchmake: None,
             auth: None,
+            nice: 0,
         }
     }
 }
@@ -505,7 +511,7 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
             return refuse(&load, &mut progress);
         }
     };
-    let workers = match Workers::start() {
+    let workers = match Workers::start(cfg.nice) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the bots' worker threads");
@@ -561,7 +567,8 @@ struct Workers {
 }
 
 impl Workers {
-    fn start() -> std::io::Result<Workers> {
+    /// One runtime thread per core, each at nice value `nice` (see [`LoadConfig::nice`]).
+    fn start(nice: i32) -> std::io::Result<Workers> {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut w = Workers {
             handles: Vec::with_capacity(n),
@@ -572,14 +579,27 @@ impl Workers {
                 .enable_all()
                 .build()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            w.handles.push(rt.handle().clone());
-            w.stops.push(stop);
+            let handle = rt.handle().clone();
+            let (niced, is_niced) = std::sync::mpsc::sync_channel(1);
             std::thread::Builder::new()
                 .name(format!("bots-{i}"))
                 .spawn(move || {
-                    // Runs until the run drops its `Workers`; leftover tasks are dropped then.
-                    let _ = rt.block_on(stopped);
+                    let r = tickwire_shared::rlimit::set_thread_nice(nice);
+                    let ok = r.is_ok();
+                    let _ = niced.send(r);
+                    if ok {
+                        // Runs until the run drops its `Workers`; leftover tasks are dropped
+                        // then.
+                        let _ = rt.block_on(stopped);
+                    }
                 })?;
+            // A thread that could not take its nice value ends at once: the run is refused
+            // rather than measured at a priority it did not ask for.
+            is_niced
+                .recv()
+                .map_err(|_| std::io::Error::other("a bot thread ended before it started"))??;
+            w.handles.push(handle);
+            w.stops.push(stop);
         }
         Ok(w)
     }
@@ -924,5 +944,25 @@ mod tests {
             let e = parse_verify_fraction(bad).unwrap_err();
             assert!(e.to_string().contains("from 0.0 to 1.0"), "{e}");
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn bot_threads_run_at_their_nice_value_and_this_thread_keeps_its_own() {
+        use tickwire_shared::rlimit::thread_nice;
+        let mine = thread_nice().unwrap();
+        // Nice values stop at 19.
+        let want = (mine + 4).min(19);
+        let w = Workers::start(want).unwrap();
+        for h in &w.handles {
+            let (tx, rx) = std::sync::mpsc::channel();
+            h.spawn(async move {
+                let _ = tx.send(thread_nice().ok());
+            });
+            let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(got, Some(want));
+        }
+        assert_eq!(thread_nice().unwrap(), mine);
+        drop(w);
     }
 }

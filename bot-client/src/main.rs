@@ -85,6 +85,12 @@ struct Cli {
     #[arg(long = "verify", value_name = "FRACTION", default_value_t = 1.0,
           value_parser = parse_fraction)]
     verify: f64,
+    /// Nice value (0-19) of the bots' threads: above 0 they yield the CPU to a server on the
+    /// same machine, so a load test measures the server rather than its competition with the
+    /// bots.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, tickwire_bot_client::FractionError> {
@@ -160,6 +166,7 @@ fn main() -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs_f64(cli.connect_timeout),
         seed: cli.seed,
         verify_fraction: cli.verify,
+        nice: cli.nice,
         matchmake: cli.matchmake.map(|url| MatchmakeConfig {
             url,
             kind: cli.kind,

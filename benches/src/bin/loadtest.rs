@@ -196,6 +196,13 @@ struct Args {
     #[arg(long = "verify", value_name = "FRACTION", default_value_t = 1.0,
           value_parser = parse_fraction)]
     verify: f64,
+    /// Nice value (0-19) of the bots' threads. Above 0 the bots yield the CPU to the server
+    /// under test when both share the machine: the figures are then the server's own, not its
+    /// competition with its load (README, "Load testing on one machine"). The server and
+    /// everything else the harness starts keep their priority.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    bots_nice: i32,
     /// Extra server flags, e.g. --server-arg=--view-radius --server-arg=100.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
@@ -381,6 +388,8 @@ struct Summary {
     server_cpu_s: f64,
     wall_s: f64,
     bots_cpu_s: f64,
+    /// The bots' nice value (`--bots-nice`).
+    bots_nice: i32,
     server_cpu_us_per_client_snapshot: f64,
     server_rss_mb: f64,
     tick_p99_ms: f64,
@@ -543,6 +552,7 @@ fn main() -> anyhow::Result<()> {
         input_hz,
         bind_ips: args.bind_ip.clone(),
         verify_fraction: args.verify,
+        nice: args.bots_nice,
         auth,
         ws_tls,
         ..LoadConfig::default()
@@ -576,7 +586,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "loadtest scenario={} transport={} bots={} verifying={} tick_rate={} input_hz={} npcs={} delivery={:.4} \
          desyncs={} server_cpu_us_per_client_snapshot={:.2} server_rss_mb={:.1} bytes_per_client_s={:.0} \
-         input_latency_p99_ms={:.2} tick_p99_ms={:.2} server_cpu_s={:.1} bots_cpu_s={:.1}",
+         input_latency_p99_ms={:.2} tick_p99_ms={:.2} server_cpu_s={:.1} bots_cpu_s={:.1} bots_nice={}",
         args.scenario().name(),
         transport_name(args.transport),
         args.bots,
@@ -592,7 +602,8 @@ fn main() -> anyhow::Result<()> {
         report.input_latency_ms_p99,
         tick_p99_ms,
         server_cpu_s,
-        bots_cpu_s
+        bots_cpu_s,
+        args.bots_nice
     );
     let json = LoadtestJson {
         loadtest: Summary {
@@ -605,6 +616,7 @@ fn main() -> anyhow::Result<()> {
             server_cpu_s,
             wall_s: wall.as_secs_f64(),
             bots_cpu_s,
+            bots_nice: args.bots_nice,
             server_cpu_us_per_client_snapshot: cpu_us_per_snap,
             server_rss_mb: peak_rss as f64 / 1024.0,
             tick_p99_ms,

@@ -155,6 +155,7 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
         input_hz,
         bind_ips: args.bind_ip.clone(),
         verify_fraction: args.verify,
+        nice: args.bots_nice,
         matchmake: Some(MatchmakeConfig {
             url: format!("http://{}", first.addr),
             kind: "arena".to_owned(),
