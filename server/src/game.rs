@@ -426,7 +426,7 @@ impl Arena {
                 (Some(t), Some(h)) => h.query(t, mid, reach, &mut self.near),
                 _ => {
                     self.hits.clear();
-                    self.grid.query(mid, reach, &self.positions, &mut self.hits);
+                    self.grid.query(mid, reach, &mut self.hits);
                     let (reps, positions) = (&self.reps, &self.positions);
                     self.near.extend(self.hits.iter().filter_map(|&h| {
                         let h = h as usize;
@@ -635,8 +635,7 @@ impl Game for Arena {
                 continue;
             }
             self.hits.clear();
-            self.grid
-                .query(self.positions[p], reach, &self.positions, &mut self.hits);
+            self.grid.query(self.positions[p], reach, &mut self.hits);
             let owner = self.bodies[p].owner;
             let target = self.hits.iter().map(|&h| h as usize).find(|&h| {
                 let r = &self.reps[h];

@@ -18,6 +18,11 @@ pub struct Grid {
     /// `starts[c]..starts[c + 1]` indexes `items` for cell `c`.
     starts: Vec<u32>,
     items: Vec<u32>,
+    /// `item_pos[k]` is the position of `items[k]`: a query scans its cells' positions in
+    /// order instead of looking each item up across the whole positions slice.
+    item_pos: Vec<Vec2>,
+    /// Positions by item, kept from the last rebuild to fill `item_pos`.
+    pos: Vec<Vec2>,
     cell_of: Vec<u32>,
     fill: Vec<u32>,
     /// Per cell, the bounding box of its items' positions (empty cells: +inf..-inf; a cell
@@ -52,6 +57,8 @@ impl Grid {
             ny,
             starts: vec![0; nx * ny + 1],
             items: Vec::new(),
+            item_pos: Vec::new(),
+            pos: Vec::new(),
             cell_of: Vec::new(),
             fill: Vec::new(),
             lo: Vec::new(),
@@ -72,8 +79,10 @@ impl Grid {
     pub fn rebuild(&mut self, positions: impl ExactSizeIterator<Item = Vec2>) {
         let n = positions.len();
         self.cell_of.clear();
+        self.pos.clear();
         self.starts.iter_mut().for_each(|s| *s = 0);
         for p in positions {
+            self.pos.push(p);
             let (x, y) = self.cell_xy(p);
             let c = y * self.nx + x;
             self.cell_of.push(c as u32);
@@ -84,6 +93,8 @@ impl Grid {
         }
         self.items.clear();
         self.items.resize(n, 0);
+        self.item_pos.clear();
+        self.item_pos.resize(n, Vec2::ZERO);
         // Boxes from an earlier rebuild_with_boxes describe other positions.
         self.lo.clear();
         self.hi.clear();
@@ -91,7 +102,9 @@ impl Grid {
         self.fill.clone_from(&self.starts);
         for (i, &c) in self.cell_of.iter().enumerate().rev() {
             self.fill[c as usize + 1] -= 1;
-            self.items[self.fill[c as usize + 1] as usize] = i as u32;
+            let k = self.fill[c as usize + 1] as usize;
+            self.items[k] = i as u32;
+            self.item_pos[k] = self.pos[i];
         }
     }
 
@@ -173,9 +186,9 @@ impl Grid {
         }
     }
 
-    /// Appends to `out` every item within `radius` of `center` (by `positions`, the same slice
-    /// the grid was built from), in no particular order.
-    pub fn query(&self, center: Vec2, radius: f32, positions: &[Vec2], out: &mut Vec<u32>) {
+    /// Appends to `out` every item within `radius` of `center` (by the positions the grid was
+    /// last built from), in no particular order.
+    pub fn query(&self, center: Vec2, radius: f32, out: &mut Vec<u32>) {
         let r2 = radius * radius;
         let (x0, y0) = self.cell_xy(center - Vec2::splat(radius));
         let (x1, y1) = self.cell_xy(center + Vec2::splat(radius));
@@ -185,8 +198,8 @@ impl Grid {
                 self.starts[row + x0] as usize,
                 self.starts[row + x1 + 1] as usize,
             );
-            for &i in &self.items[a..b] {
-                if positions[i as usize].distance_squared(center) <= r2 {
+            for (&i, p) in self.items[a..b].iter().zip(&self.item_pos[a..b]) {
+                if p.distance_squared(center) <= r2 {
                     out.push(i);
                 }
             }
@@ -212,7 +225,7 @@ mod tests {
             g.rebuild(positions.iter().copied());
             let c = Vec2::new(center.0, center.1);
             let mut got = Vec::new();
-            g.query(c, radius, &positions, &mut got);
+            g.query(c, radius, &mut got);
             got.sort_unstable();
             let want: Vec<u32> = (0..positions.len() as u32)
                 .filter(|&i| positions[i as usize].distance_squared(c) <= radius * radius)
@@ -242,7 +255,7 @@ mod tests {
                 if let Some(rect) = g.covered(c, 5.0) {
                     let (mut cells, mut want) = (Vec::new(), Vec::new());
                     g.cells(rect, &mut cells);
-                    g.query(c, 5.0, &positions, &mut want);
+                    g.query(c, 5.0, &mut want);
                     want.sort_unstable();
                     prop_assert_eq!(cells, want);
                 }

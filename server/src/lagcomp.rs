@@ -290,7 +290,7 @@ impl History {
             // An entity that did not teleport is within teleport_distance of where it was at
             // the earlier tick, and one that did is there: a search that much wider finds all.
             let wide = radius + self.cfg.teleport_distance.max(0.0);
-            fa.grid.query(center, wide, &fa.pos, &mut found);
+            fa.grid.query(center, wide, &mut found);
             let r2 = radius * radius;
             for &i in &found {
                 let i = i as usize;

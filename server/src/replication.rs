@@ -836,7 +836,7 @@ fn find_view(v: &mut Viewer, frame: &WorldFrame, grid: &Grid, positions: &[Vec2]
             v.cur = Cur::Covered(rect);
             return;
         }
-        grid.query(center, radius, positions, &mut v.near);
+        grid.query(center, radius, &mut v.near);
         // Entity indices are in id order, so sorting indices sorts the view by id.
         v.near.sort_unstable();
     }
