@@ -104,6 +104,7 @@ pub fn serve(
     make: impl FnOnce(ServerConfig) -> Server,
 ) -> Result<(), LaunchError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.io_threads.max(1))
         .enable_all()
         .build()
         .map_err(LaunchError::Runtime)?;

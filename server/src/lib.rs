@@ -384,6 +384,7 @@ impl Server {
             node_id = %shared.cfg.rooms.node_id,
             ws_url = %shared.cfg.rooms.ws_url,
             room_threads = shared.cfg.rooms.threads,
+            io_threads = shared.cfg.io_threads,
             directory = if shared.cfg.rooms.redis.is_some() { "redis" } else { "local" },
             tls = shared.tls.is_some(),
             "listening (WebSocket at /ws, matchmaking at /matchmake, metrics at /metrics)"
