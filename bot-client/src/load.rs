@@ -500,6 +500,11 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
         progress(&report);
         report
     };
+    if cfg.nice > 0 && cfg.transport == TransportKind::Quic {
+        // QUIC bots run on the caller's runtime (see below), whose priority is not ours to set.
+        tracing::error!("refusing to start the bots: a nice value applies to WebSocket bots only");
+        return refuse(&load, &mut progress);
+    }
     if let Err(e) = check_verify_fraction(cfg.verify_fraction) {
         tracing::error!(error = %e, "refusing to start the bots");
         return refuse(&load, &mut progress);
@@ -515,7 +520,7 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the bots' worker threads");
-            return load.report();
+            return refuse(&load, &mut progress);
         }
     };
     let end = tokio::time::Instant::now() + cfg.duration;

@@ -174,6 +174,9 @@ fn main() -> anyhow::Result<()> {
         }),
         auth,
     };
+    if cfg.nice > 0 && cfg.transport == TransportKind::Quic {
+        bail!("--nice applies to WebSocket bots only: QUIC bots run on the process's runtime");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -207,6 +210,9 @@ fn main() -> anyhow::Result<()> {
             report.desyncs,
             report.decode_errors
         );
+    }
+    if report.connected == 0 && report.bots_requested > 0 {
+        bail!("no bot connected (the log says why)");
     }
     Ok(())
 }

@@ -41,6 +41,14 @@ pub fn raise_nofile(want: u64) -> std::io::Result<NoFile> {
     })
 }
 
+/// The calling thread's kernel id, by the raw system call (`libc::gettid` needs glibc 2.30).
+#[cfg(target_os = "linux")]
+fn this_thread() -> libc::id_t {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    tid as libc::id_t
+}
+
 /// Sets the calling thread's nice value to `nice` (Linux keeps one per thread, and
 /// `setpriority` with the thread's own id changes only that thread; threads it starts later
 /// inherit it). An unprivileged process may only raise it (0 to 19). 0 changes nothing.
@@ -50,11 +58,8 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
     }
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
-        let rc = unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-        };
+        // SAFETY: setpriority only reads its arguments.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, this_thread(), nice) };
         if rc == 0 {
             Ok(())
         } else {
@@ -75,11 +80,11 @@ pub fn thread_nice() -> std::io::Result<i32> {
     #[cfg(target_os = "linux")]
     {
         // getpriority may return -1 as a value: errno tells an error apart.
-        // SAFETY: gettid has no preconditions; getpriority only reads its arguments, and
-        // errno is this thread's own.
+        let tid = this_thread();
+        // SAFETY: getpriority only reads its arguments, and errno is this thread's own.
         let (v, errno) = unsafe {
             *libc::__errno_location() = 0;
-            let v = libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t);
+            let v = libc::getpriority(libc::PRIO_PROCESS, tid);
             (v, *libc::__errno_location())
         };
         if errno == 0 {

@@ -437,6 +437,9 @@ fn main() -> anyhow::Result<()> {
     if args.nodes > 1 && args.scenario() != Scenario::Rooms {
         bail!("--nodes {} needs --scenario rooms", args.nodes);
     }
+    if args.bots_nice > 0 && args.transport == TransportKind::Quic {
+        bail!("--bots-nice applies to WebSocket bots only: QUIC bots run on the harness's runtime");
+    }
     let scenario = args.scenario().defaults();
     let tick_rate = args.tick_rate.unwrap_or(scenario.tick_rate);
     let npcs = args.npcs.unwrap_or(scenario.npcs);
@@ -641,6 +644,9 @@ fn finish(
     }
     if !report.is_clean() {
         bail!("desyncs or decode errors");
+    }
+    if report.connected == 0 && report.bots_requested > 0 {
+        bail!("no bot connected");
     }
     Ok(())
 }

@@ -85,6 +85,8 @@ struct RoomsSummary {
     server_cpu_s: f64,
     wall_s: f64,
     bots_cpu_s: f64,
+    /// The bots' nice value (`--bots-nice`).
+    bots_nice: i32,
     server_cpu_us_per_client_snapshot: f64,
     server_rss_mb: f64,
     tick_p99_ms: f64,
@@ -227,7 +229,7 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
         "loadtest scenario=rooms transport=ws nodes={} bots={} verifying={} room_size={} room_npcs={} \
          rooms={} connected={} matchmake_failures={} connect_failures={} tick_rate={} input_hz={} \
          delivery={:.4} desyncs={} server_cpu_us_per_client_snapshot={:.2} server_rss_mb={:.1} \
-         bytes_per_client_s={:.0} input_latency_p99_ms={:.2} tick_p99_ms={:.2} server_cpu_s={:.1} bots_cpu_s={:.1}",
+         bytes_per_client_s={:.0} input_latency_p99_ms={:.2} tick_p99_ms={:.2} server_cpu_s={:.1} bots_cpu_s={:.1} bots_nice={}",
         args.nodes,
         args.bots,
         report.verifying_bots,
@@ -247,7 +249,8 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
         report.input_latency_ms_p99,
         tick_p99_ms,
         server_cpu_s,
-        bots_cpu_s
+        bots_cpu_s,
+        args.bots_nice
     );
     let json = RoomsJson {
         loadtest: RoomsSummary {
@@ -264,6 +267,7 @@ pub(super) fn rooms(args: &Args, bin: &Path, tick_rate: u32) -> anyhow::Result<(
             server_cpu_s,
             wall_s: wall.as_secs_f64(),
             bots_cpu_s,
+            bots_nice: args.bots_nice,
             server_cpu_us_per_client_snapshot: cpu_us_per_snap,
             server_rss_mb: rss_mb,
             tick_p99_ms,
