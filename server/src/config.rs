@@ -178,6 +178,7 @@ pub struct Cli {
     /// replication writes most snapshots to the sockets itself, the rooms' threads and the
     /// replication pool need cores as much as the runtime does: on 2 vCPUs, 1 thread measured
     /// 0-10% less server CPU per snapshot than 2 (README, "Load testing on one machine").
+    /// With --tls-cert the default is one per core: every write is then the runtime's.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub io_threads: u32,
 
@@ -636,6 +637,7 @@ impl Cli {
                 source,
             })?;
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(ServerConfig {
             rooms,
             listen: self.listen,
@@ -664,9 +666,9 @@ impl Cli {
             max_pending_per_ip: self.max_pending_per_ip,
             input_queue: self.input_queue,
             io_threads: match self.io_threads {
-                0 => std::thread::available_parallelism()
-                    .map_or(1, |n| n.get() / 2)
-                    .max(1),
+                // With TLS every snapshot is encrypted and written on the runtime.
+                0 if tls.is_some() => cores,
+                0 => (cores / 2).max(1),
                 n => n as usize,
             },
             web_root: self.web_root,

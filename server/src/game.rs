@@ -626,7 +626,7 @@ impl Game for Arena {
         let present_beams =
             !self.beams.is_empty() && self.history.as_ref().is_none_or(|h| h.now().is_none());
         if in_flight || present_beams {
-            self.grid.rebuild(self.positions.iter().copied());
+            self.grid.rebuild(&self.positions);
         }
         self.resolve_beams(&rules);
         let reach = rules.body_radius + 0.2;

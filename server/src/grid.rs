@@ -21,8 +21,6 @@ pub struct Grid {
     /// `item_pos[k]` is the position of `items[k]`: a query scans its cells' positions in
     /// order instead of looking each item up across the whole positions slice.
     item_pos: Vec<Vec2>,
-    /// Positions by item, kept from the last rebuild to fill `item_pos`.
-    pos: Vec<Vec2>,
     cell_of: Vec<u32>,
     fill: Vec<u32>,
     /// Per cell, the bounding box of its items' positions (empty cells: +inf..-inf; a cell
@@ -58,7 +56,6 @@ impl Grid {
             starts: vec![0; nx * ny + 1],
             items: Vec::new(),
             item_pos: Vec::new(),
-            pos: Vec::new(),
             cell_of: Vec::new(),
             fill: Vec::new(),
             lo: Vec::new(),
@@ -76,13 +73,11 @@ impl Grid {
     }
 
     /// Re-buckets every position; item `i` is `positions[i]`.
-    pub fn rebuild(&mut self, positions: impl ExactSizeIterator<Item = Vec2>) {
+    pub fn rebuild(&mut self, positions: &[Vec2]) {
         let n = positions.len();
         self.cell_of.clear();
-        self.pos.clear();
         self.starts.iter_mut().for_each(|s| *s = 0);
-        for p in positions {
-            self.pos.push(p);
+        for &p in positions {
             let (x, y) = self.cell_xy(p);
             let c = y * self.nx + x;
             self.cell_of.push(c as u32);
@@ -104,13 +99,13 @@ impl Grid {
             self.fill[c as usize + 1] -= 1;
             let k = self.fill[c as usize + 1] as usize;
             self.items[k] = i as u32;
-            self.item_pos[k] = self.pos[i];
+            self.item_pos[k] = positions[i];
         }
     }
 
     /// As [`Grid::rebuild`], also keeping each cell's bounding box for [`Grid::covered`].
     pub fn rebuild_with_boxes(&mut self, positions: &[Vec2]) {
-        self.rebuild(positions.iter().copied());
+        self.rebuild(positions);
         let cells = self.nx * self.ny;
         if cells > MAX_COVER_CELLS {
             return;
@@ -212,6 +207,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_rebuild_forgets_the_positions_before_it() {
+        let mut g = Grid::new(Vec2::ZERO, Vec2::splat(100.0), 10.0);
+        let many: Vec<Vec2> = (0..50).map(|i| Vec2::new(i as f32 * 2.0, 50.0)).collect();
+        g.rebuild(&many);
+        let mut out = Vec::new();
+        g.query(Vec2::new(50.0, 50.0), 5.0, &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![23, 24, 25, 26, 27]);
+        // Fewer items, moved: nothing of the first build may answer.
+        let few = [
+            Vec2::new(10.0, 10.0),
+            Vec2::new(51.0, 50.0),
+            Vec2::new(90.0, 90.0),
+        ];
+        g.rebuild(&few);
+        out.clear();
+        g.query(Vec2::new(50.0, 50.0), 5.0, &mut out);
+        assert_eq!(out, vec![1]);
+        out.clear();
+        g.query(Vec2::new(10.0, 10.0), 1.0, &mut out);
+        assert_eq!(out, vec![0]);
+    }
+
     proptest! {
         #[test]
         fn query_matches_brute_force(
@@ -222,7 +241,7 @@ mod tests {
         ) {
             let positions: Vec<Vec2> = pts.iter().map(|&(x, y)| Vec2::new(x, y)).collect();
             let mut g = Grid::new(Vec2::splat(-100.0), Vec2::splat(100.0), cell);
-            g.rebuild(positions.iter().copied());
+            g.rebuild(&positions);
             let c = Vec2::new(center.0, center.1);
             let mut got = Vec::new();
             g.query(c, radius, &mut got);

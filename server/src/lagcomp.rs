@@ -283,7 +283,7 @@ impl History {
             && let Some(f) = self.frames.get_mut(slot)
             && !f.grid_built
         {
-            f.grid.rebuild(f.pos.iter().copied());
+            f.grid.rebuild(&f.pos);
             f.grid_built = true;
         }
         if let Some((fa, fb, frac)) = self.bracket(t) {

@@ -699,6 +699,12 @@ mod tests {
         }
         assert_eq!(r.acked(), None, "the acknowledged tick left the ring");
         assert_eq!(r.get(Tick(27)), Some(&2700));
+        assert_eq!(
+            r.get(Tick(29)),
+            Some(&2900),
+            "at its distance from the oldest"
+        );
+        assert_eq!(r.get(Tick(31)), None);
         assert_eq!(r.get(Tick(26)), None);
     }
 
