@@ -15,7 +15,8 @@ pub mod transport;
 
 pub use client::{Client, ClientError, Event, HelloArgs, Trusted};
 pub use load::{
-    FractionError, LoadConfig, MatchmakeConfig, Report, parse_verify_fraction, run, verifies,
+    FractionError, LoadConfig, MatchmakeConfig, NiceError, Report, check_nice,
+    parse_verify_fraction, run, verifies,
 };
 pub use matchmake::{MatchmakeError, MatchmakerUrl, Seat};
 pub use quic::{QuicClient, QuicError, ServerCert};

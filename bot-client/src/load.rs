@@ -110,6 +110,22 @@ pub fn check_verify_fraction(fraction: f64) -> Result<f64, FractionError> {
     }
 }
 
+/// A nice value asked for bots that cannot take it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("a nice value ({0}) applies to WebSocket bots only: QUIC bots run on the caller's runtime")]
+pub struct NiceError(pub i32);
+
+/// `Ok` if bots over `transport` can run at nice value `nice`: WebSocket bots run on threads
+/// of their own, which take it; QUIC bots on the caller's runtime, whose priority is not the
+/// run's to set.
+pub fn check_nice(transport: TransportKind, nice: i32) -> Result<(), NiceError> {
+    if nice > 0 && transport == TransportKind::Quic {
+        Err(NiceError(nice))
+    } else {
+        Ok(())
+    }
+}
+
 /// How many of `bots` verify with `fraction`: `round(bots × fraction)`, but at least one when
 /// `fraction > 0` (and `bots > 0`).
 pub fn verifying_count(bots: usize, fraction: f64) -> usize {
@@ -500,9 +516,8 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(&Report)) -> Report {
         progress(&report);
         report
     };
-    if cfg.nice > 0 && cfg.transport == TransportKind::Quic {
-        // QUIC bots run on the caller's runtime (see below), whose priority is not ours to set.
-        tracing::error!("refusing to start the bots: a nice value applies to WebSocket bots only");
+    if let Err(e) = check_nice(cfg.transport, cfg.nice) {
+        tracing::error!(error = %e, "refusing to start the bots");
         return refuse(&load, &mut progress);
     }
     if let Err(e) = check_verify_fraction(cfg.verify_fraction) {
@@ -938,6 +953,13 @@ mod tests {
         );
         assert_eq!(json["delivery_ratio"], 0.98);
         assert!(json["rtt_ms_p99"].is_null());
+    }
+
+    #[test]
+    fn a_nice_value_is_for_websocket_bots_only() {
+        assert_eq!(check_nice(TransportKind::Ws, 10), Ok(()));
+        assert_eq!(check_nice(TransportKind::Quic, 0), Ok(()));
+        assert_eq!(check_nice(TransportKind::Quic, 10), Err(NiceError(10)));
     }
 
     #[test]

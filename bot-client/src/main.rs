@@ -174,9 +174,7 @@ fn main() -> anyhow::Result<()> {
         }),
         auth,
     };
-    if cfg.nice > 0 && cfg.transport == TransportKind::Quic {
-        bail!("--nice applies to WebSocket bots only: QUIC bots run on the process's runtime");
-    }
+    tickwire_bot_client::check_nice(cfg.transport, cfg.nice).context("--nice")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -177,7 +177,7 @@ pub struct Cli {
     /// replication pass leaves over (0-1024; 0: half the available cores, at least 1). Since
     /// replication writes most snapshots to the sockets itself, the rooms' threads and the
     /// replication pool need cores as much as the runtime does: on 2 vCPUs, 1 thread measured
-    /// 0-10% less server CPU per snapshot than 2 (README, "Load testing on one machine").
+    /// 2-8% less server CPU per snapshot than 2 (README, "Load testing on one machine").
     /// With --tls-cert the default is one per core: every write is then the runtime's.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub io_threads: u32,
@@ -637,7 +637,7 @@ impl Cli {
                 source,
             })?;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = available_cores();
         Ok(ServerConfig {
             rooms,
             listen: self.listen,
@@ -666,9 +666,7 @@ impl Cli {
             max_pending_per_ip: self.max_pending_per_ip,
             input_queue: self.input_queue,
             io_threads: match self.io_threads {
-                // With TLS every snapshot is encrypted and written on the runtime.
-                0 if tls.is_some() => cores,
-                0 => (cores / 2).max(1),
+                0 => default_io_threads(cores, tls.is_some()),
                 n => n as usize,
             },
             web_root: self.web_root,
@@ -784,6 +782,21 @@ impl Cli {
     }
 }
 
+/// The cores this process may run on (1 if unknown).
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--io-threads 0`: half the cores, at least 1, since replication writes most snapshots
+/// itself; one per core with TLS, where every snapshot is encrypted and written on the runtime.
+fn default_io_threads(cores: usize, tls: bool) -> usize {
+    if tls {
+        cores.max(1)
+    } else {
+        (cores / 2).max(1)
+    }
+}
+
 impl ServerConfig {
     /// The rules of the arena rooms this server makes: the defaults, with the configured
     /// lag compensation.
@@ -842,8 +855,14 @@ mod tests {
 
     #[test]
     fn io_threads_default_to_half_the_cores() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(ServerConfig::defaults().io_threads, (cores / 2).max(1));
+        for (cores, plain, tls) in [(1, 1, 1), (2, 1, 2), (3, 1, 3), (16, 8, 16)] {
+            assert_eq!(default_io_threads(cores, false), plain, "{cores} cores");
+            assert_eq!(default_io_threads(cores, true), tls, "{cores} cores, TLS");
+        }
+        assert_eq!(
+            ServerConfig::defaults().io_threads,
+            default_io_threads(available_cores(), false)
+        );
         let cli = Cli::try_parse_from(["s", "--io-threads", "3"]).unwrap();
         assert_eq!(cli.into_config().unwrap().io_threads, 3);
         assert!(Cli::try_parse_from(["s", "--io-threads", "1025"]).is_err());

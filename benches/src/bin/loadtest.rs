@@ -437,9 +437,7 @@ fn main() -> anyhow::Result<()> {
     if args.nodes > 1 && args.scenario() != Scenario::Rooms {
         bail!("--nodes {} needs --scenario rooms", args.nodes);
     }
-    if args.bots_nice > 0 && args.transport == TransportKind::Quic {
-        bail!("--bots-nice applies to WebSocket bots only: QUIC bots run on the harness's runtime");
-    }
+    tickwire_bot_client::check_nice(args.transport, args.bots_nice).context("--bots-nice")?;
     let scenario = args.scenario().defaults();
     let tick_rate = args.tick_rate.unwrap_or(scenario.tick_rate);
     let npcs = args.npcs.unwrap_or(scenario.npcs);
