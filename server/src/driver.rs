@@ -78,6 +78,7 @@ impl RoomHandle {
 trait Steppable: Send {
     fn control(&mut self, c: Control);
     fn input(&mut self, m: InputMsg);
+    fn read_inputs(&mut self);
     fn tick(&mut self) -> u64;
     fn current_tick(&self) -> u32;
     fn locked(&self) -> bool;
@@ -91,6 +92,9 @@ impl<G: Game> Steppable for Room<G> {
     }
     fn input(&mut self, m: InputMsg) {
         Room::input(self, m)
+    }
+    fn read_inputs(&mut self) {
+        Room::read_inputs(self)
     }
     fn tick(&mut self) -> u64 {
         Room::tick(self)
@@ -322,7 +326,9 @@ fn step(s: &mut Slot, metrics: &Metrics, st: &mut Status) {
     for c in s.control.try_iter() {
         s.room.control(c);
     }
-    // Bounded per tick, so an input flood cannot stall the tick.
+    // The sockets the simulation reads itself, then the connection tasks' inputs. Both are
+    // bounded per tick, so an input flood cannot stall the tick.
+    s.room.read_inputs();
     for m in s.input.try_iter().take(s.room.max_inputs_per_tick()) {
         s.room.input(m);
     }

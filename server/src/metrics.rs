@@ -158,6 +158,8 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// Client messages decoded.
     pub inbound_messages: AtomicU64,
+    /// Of those, inputs the simulation read from a socket itself ([`crate::wire`]).
+    pub inbound_direct: AtomicU64,
     /// Snapshots replaced in a slot before the socket took them.
     pub snapshots_superseded: AtomicU64,
     /// Budgeted snapshots not encoded, because the socket had not yet taken the one before.
@@ -225,7 +227,7 @@ impl Metrics {
 /// The unlabelled counters, in exposition order: the name without `_total` (the encoder
 /// appends it to counters), the help, and the atomic behind it.
 type CounterField = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
-const COUNTERS: [CounterField; 17] = [
+const COUNTERS: [CounterField; 18] = [
     ("tickwire_ticks", "Simulation ticks run.", |m| &m.ticks),
     (
         "tickwire_tick_overruns",
@@ -271,6 +273,11 @@ const COUNTERS: [CounterField; 17] = [
         "tickwire_inbound_messages",
         "Client messages decoded.",
         |m| &m.inbound_messages,
+    ),
+    (
+        "tickwire_inbound_direct",
+        "Input messages the simulation read from a plain-TCP WebSocket itself, without waking its connection task.",
+        |m| &m.inbound_direct,
     ),
     (
         "tickwire_inputs_dropped",

@@ -27,7 +27,7 @@ use crate::config::SimConfig;
 use crate::game::{Game, PlayerInfo};
 use crate::metrics::Metrics;
 use crate::replication::{Replicator, SnapshotFrame, Viewer};
-use crate::wire::{Direct, Wire};
+use crate::wire::{Direct, DirectInputs, MAX_READ_BUFFER, Wire};
 
 /// What a connection task asks of the simulation; never dropped (unbounded, but bounded in
 /// practice by the number of connections).
@@ -186,6 +186,26 @@ impl Outbound {
         self.lock().wire.queued()
     }
 
+    /// The client has joined: on a plain-TCP WebSocket the simulation reads its inputs from
+    /// now on ([`Wire::start_reads`]). Returns whether it does.
+    pub(crate) fn start_reads(&self, tick_rate: u32) -> bool {
+        self.lock().wire.start_reads(tick_rate)
+    }
+
+    /// The simulation's read of this connection for one tick ([`Wire::read_inputs`]).
+    pub(crate) fn read_inputs(
+        &self,
+        now: tokio::time::Instant,
+        scratch: &mut [u8],
+        msg: &mut Vec<u8>,
+        inputs: &mut DirectInputs,
+    ) {
+        let waker = self.lock().wire.read_inputs(now, scratch, msg, inputs);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// Runs one write of the connection task on the direct write side, under the lock. (What
     /// it leaves queued is the task's own to flush: tungstenite flushes after every message
     /// it sends, and again on its next read after a pong or close it wrote while reading.)
@@ -321,6 +341,9 @@ pub struct Room<G: Game> {
     replicator: Replicator,
     hasher: RandomState,
     tick: u32,
+    /// Scratch of the direct reads ([`Room::read_inputs`]): the socket read, one unmasked
+    /// message, and the inputs of one client.
+    read: (Vec<u8>, Vec<u8>, DirectInputs),
 }
 
 impl<G: Game> std::fmt::Debug for Room<G> {
@@ -356,6 +379,7 @@ impl<G: Game> Room<G> {
             replicator,
             hasher: RandomState::new(),
             tick: 0,
+            read: (Vec::new(), Vec::new(), Vec::new()),
         })
     }
 
@@ -525,24 +549,54 @@ impl<G: Game> Room<G> {
     /// Every valid ack is a sign of life (it resets the ack timeout), whether or not the tick
     /// is still in the baseline ring; one older than the ring gives no baseline (full
     /// snapshots follow) and starts the `max_behind` clock, which an ack in the ring stops.
-    pub fn input(&mut self, mut m: InputMsg) {
+    pub fn input(&mut self, m: InputMsg) {
         let Some(&i) = self.index.get(&m.client) else {
             return;
         };
+        self.input_at(i, m.ack, m.frames);
+    }
+
+    /// Reads every client whose socket the simulation reads itself (plain-TCP WebSockets
+    /// after the join, [`crate::wire`]) and handles the `Input` messages found, as
+    /// [`Room::input`] does those of the input channel. Never blocks: a non-blocking `recv`
+    /// per client at most.
+    pub fn read_inputs(&mut self) {
+        let now = tokio::time::Instant::now();
+        let (mut scratch, mut msg, mut inputs) = std::mem::take(&mut self.read);
+        scratch.resize(MAX_READ_BUFFER, 0);
+        for i in 0..self.clients.len() {
+            self.clients[i]
+                .v
+                .out
+                .read_inputs(now, &mut scratch, &mut msg, &mut inputs);
+            if inputs.is_empty() {
+                continue;
+            }
+            let n = inputs.len() as u64;
+            self.metrics.inbound_messages.fetch_add(n, Relaxed);
+            self.metrics.inbound_direct.fetch_add(n, Relaxed);
+            for (ack, frames) in inputs.drain(..) {
+                self.input_at(i, ack, frames);
+            }
+        }
+        self.read = (scratch, msg, inputs);
+    }
+
+    fn input_at(&mut self, i: usize, ack: Tick, mut frames: Vec<InputFrame>) {
         let c = &mut self.clients[i];
-        if m.ack.0 != 0 {
-            let outcome = c.v.on_ack(m.ack);
+        if ack.0 != 0 {
+            let outcome = c.v.on_ack(ack);
             let sent = match outcome {
                 AckOutcome::Accepted => true,
                 // Older than the ring: a snapshot tick since the join (sent, or superseded or
                 // deferred under load: a sign of life either way, not a forged tick).
                 AckOutcome::Expired => {
-                    m.ack.0 > c.joined_at && m.ack.0.is_multiple_of(self.cfg.snapshot_every)
+                    ack.0 > c.joined_at && ack.0.is_multiple_of(self.cfg.snapshot_every)
                 }
                 AckOutcome::Old | AckOutcome::NeverSent => false,
             };
-            if sent && m.ack > c.last_ack {
-                c.last_ack = m.ack;
+            if sent && ack > c.last_ack {
+                c.last_ack = ack;
                 c.acked_at = self.tick;
                 if outcome == AckOutcome::Accepted {
                     c.behind_since = None;
@@ -559,9 +613,9 @@ impl<G: Game> Room<G> {
             c.frames_tick = self.tick;
             c.frames_applied = 0;
         }
-        m.frames.sort_unstable_by_key(|f| f.seq);
-        m.frames.dedup_by_key(|f| f.seq);
-        let new = &m.frames[m.frames.partition_point(|f| f.seq <= c.v.last_input)..];
+        frames.sort_unstable_by_key(|f| f.seq);
+        frames.dedup_by_key(|f| f.seq);
+        let new = &frames[frames.partition_point(|f| f.seq <= c.v.last_input)..];
         // What waited is superseded by a message whose newest frame is at least as new (a
         // reordered or repeated datagram with older frames supersedes nothing).
         let newest_waiting = c.deferred[..usize::from(c.deferred_len)]

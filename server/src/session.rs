@@ -255,7 +255,7 @@ struct Session<T> {
 /// arrive in one burst stays well under that: a 5 s stall at 30 inputs a second is 150
 /// messages, of which the burst lets 32 through.
 #[derive(Debug)]
-struct RateLimit {
+pub(crate) struct RateLimit {
     tokens: f64,
     per_sec: f64,
     burst: f64,
@@ -272,7 +272,7 @@ pub(crate) const FLOOD_FACTOR: f64 = 4.0;
 
 /// What the budget says about one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Budget {
+pub(crate) enum Budget {
     /// Within budget: handle it.
     Take,
     /// Over budget: drop it (and count it).
@@ -282,7 +282,7 @@ enum Budget {
 }
 
 impl RateLimit {
-    fn new(tick_rate: u32, now: Instant) -> Self {
+    pub(crate) fn new(tick_rate: u32, now: Instant) -> Self {
         let per_sec = 2.0 * f64::from(tick_rate) + 10.0;
         let burst = 32.0;
         Self {
@@ -297,7 +297,7 @@ impl RateLimit {
     }
 
     /// Takes one token if there is one.
-    fn take(&mut self, now: Instant) -> Budget {
+    pub(crate) fn take(&mut self, now: Instant) -> Budget {
         let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.last = now;
@@ -646,6 +646,11 @@ impl<T: Transport> Session<T> {
                 }
                 self.place = Some(place);
                 self.joined = true;
+                // tungstenite has returned the Hello and holds nothing after it: on plain TCP
+                // the simulation reads the client's inputs from here on (`crate::wire`).
+                if self.sh.cfg.direct_reads {
+                    self.out.start_reads(self.sh.cfg.sim.tick_rate);
+                }
                 None
             }
             ClientMessage::Input { ack_tick, frames } => {

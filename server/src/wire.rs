@@ -21,19 +21,45 @@
 //!
 //! So the bytes on the wire are the same frames, in the same order, as tungstenite would have
 //! written. TLS connections (which need the TLS stream's state) and QUIC keep the task path.
+//!
+//! The read side works the same way once a client has joined ([`Wire::start_reads`]): the
+//! simulation reads the socket itself, once a tick, and applies the `Input` messages it finds
+//! (nearly all a client sends), so an input costs one `recv` on the simulation thread instead
+//! of an epoll wake-up, a task poll, two reads and a channel hop. While it does, the socket's
+//! receive low-water mark is raised ([`READ_LOWAT`]), so the kernel does not report it readable
+//! and the runtime is not woken for each input. Everything else stays the task's:
+//! - every other frame (WebSocket control frames, any other message, anything that does not
+//!   decode) the simulation hands to the task whole, in order ([`Reader::Frame`]), and reads on
+//!   after it: tungstenite and the session handle it exactly as before (a `Ping` is answered,
+//!   a bad message closed with its code);
+//! - the socket's end, an error, a fragmented or oversized frame, or more messages than the
+//!   session's rate limit allows, hand reading back to the task for good ([`Reader::Task`]),
+//!   with the low-water mark back at 1: what follows is read, rate-limited and closed as on
+//!   any other connection.
+//!
+//! The task reads through one buffer with the simulation, and hands tungstenite at most one
+//! frame per read ([`WireStream`]): so when tungstenite has returned a message it holds no
+//! byte of the next one, and the simulation can take over reading at that point without
+//! reordering anything.
 
-use std::io::{self, Cursor, ErrorKind, IoSlice};
+use std::io::{self, Cursor, ErrorKind, IoSlice, Read};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
+use tickwire_shared::codec::decode_client;
+use tickwire_shared::{ClientMessage, InputFrame, Tick};
+use tokio::time::Instant;
+
 use crate::replication::SnapshotFrame;
 use crate::room::Outbound;
+use crate::session::{Budget, RateLimit};
+use crate::ws::MAX_WS_MESSAGE;
 
 /// Most bytes queued for a socket that does not take them (tungstenite's cap before).
 pub const MAX_QUEUED: usize = 256 * 1024;
@@ -43,6 +69,32 @@ const KEEP_QUEUE_CAPACITY: usize = 16 * 1024;
 
 /// The largest WebSocket frame header a server writes (no mask): 2 bytes and a 64-bit length.
 const MAX_FRAME_HEADER: usize = 10;
+
+/// Most bytes read from a socket and not yet consumed: a whole message of the largest size
+/// with its header, and more. A client that sends faster than the simulation reads fills its
+/// own socket buffers, not the server's memory.
+pub const MAX_READ_BUFFER: usize = 2 * MAX_WS_MESSAGE;
+
+/// The receive low-water mark while the simulation reads: far above what a client sends in a
+/// tick, so the socket is not reported readable (and the runtime not woken) for its inputs.
+pub const READ_LOWAT: i32 = 64 * 1024;
+
+/// Bytes the connection task reads from the socket at a time.
+const TASK_READ_CHUNK: usize = 1024;
+
+/// A read buffer larger than this is freed once it is empty (the task's reads leave one of
+/// [`TASK_READ_CHUNK`]; 2,000 of them were 2 MB).
+const KEEP_READ_CAPACITY: usize = 256;
+
+/// Who reads next, after the simulation's read of a tick.
+enum Next {
+    /// The simulation, next tick.
+    Sim,
+    /// The task, the frame at the front.
+    Frame,
+    /// The task, for good.
+    Task,
+}
 
 /// `MSG_NOSIGNAL`: a write to a socket the peer has reset fails with `EPIPE` instead of
 /// raising `SIGPIPE` (Rust's runtime ignores `SIGPIPE`, but a host process might not).
@@ -63,7 +115,77 @@ pub struct Wire {
     /// Whole frames, or the tail of one, accepted but not yet written, from `off`.
     queue: Vec<u8>,
     off: usize,
+    /// Bytes read from the socket and not yet consumed, from `rpos`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// Bytes of the frame being handed to tungstenite that it has not been given yet (0: the
+    /// next byte starts a frame).
+    frame_left: u64,
+    reader: Reader,
+    /// The task's read, waiting while the simulation reads.
+    waker: Option<Waker>,
+    /// The rate limit of the messages the simulation reads (the task's own limit counts the
+    /// rest): the session's, per path.
+    budget: Option<RateLimit>,
 }
+
+/// Who reads the socket.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The connection task, through tungstenite: before the join, and for good once the
+    /// simulation has handed reading back.
+    #[default]
+    Task,
+    /// The simulation, once a tick ([`Wire::read_inputs`]); the task's reads wait.
+    Sim,
+    /// The task, for the one whole frame at the front of the buffer; then the simulation.
+    Frame,
+}
+
+/// The length of the frame at the start of `bytes`, header included, if its header is all
+/// there (tungstenite's parser; a header it refuses counts as all of `bytes`, for tungstenite
+/// to refuse again).
+fn frame_len(bytes: &[u8]) -> Option<u64> {
+    let mut c = Cursor::new(bytes);
+    match FrameHeader::parse(&mut c) {
+        Ok(Some((_, len))) => Some(c.position().saturating_add(len)),
+        Ok(None) => None,
+        Err(_) => Some(bytes.len() as u64),
+    }
+}
+
+/// Sets the socket's receive low-water mark (`SO_RCVLOWAT`).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn set_rcvlowat(sock: &socket2::Socket, bytes: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, and a pointer to an int of the size passed, which the call
+    // only reads.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&bytes).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the simulation does not read sockets: the task keeps reading.
+#[cfg(not(target_os = "linux"))]
+fn set_rcvlowat(_: &socket2::Socket, _: i32) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// What the simulation found on a socket this tick: `Input` messages as (ack, frames), oldest
+/// first, into a caller's list.
+pub type DirectInputs = Vec<(Tick, Vec<InputFrame>)>;
 
 /// What became of a snapshot offered to the socket directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +219,233 @@ impl Wire {
         self.sock.is_some()
     }
 
-    /// The simulation may not write any more (the session ended).
+    /// The simulation may not write any more (the session ended); reading is the task's.
     pub fn stop(&mut self) {
+        if self.reader != Reader::Task {
+            drop(self.hand_back());
+        }
         self.sock = None;
+    }
+
+    /// The client has joined and tungstenite holds no byte after the message it returned
+    /// last: the simulation reads from now on ([`Wire::read_inputs`]), with the session's rate
+    /// limit for `tick_rate`. Returns whether it does (not without a direct socket, after
+    /// reading was handed back, or if the low-water mark cannot be set).
+    pub fn start_reads(&mut self, tick_rate: u32) -> bool {
+        if self.reader != Reader::Task || self.budget.is_some() || self.frame_left != 0 {
+            return self.reader != Reader::Task;
+        }
+        let Some(sock) = &self.sock else {
+            return false;
+        };
+        if set_rcvlowat(sock, READ_LOWAT).is_err() {
+            return false;
+        }
+        if self.rpos == self.rbuf.len() {
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+        }
+        self.reader = Reader::Sim;
+        self.budget = Some(RateLimit::new(tick_rate, Instant::now()));
+        true
+    }
+
+    /// Reading is the task's for good: the low-water mark goes back to 1, so the runtime
+    /// hears of what is waiting. Returns the task's waker, to wake once the lock is let go.
+    fn hand_back(&mut self) -> Option<Waker> {
+        self.reader = Reader::Task;
+        if let Some(sock) = &self.sock
+            && set_rcvlowat(sock, 1).is_err()
+        {
+            // The task would not hear of data that is already there: the socket is unusable.
+            self.sock = None;
+        }
+        self.waker.take()
+    }
+
+    /// The frame at the front of the buffer is the task's, then reading is the simulation's
+    /// again.
+    fn hand_frame(&mut self) -> Option<Waker> {
+        self.reader = Reader::Frame;
+        self.frame_left = 0;
+        self.waker.take()
+    }
+
+    /// The simulation's read of one tick: what the socket has (up to [`MAX_READ_BUFFER`]
+    /// waiting), then every whole `Input` message at the front, into `inputs`, until a frame
+    /// that is the task's. `scratch` is the caller's read buffer (parsed in place: only the
+    /// part of a message that has not all arrived yet is kept per connection), `msg` its
+    /// buffer for an unmasked payload. Returns the task's waker if it has something to do now.
+    pub fn read_inputs(
+        &mut self,
+        now: Instant,
+        scratch: &mut [u8],
+        msg: &mut Vec<u8>,
+        inputs: &mut DirectInputs,
+    ) -> Option<Waker> {
+        if self.reader != Reader::Sim {
+            return None;
+        }
+        let Some(sock) = &self.sock else {
+            return self.hand_back();
+        };
+        let want = MAX_READ_BUFFER
+            .saturating_sub(self.rbuf.len() - self.rpos)
+            .min(scratch.len());
+        let mut n = 0;
+        if want != 0 {
+            let mut s: &socket2::Socket = sock;
+            match s.read(&mut scratch[..want]) {
+                // The peer's end, or the socket's error: the task reads it (again) and ends.
+                Ok(0) => return self.hand_back(),
+                Ok(k) => n = k,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(_) => return self.hand_back(),
+            }
+        }
+        let (next, used) = if self.rpos == self.rbuf.len() {
+            // The usual case: nothing left over from the last tick.
+            self.rbuf.clear();
+            self.rpos = 0;
+            let data = &scratch[..n];
+            let (next, used) = self.take_inputs(data, now, msg, inputs);
+            self.rbuf.extend_from_slice(&data[used..]);
+            (next, 0)
+        } else {
+            self.rbuf.extend_from_slice(&scratch[..n]);
+            let data = std::mem::take(&mut self.rbuf);
+            let r = self.take_inputs(&data[self.rpos..], now, msg, inputs);
+            self.rbuf = data;
+            r
+        };
+        self.rpos += used;
+        if self.rpos == self.rbuf.len() && self.rbuf.capacity() > KEEP_READ_CAPACITY {
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+        }
+        match next {
+            Next::Sim => None,
+            // More than a message's worth behind the task's frame: a client flooding with
+            // pings or other messages the task handles one a tick. Its session's limit
+            // judges them all, from this one on.
+            Next::Frame if self.rbuf.len() - self.rpos > MAX_WS_MESSAGE => self.hand_back(),
+            Next::Frame => self.hand_frame(),
+            Next::Task => self.hand_back(),
+        }
+    }
+
+    /// The `Input` messages at the front of `data`, while the rate limit lets them through:
+    /// returns who reads next, and the bytes taken.
+    fn take_inputs(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        msg: &mut Vec<u8>,
+        inputs: &mut DirectInputs,
+    ) -> (Next, usize) {
+        let mut used = 0;
+        loop {
+            let rest = &data[used..];
+            let mut c = Cursor::new(rest);
+            let (h, len) = match FrameHeader::parse(&mut c) {
+                Ok(Some(f)) => f,
+                Ok(None) => return (Next::Sim, used),
+                Err(_) => return (Next::Task, used),
+            };
+            let start = c.position() as usize;
+            if len > MAX_WS_MESSAGE as u64 || !h.is_final && h.opcode == OpCode::Data(Data::Binary)
+            {
+                // Oversized or fragmented: tungstenite's to judge, from here on.
+                return (Next::Task, used);
+            }
+            let end = start + len as usize;
+            if rest.len() < end {
+                return (Next::Sim, used);
+            }
+            let input = h.is_final
+                && !(h.rsv1 || h.rsv2 || h.rsv3)
+                && h.opcode == OpCode::Data(Data::Binary);
+            let Some(mask) = h.mask.filter(|_| input) else {
+                return (Next::Frame, used);
+            };
+            msg.clear();
+            msg.extend(
+                rest[start..end]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ mask[i & 3]),
+            );
+            let Ok(ClientMessage::Input { ack_tick, frames }) = decode_client(msg) else {
+                // Another message, or none: the session's, as if it had read it itself.
+                return (Next::Frame, used);
+            };
+            match self.budget.as_mut().map(|b| b.take(now)) {
+                Some(Budget::Take) => {}
+                // Over the rate: the session's limit drops and closes, from this message on.
+                _ => return (Next::Task, used),
+            }
+            inputs.push((ack_tick, frames));
+            used += end;
+        }
+    }
+
+    /// The task's read: at most the rest of one frame from the buffer, reading the socket
+    /// when the buffer has not got the frame's header yet. Waits while the simulation reads.
+    fn poll_task_read(
+        &mut self,
+        tcp: &mut TcpStream,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.reader == Reader::Sim {
+                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            let avail = &self.rbuf[self.rpos..];
+            if self.frame_left == 0 && !avail.is_empty() {
+                self.frame_left = frame_len(avail).unwrap_or(0);
+            }
+            if self.frame_left != 0 && !avail.is_empty() {
+                let k = (avail.len() as u64)
+                    .min(self.frame_left)
+                    .min(buf.remaining() as u64) as usize;
+                buf.put_slice(&avail[..k]);
+                self.rpos += k;
+                self.frame_left -= k as u64;
+                if self.rpos == self.rbuf.len() {
+                    self.rbuf.clear();
+                    self.rpos = 0;
+                }
+                if self.frame_left == 0 && self.reader == Reader::Frame {
+                    self.reader = Reader::Sim;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if self.reader == Reader::Frame {
+                // The simulation hands over whole frames only; should one not be, the task
+                // reads on by itself rather than wait for bytes no one will fetch.
+                drop(self.hand_back());
+            }
+            let mut chunk = [0u8; TASK_READ_CHUNK];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut *tcp).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    // The end (a partial header left behind is tungstenite's to complain of).
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Ok(())) => {
+                    if self.rpos == self.rbuf.len() {
+                        self.rbuf.clear();
+                        self.rpos = 0;
+                    }
+                    self.rbuf.extend_from_slice(rb.filled());
+                }
+                other => return other,
+            }
+        }
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -193,12 +539,19 @@ pub struct WireStream {
 
 impl WireStream {
     /// Wraps `tcp`, installing a duplicate of its socket in `out` for the simulation.
-    pub fn new(tcp: TcpStream, out: Arc<Outbound>) -> WireStream {
-        match socket2::SockRef::from(&tcp).try_clone() {
-            Ok(sock) => out.install_wire(Wire::new(sock)),
-            // Out of descriptors: this connection keeps the task path only.
-            Err(e) => tracing::debug!(error = %e, "no direct write path"),
-        }
+    /// `read` is what was read from the socket already (the HTTP upgrade's leftover): it is
+    /// read first.
+    pub fn new(tcp: TcpStream, out: Arc<Outbound>, read: Vec<u8>) -> WireStream {
+        let mut wire = match socket2::SockRef::from(&tcp).try_clone() {
+            Ok(sock) => Wire::new(sock),
+            Err(e) => {
+                // Out of descriptors: this connection keeps the task path only.
+                tracing::debug!(error = %e, "no direct write path");
+                Wire::default()
+            }
+        };
+        wire.rbuf = read;
+        out.install_wire(wire);
         WireStream { tcp, out }
     }
 }
@@ -212,11 +565,13 @@ impl Drop for WireStream {
 
 impl AsyncRead for WireStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let this = self.get_mut();
+        let tcp = &mut this.tcp;
+        this.out.with_wire(|w| w.poll_task_read(tcp, cx, buf))
     }
 }
 
@@ -325,5 +680,178 @@ mod tests {
         let mut w = wire();
         w.note_frames(&close);
         assert!(!w.active(), "a close frame alone stops them");
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use futures_util::SinkExt;
+    use tickwire_shared::codec::encode_client;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::WebSocketStream;
+    use tungstenite::Message;
+    use tungstenite::protocol::Role;
+
+    /// A server-side stream with its direct side, and a WebSocket client on the other end.
+    async fn pair() -> (WireStream, Arc<Outbound>, WebSocketStream<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let out = Arc::new(Outbound::default());
+        let stream = WireStream::new(accepted.unwrap().0, out.clone(), Vec::new());
+        let ws = WebSocketStream::from_raw_socket(client.unwrap(), Role::Client, None).await;
+        (stream, out, ws)
+    }
+
+    fn input(ack: u32) -> Message {
+        let mut b = Vec::new();
+        let msg = ClientMessage::Input {
+            ack_tick: Tick(ack),
+            frames: Vec::new(),
+        };
+        encode_client(&msg, &mut b).unwrap();
+        Message::Binary(b.into())
+    }
+
+    /// The simulation's reads until one finds something (or 2 s pass), as the ticks would.
+    async fn read_some(out: &Outbound) -> Vec<u32> {
+        let (mut scratch, mut msg, mut inputs) = (vec![0; MAX_READ_BUFFER], Vec::new(), Vec::new());
+        for _ in 0..200 {
+            out.read_inputs(Instant::now(), &mut scratch, &mut msg, &mut inputs);
+            if !inputs.is_empty() || reader(out) != Reader::Sim {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        inputs.iter().map(|(t, _)| t.0).collect()
+    }
+
+    fn reader(out: &Outbound) -> Reader {
+        out.with_wire(|w| w.reader)
+    }
+
+    /// Before the simulation reads, the task gets one frame per read however the bytes
+    /// arrived, so tungstenite never holds a byte of the next message.
+    #[tokio::test]
+    async fn the_task_is_handed_one_frame_at_a_time() {
+        let (mut stream, _out, mut ws) = pair().await;
+        let a = input(1);
+        let b = Message::Ping(vec![9; 100].into());
+        ws.feed(a.clone()).await.unwrap();
+        ws.feed(b).await.unwrap();
+        ws.flush().await.unwrap();
+        let mut buf = [0u8; 4096];
+        // A client frame: 2 header bytes and a 4-byte mask before the payload.
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(n, 6 + a.len());
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(n, 6 + 100);
+    }
+
+    /// Once the client has joined, the simulation takes the inputs; a frame of another kind
+    /// goes to the task whole and in order, and the simulation reads on after it.
+    #[tokio::test]
+    async fn the_simulation_takes_inputs_and_hands_the_task_the_rest() {
+        let (mut stream, out, mut ws) = pair().await;
+        assert!(out.start_reads(30));
+        assert_eq!(reader(&out), Reader::Sim);
+        for m in [
+            input(3),
+            input(4),
+            Message::Ping(vec![1, 2, 3].into()),
+            input(5),
+        ] {
+            ws.feed(m).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        assert_eq!(read_some(&out).await, vec![3, 4]);
+        assert_eq!(reader(&out), Reader::Frame, "the ping is the task's");
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..2], &[0x89, 0x83], "a masked ping of 3 bytes, alone");
+        assert_eq!(n, 6 + 3);
+        assert_eq!(reader(&out), Reader::Sim);
+        assert_eq!(read_some(&out).await, vec![5]);
+    }
+
+    /// While the simulation reads, the task's read waits, and is woken when a frame is its.
+    #[tokio::test]
+    async fn the_task_waits_while_the_simulation_reads() {
+        let (mut stream, out, mut ws) = pair().await;
+        assert!(out.start_reads(30));
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let n = stream.read(&mut buf).await.unwrap();
+            (n, buf[0])
+        });
+        ws.send(input(8)).await.unwrap();
+        assert_eq!(read_some(&out).await, vec![8]);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "the task read an input");
+        ws.send(Message::Ping(Vec::new().into())).await.unwrap();
+        let _ = read_some(&out).await;
+        let (n, first) = tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("the task was woken")
+            .unwrap();
+        assert_eq!((n, first), (6, 0x89));
+    }
+
+    /// The peer's end, and a flood past the rate limit, hand reading back to the task for
+    /// good: it reads what is left itself, in order.
+    #[tokio::test]
+    async fn the_end_and_a_flood_hand_reading_back() {
+        let (mut stream, out, ws) = pair().await;
+        assert!(out.start_reads(30));
+        drop(ws);
+        let _ = read_some(&out).await;
+        assert_eq!(reader(&out), Reader::Task);
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            stream.read(&mut buf).await.unwrap(),
+            0,
+            "the task sees the end"
+        );
+        assert!(!out.start_reads(30), "not again");
+
+        let (mut stream, out, mut ws) = pair().await;
+        assert!(out.start_reads(30));
+        for ack in 0..100 {
+            ws.feed(input(ack)).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        // The whole burst arrives before the simulation reads it all.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let taken = read_some(&out).await;
+        assert_eq!(
+            taken,
+            (0..32).collect::<Vec<_>>(),
+            "the burst of the rate limit"
+        );
+        assert_eq!(reader(&out), Reader::Task);
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(
+            n,
+            6 + input(32).len(),
+            "the task reads on from the next message"
+        );
+    }
+
+    /// A ping flood: more than a message's worth waiting behind a frame of the task's hands
+    /// reading back, so the session's limit sees the flood (and closes it with 4013).
+    #[tokio::test]
+    async fn pings_piling_up_hand_reading_back() {
+        let (_stream, out, mut ws) = pair().await;
+        assert!(out.start_reads(30));
+        for _ in 0..64 {
+            ws.feed(Message::Ping(vec![0; 125].into())).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = read_some(&out).await;
+        assert_eq!(reader(&out), Reader::Task);
     }
 }

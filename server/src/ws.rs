@@ -81,8 +81,9 @@ pub(crate) async fn serve_tcp(
     peer: Option<std::net::IpAddr>,
 ) {
     let out = Arc::new(Outbound::default());
-    let stream = WireStream::new(tcp, out.clone());
-    serve(stream, leftover, sh, client, out, peer).await;
+    // The leftover goes through the stream, which hands tungstenite one frame at a time.
+    let stream = WireStream::new(tcp, out.clone(), leftover);
+    serve(stream, Vec::new(), sh, client, out, peer).await;
 }
 
 /// Runs one upgraded connection from `peer` to its end; the simulation puts its messages
@@ -272,7 +273,7 @@ mod tests {
             .set_send_buffer_size(4096)
             .unwrap();
         let out = Arc::new(Outbound::default());
-        let stream = WireStream::new(tcp, out.clone());
+        let stream = WireStream::new(tcp, out.clone(), Vec::new());
         let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
         let mut t = WsTransport {
             ws,

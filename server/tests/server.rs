@@ -51,7 +51,19 @@ async fn closed_with(c: &mut Client) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_moves_own_entity_and_every_snapshot_verifies() {
-    let srv = TestServer::start(|_| {}).await;
+    moves_own_entity(true).await;
+}
+
+/// The same with `--no-direct-reads`: the connection task reads every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_moves_own_entity_with_the_tasks_reading_everything() {
+    moves_own_entity(false).await;
+}
+
+/// Inputs move the player's entity, pings are answered in between, and every snapshot
+/// verifies; with `direct`, the room reads the inputs from the socket itself.
+async fn moves_own_entity(direct: bool) {
+    let srv = TestServer::start(|c| c.direct_reads = direct).await;
     let mut c = srv.ws_client("mover").await;
     assert_eq!(c.welcome.tick_rate, 30);
     let me = c.welcome.entity_id;
@@ -85,6 +97,33 @@ async fn input_moves_own_entity_and_every_snapshot_verifies() {
         moved.x <= 8.0 * 32.0 / 30.0 + 0.1,
         "faster than the limit: {moved}"
     );
+    // A Ping among the inputs gets its Pong (from the connection task, either way).
+    c.ping().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        c.send_input(0, 0, 0, 0).await.unwrap();
+        match timeout(WAIT, c.next_event())
+            .await
+            .expect("an event")
+            .unwrap()
+        {
+            Event::Pong { .. } => break,
+            Event::Closed { code, reason } => panic!("closed: {code} {reason}"),
+            _ => assert!(Instant::now() < deadline, "no Pong"),
+        }
+    }
+    let read_directly = srv
+        .metrics
+        .inbound_direct
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if direct {
+        assert!(
+            read_directly >= 30,
+            "{read_directly} inputs read by the room"
+        );
+    } else {
+        assert_eq!(read_directly, 0);
+    }
     srv.shutdown().await;
 }
 
@@ -318,12 +357,23 @@ async fn dropped_players_leave_every_view_until_they_resume() {
     .await;
     let mut observer = srv.ws_client("observer").await;
     let mut tokens = Vec::new();
+    let mut players = Vec::new();
     for i in 0..3 {
         let mut c = srv.ws_client(&format!("p{i}")).await;
         next_snapshot(&mut c).await;
         tokens.push((c.welcome.entity_id, c.welcome.resume_token));
-        drop(c); // no close frame: each may resume
+        players.push(c);
     }
+    // The observer sees all of them first (a view of one before they joined proves nothing).
+    let deadline = Instant::now() + WAIT;
+    while observer.receiver().view().len() != 4 {
+        next_snapshot(&mut observer).await;
+        assert!(
+            Instant::now() < deadline,
+            "the players never came into view"
+        );
+    }
+    drop(players); // no close frames: each may resume
     // Once the server has seen the drops, the observer sees only itself.
     let deadline = Instant::now() + WAIT;
     loop {
