@@ -27,6 +27,7 @@ use crate::config::SimConfig;
 use crate::game::{Game, PlayerInfo};
 use crate::metrics::Metrics;
 use crate::replication::{Replicator, SnapshotFrame, Viewer};
+use crate::session::Budget;
 use crate::wire::{Direct, DirectInputs, MAX_READ_BUFFER, Wire};
 
 /// What a connection task asks of the simulation; never dropped (unbounded, but bounded in
@@ -190,6 +191,11 @@ impl Outbound {
     /// now on ([`Wire::start_reads`]). Returns whether it does.
     pub(crate) fn start_reads(&self, tick_rate: u32) -> bool {
         self.lock().wire.start_reads(tick_rate)
+    }
+
+    /// Charges one message to the connection's budget ([`Wire::charge`]).
+    pub(crate) fn charge(&self, tick_rate: u32, now: tokio::time::Instant) -> Budget {
+        self.lock().wire.charge(tick_rate, now)
     }
 
     /// The simulation's read of this connection for one tick ([`Wire::read_inputs`]).

@@ -240,7 +240,6 @@ struct Session<T> {
     welcomed: bool,
     resume_token: Option<u64>,
     buf: Vec<u8>,
-    budget: RateLimit,
 }
 
 /// Per-session message budget (a token bucket): a client may send about two messages per tick
@@ -340,7 +339,6 @@ pub(crate) async fn run<T: Transport>(
     hello_deadline: Instant,
     peer: Option<std::net::IpAddr>,
 ) {
-    let sh_tick_rate = sh.cfg.sim.tick_rate;
     let mut s = Session {
         t,
         sh,
@@ -351,7 +349,6 @@ pub(crate) async fn run<T: Transport>(
         welcomed: false,
         resume_token: None,
         buf: Vec::with_capacity(256),
-        budget: RateLimit::new(sh_tick_rate, Instant::now()),
     };
     let end = s.serve(hello_deadline).await;
     // From here on only the session writes: `Disconnect` and the close frame go behind
@@ -451,7 +448,8 @@ impl<T: Transport> Session<T> {
 
     /// Charges one message to the budget, counting a dropped one.
     fn charge(&mut self) -> Budget {
-        let b = self.budget.take(Instant::now());
+        // The connection's one budget, which the simulation's direct reads charge too.
+        let b = self.out.charge(self.sh.cfg.sim.tick_rate, Instant::now());
         if b != Budget::Take {
             self.sh.metrics.inputs_rate_limited.fetch_add(1, Relaxed);
         }

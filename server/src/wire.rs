@@ -124,9 +124,18 @@ pub struct Wire {
     reader: Reader,
     /// The task's read, waiting while the simulation reads.
     waker: Option<Waker>,
-    /// The rate limit of the messages the simulation reads (the task's own limit counts the
-    /// rest): the session's, per path.
+    /// The connection's message budget (the session's rate limit), shared by the task's reads
+    /// and the simulation's ([`Wire::charge`]).
     budget: Option<RateLimit>,
+    /// The tick rate the budget is made for.
+    tick_rate: u32,
+    /// Reading was handed back to the task for good.
+    handed_back: bool,
+    /// The task has been handed all of the frame it was given to read (it reads on, or
+    /// hands reading to the simulation, on its next read).
+    frame_done: bool,
+    /// The receive low-water mark is raised ([`READ_LOWAT`]).
+    lowat_raised: bool,
 }
 
 /// Who reads the socket.
@@ -227,12 +236,20 @@ impl Wire {
         self.sock = None;
     }
 
+    /// Charges one message to the connection's budget (the session's rate limit for
+    /// `tick_rate`), whichever side read it.
+    pub(crate) fn charge(&mut self, tick_rate: u32, now: Instant) -> Budget {
+        self.budget
+            .get_or_insert_with(|| RateLimit::new(tick_rate, now))
+            .take(now)
+    }
+
     /// The client has joined and tungstenite holds no byte after the message it returned
-    /// last: the simulation reads from now on ([`Wire::read_inputs`]), with the session's rate
-    /// limit for `tick_rate`. Returns whether it does (not without a direct socket, after
-    /// reading was handed back, or if the low-water mark cannot be set).
+    /// last: the simulation reads from now on ([`Wire::read_inputs`]), charging the
+    /// connection's budget for `tick_rate`. Returns whether it does (not without a direct
+    /// socket, after reading was handed back, or if the low-water mark cannot be set).
     pub fn start_reads(&mut self, tick_rate: u32) -> bool {
-        if self.reader != Reader::Task || self.budget.is_some() || self.frame_left != 0 {
+        if self.reader != Reader::Task || self.handed_back || self.frame_left != 0 {
             return self.reader != Reader::Task;
         }
         let Some(sock) = &self.sock else {
@@ -241,12 +258,13 @@ impl Wire {
         if set_rcvlowat(sock, READ_LOWAT).is_err() {
             return false;
         }
+        self.lowat_raised = true;
+        self.tick_rate = tick_rate;
         if self.rpos == self.rbuf.len() {
             self.rbuf = Vec::new();
             self.rpos = 0;
         }
         self.reader = Reader::Sim;
-        self.budget = Some(RateLimit::new(tick_rate, Instant::now()));
         true
     }
 
@@ -254,12 +272,15 @@ impl Wire {
     /// hears of what is waiting. Returns the task's waker, to wake once the lock is let go.
     fn hand_back(&mut self) -> Option<Waker> {
         self.reader = Reader::Task;
-        if let Some(sock) = &self.sock
-            && set_rcvlowat(sock, 1).is_err()
+        self.handed_back = true;
+        self.frame_done = false;
+        if self.lowat_raised
+            && let Some(sock) = &self.sock
+            && set_rcvlowat(sock, 1).is_ok()
         {
-            // The task would not hear of data that is already there: the socket is unusable.
-            self.sock = None;
+            self.lowat_raised = false;
         }
+        // Otherwise the task lowers it on its own handle before it reads.
         self.waker.take()
     }
 
@@ -268,6 +289,7 @@ impl Wire {
     fn hand_frame(&mut self) -> Option<Waker> {
         self.reader = Reader::Frame;
         self.frame_left = 0;
+        self.frame_done = false;
         self.waker.take()
     }
 
@@ -353,9 +375,11 @@ impl Wire {
                 Err(_) => return (Next::Task, used),
             };
             let start = c.position() as usize;
-            if len > MAX_WS_MESSAGE as u64 || !h.is_final && h.opcode == OpCode::Data(Data::Binary)
-            {
-                // Oversized or fragmented: tungstenite's to judge, from here on.
+            let fragment = matches!(h.opcode, OpCode::Data(_))
+                && (!h.is_final || h.opcode == OpCode::Data(Data::Continue));
+            if len > MAX_WS_MESSAGE as u64 || fragment {
+                // Oversized or fragmented: tungstenite's to judge, from here on (a data frame
+                // inside a fragmented message is a protocol error only it can see).
                 return (Next::Task, used);
             }
             let end = start + len as usize;
@@ -379,10 +403,9 @@ impl Wire {
                 // Another message, or none: the session's, as if it had read it itself.
                 return (Next::Frame, used);
             };
-            match self.budget.as_mut().map(|b| b.take(now)) {
-                Some(Budget::Take) => {}
-                // Over the rate: the session's limit drops and closes, from this message on.
-                _ => return (Next::Task, used),
+            if self.charge(self.tick_rate, now) != Budget::Take {
+                // Over the rate: the session drops and closes, from this message on.
+                return (Next::Task, used);
             }
             inputs.push((ack_tick, frames));
             used += end;
@@ -397,6 +420,12 @@ impl Wire {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.reader == Reader::Frame && self.frame_done {
+            // tungstenite has taken the handed frame and the session has acted on it (a Leave
+            // or a close has stopped the simulation's reads by now): the simulation reads on.
+            self.reader = Reader::Sim;
+            self.frame_done = false;
+        }
         loop {
             if self.reader == Reader::Sim {
                 if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -420,7 +449,7 @@ impl Wire {
                     self.rpos = 0;
                 }
                 if self.frame_left == 0 && self.reader == Reader::Frame {
-                    self.reader = Reader::Sim;
+                    self.frame_done = true;
                 }
                 return Poll::Ready(Ok(()));
             }
@@ -428,6 +457,13 @@ impl Wire {
                 // The simulation hands over whole frames only; should one not be, the task
                 // reads on by itself rather than wait for bytes no one will fetch.
                 drop(self.hand_back());
+            }
+            if self.lowat_raised {
+                // Handed back without a direct handle to lower it with (a failed write).
+                if let Err(e) = set_rcvlowat(&socket2::SockRef::from(&*tcp), 1) {
+                    return Poll::Ready(Err(e));
+                }
+                self.lowat_raised = false;
             }
             let mut chunk = [0u8; TASK_READ_CHUNK];
             let mut rb = ReadBuf::new(&mut chunk);
@@ -518,8 +554,13 @@ impl Wire {
                 Direct::No
             }
             // A broken socket (or a zero-length write, which cannot happen here): the task
-            // finds out on its own next read or write.
+            // finds out on its own next read or write, reading for itself from now on.
             _ => {
+                if self.reader != Reader::Task
+                    && let Some(w) = self.hand_back()
+                {
+                    w.wake();
+                }
                 self.sock = None;
                 Direct::No
             }
@@ -687,7 +728,7 @@ mod tests {
 mod read_tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use futures_util::SinkExt;
+    use futures_util::{FutureExt, SinkExt};
     use tickwire_shared::codec::encode_client;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
@@ -773,8 +814,65 @@ mod read_tests {
         let n = stream.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..2], &[0x89, 0x83], "a masked ping of 3 bytes, alone");
         assert_eq!(n, 6 + 3);
+        assert_eq!(reader(&out), Reader::Frame, "until the task reads again");
+        let mut task = tokio_test_read(&mut stream, &mut buf);
+        assert!(task.as_mut().now_or_never().is_none(), "it waits");
         assert_eq!(reader(&out), Reader::Sim);
+        drop(task);
         assert_eq!(read_some(&out).await, vec![5]);
+    }
+
+    fn tokio_test_read<'a>(
+        s: &'a mut WireStream,
+        buf: &'a mut [u8],
+    ) -> Pin<Box<impl Future<Output = io::Result<usize>> + 'a>> {
+        Box::pin(s.read(buf))
+    }
+
+    /// A handed frame larger than one read of the task's goes over in several, and the
+    /// simulation reads on after it.
+    #[tokio::test]
+    async fn a_large_frame_is_handed_over_in_several_reads() {
+        let (mut stream, out, mut ws) = pair().await;
+        assert!(out.start_reads(30));
+        // Binary, but not a message: the session's to refuse (1002).
+        for m in [input(1), Message::Binary(vec![0xff; 3000].into()), input(2)] {
+            ws.feed(m).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        assert_eq!(read_some(&out).await, vec![1]);
+        assert_eq!(reader(&out), Reader::Frame);
+        let mut got = 0;
+        let mut buf = [0u8; 1024];
+        while got < 8 + 3000 {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0 && got + n <= 8 + 3000, "{got} + {n}");
+            got += n;
+        }
+        assert!(
+            tokio_test_read(&mut stream, &mut buf)
+                .now_or_never()
+                .is_none()
+        );
+        assert_eq!(read_some(&out).await, vec![2]);
+    }
+
+    /// A fragmented message, of any kind, is tungstenite's to judge: reading is handed back.
+    #[tokio::test]
+    async fn a_fragment_hands_reading_back() {
+        let (_stream, out, mut ws) = pair().await;
+        assert!(out.start_reads(30));
+        ws.send(Message::Frame(
+            tungstenite::protocol::frame::Frame::message(
+                b"he".to_vec(),
+                OpCode::Data(Data::Text),
+                false,
+            ),
+        ))
+        .await
+        .unwrap();
+        let _ = read_some(&out).await;
+        assert_eq!(reader(&out), Reader::Task);
     }
 
     /// While the simulation reads, the task's read waits, and is woken when a frame is its.

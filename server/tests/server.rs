@@ -266,6 +266,107 @@ async fn bad_input_gets_documented_close_codes_and_others_keep_playing() {
     srv.shutdown().await;
 }
 
+/// Joins over a raw WebSocket, waits for a snapshot (so the room reads the socket itself),
+/// sends a few inputs, then `bad` (whole messages) or `raw` (bytes straight to the socket);
+/// returns the close code.
+async fn close_code_after_joining(url: &str, bad: Vec<Message>, raw: &[u8]) -> u16 {
+    let mut ws = connect_raw(url, None).await.unwrap();
+    ws.send(hello_frame()).await.unwrap();
+    loop {
+        let (msg, _) = timeout(WAIT, next_message(&mut ws))
+            .await
+            .expect("a snapshot in time")
+            .unwrap()
+            .expect("not closed before the snapshot");
+        if matches!(msg, tickwire_shared::ServerMessage::Snapshot(_)) {
+            break;
+        }
+    }
+    let mut input = Vec::new();
+    let msg = ClientMessage::Input {
+        ack_tick: Default::default(),
+        frames: vec![],
+    };
+    encode_client(&msg, &mut input).unwrap();
+    for _ in 0..3 {
+        ws.send(Message::Binary(input.clone().into()))
+            .await
+            .unwrap();
+    }
+    // A tick or two, so those are read directly.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for m in bad {
+        if ws.send(m).await.is_err() {
+            break;
+        }
+    }
+    if !raw.is_empty() {
+        let _ = ws.get_mut().write_all(raw).await;
+    }
+    loop {
+        match timeout(WAIT, next_message(&mut ws))
+            .await
+            .expect("close in time")
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err((code, _))) => return code,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Once the room reads a client's socket itself, bad input still gets its documented close
+/// code from the session, and `Leave` still leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_after_joining_gets_its_close_code_on_the_direct_path() {
+    let srv = TestServer::start(|_| {}).await;
+    let url = &srv.url;
+    let text = vec![Message::Text("hi".into())];
+    assert_eq!(close_code_after_joining(url, text, &[]).await, 1003);
+    let garbage = vec![Message::Binary(vec![0xde, 0xad, 0xbe, 0xef].into())];
+    assert_eq!(close_code_after_joining(url, garbage, &[]).await, 1002);
+    let big = vec![Message::Binary(vec![0u8; 64 * 1024].into())];
+    assert_eq!(close_code_after_joining(url, big, &[]).await, 1009);
+    // An unmasked client frame, and one with a reserved bit set.
+    assert_eq!(
+        close_code_after_joining(url, vec![], &[0x82, 0x02, 1, 2]).await,
+        1002
+    );
+    assert_eq!(
+        close_code_after_joining(url, vec![], &[0xc2, 0x82, 0, 0, 0, 0, 1, 2]).await,
+        1002
+    );
+    // A data frame inside a fragmented message.
+    let fragment = Message::Frame(tungstenite::protocol::frame::Frame::message(
+        b"he".to_vec(),
+        tungstenite::protocol::frame::coding::OpCode::Data(
+            tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        false,
+    ));
+    let mut input = Vec::new();
+    let msg = ClientMessage::Input {
+        ack_tick: Default::default(),
+        frames: vec![],
+    };
+    encode_client(&msg, &mut input).unwrap();
+    let input = Message::Binary(input.into());
+    assert_eq!(
+        close_code_after_joining(url, vec![fragment, input], &[]).await,
+        1002
+    );
+    let mut leave = Vec::new();
+    encode_client(&ClientMessage::Leave, &mut leave).unwrap();
+    let leave = vec![Message::Binary(leave.into())];
+    assert_eq!(close_code_after_joining(url, leave, &[]).await, 1000);
+    let direct = srv
+        .metrics
+        .inbound_direct
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(direct >= 7 * 3, "{direct} inputs read directly");
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_everyone_with_1001_quickly() {
     let srv = TestServer::start(|_| {}).await;
