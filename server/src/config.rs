@@ -185,7 +185,7 @@ pub struct Cli {
     /// Leave every client message to its connection task. By default, once a plain-TCP
     /// WebSocket client has joined, the room reads its socket itself at each tick and applies
     /// its inputs (any other message still goes to the task): no wake-up of the runtime per
-    /// input, 13-18% less server CPU per snapshot in the 2,000-bot arena (README). A `Pong`
+    /// input, 18-27% less server CPU per snapshot in the 2,000-bot arena (README). A `Pong`
     /// then answers at the room's next tick, so a measured round trip includes the wait for
     /// it (up to one tick), as an input's effect does. TLS and QUIC clients are always read
     /// by their tasks.

@@ -163,8 +163,13 @@ async fn raw_close_code(url: &str, frames: Vec<Message>) -> u16 {
             break;
         }
     }
+    close_code(&mut ws).await
+}
+
+/// Reads until the server closes; returns the close code.
+async fn close_code(ws: &mut tickwire_bot_client::client::Ws) -> u16 {
     loop {
-        match timeout(WAIT, next_message(&mut ws))
+        match timeout(WAIT, next_message(ws))
             .await
             .expect("close in time")
         {
@@ -303,16 +308,7 @@ async fn close_code_after_joining(url: &str, bad: Vec<Message>, raw: &[u8]) -> u
     if !raw.is_empty() {
         let _ = ws.get_mut().write_all(raw).await;
     }
-    loop {
-        match timeout(WAIT, next_message(&mut ws))
-            .await
-            .expect("close in time")
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err((code, _))) => return code,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    close_code(&mut ws).await
 }
 
 /// Once the room reads a client's socket itself, bad input still gets its documented close
