@@ -501,7 +501,9 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -
                     leftover.extend_from_slice(&parts.read_buf);
                     leftover.extend_from_slice(&rest);
                     drop((parts.read_buf, rest));
-                    ws::serve_tcp(tcp, leftover, sh, id, Some(peer_ip)).await;
+                    // Boxed, both transports: the task's future is as large as its largest
+                    // branch (see `session::run`).
+                    Box::pin(ws::serve_tcp(tcp, leftover, sh, id, Some(peer_ip))).await;
                 }
                 Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                     Ok(parts) => {
@@ -510,7 +512,7 @@ fn upgrade(mut req: Request<Incoming>, sh: Arc<Shared>, pending: &PendingCell) -
                         drop(parts.read_buf);
                         let out = Arc::new(crate::room::Outbound::default());
                         let tls = parts.io.into_inner();
-                        ws::serve(tls, leftover, sh, id, out, Some(peer_ip)).await;
+                        Box::pin(ws::serve(tls, leftover, sh, id, out, Some(peer_ip))).await;
                     }
                     Err(_) => debug!("upgraded connection is neither TCP nor TLS over TCP"),
                 },

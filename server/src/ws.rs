@@ -83,7 +83,8 @@ pub(crate) async fn serve_tcp(
     let out = Arc::new(Outbound::default());
     // The leftover goes through the stream, which hands tungstenite one frame at a time.
     let stream = WireStream::new(tcp, out.clone(), leftover);
-    serve(stream, Vec::new(), sh, client, out, peer).await;
+    // Boxed: see `session::run`.
+    Box::pin(serve(stream, Vec::new(), sh, client, out, peer)).await;
 }
 
 /// Runs one upgraded connection from `peer` to its end; the simulation puts its messages
@@ -107,7 +108,8 @@ pub(crate) async fn serve<S>(
         out: out.clone(),
     };
     let hello_deadline = Instant::now() + sh.cfg.handshake_timeout;
-    session::run(t, sh, client, out, hello_deadline, peer).await;
+    // Boxed: see `session::run`.
+    Box::pin(session::run(t, sh, client, out, hello_deadline, peer)).await;
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
