@@ -202,6 +202,55 @@ impl Grid {
     }
 }
 
+impl Grid {
+    /// As [`Grid::query`], in increasing order, with `marks` as scratch: empty or all zero,
+    /// as every call leaves it, of any length. The hits are marked in a bitmap of the item indices and
+    /// read back in order: cheaper than sorting them (a view is some dozens of items out of
+    /// a few thousand, and the bitmap's words are read once).
+    pub fn query_sorted(
+        &self,
+        center: Vec2,
+        radius: f32,
+        marks: &mut Vec<u64>,
+        out: &mut Vec<u32>,
+    ) {
+        let words = self.cell_of.len().div_ceil(64);
+        marks.resize(words, 0);
+        let r2 = radius * radius;
+        let (x0, y0) = self.cell_xy(center - Vec2::splat(radius));
+        let (x1, y1) = self.cell_xy(center + Vec2::splat(radius));
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for y in y0..=y1 {
+            let row = y * self.nx;
+            let (a, b) = (
+                self.starts[row + x0] as usize,
+                self.starts[row + x1 + 1] as usize,
+            );
+            for (&i, p) in self.items[a..b].iter().zip(&self.item_pos[a..b]) {
+                if p.distance_squared(center) <= r2 {
+                    let w = i as usize / 64;
+                    if let Some(m) = marks.get_mut(w) {
+                        *m |= 1 << (i % 64);
+                        lo = lo.min(w);
+                        hi = hi.max(w);
+                    }
+                }
+            }
+        }
+        if lo > hi {
+            return;
+        }
+        for (w, m) in marks[lo..=hi].iter_mut().enumerate() {
+            let base = ((lo + w) * 64) as u32;
+            let mut bits = std::mem::take(m);
+            while bits != 0 {
+                out.push(base + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +299,15 @@ mod tests {
                 .filter(|&i| positions[i as usize].distance_squared(c) <= radius * radius)
                 .collect();
             prop_assert_eq!(&got, &want);
+            // In order without sorting, and the bitmap is left clear for the next query
+            // (here one of another world's size, then the same one again).
+            let mut marks = vec![0; 9];
+            for _ in 0..2 {
+                let mut sorted = vec![7];
+                g.query_sorted(c, radius, &mut marks, &mut sorted);
+                prop_assert_eq!(&sorted[1..], &want[..]);
+                prop_assert!(marks.iter().all(|&m| m == 0));
+            }
             // A covered query is exactly its cells' items, in order.
             g.rebuild_with_boxes(&positions);
             if let Some(rect) = g.covered(c, radius) {

@@ -827,6 +827,11 @@ fn each<C: Send>(viewers: &mut [C], parallel: bool, f: impl Fn(&mut C) + Sync + 
     }
 }
 
+thread_local! {
+    /// [`Grid::query_sorted`]'s bitmap, one per thread that finds views.
+    static MARKS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn find_view(v: &mut Viewer, frame: &WorldFrame, grid: &Grid, positions: &[Vec2], radius: f32) {
     v.near.clear();
     v.cur = Cur::Own { delta: None };
@@ -836,9 +841,8 @@ fn find_view(v: &mut Viewer, frame: &WorldFrame, grid: &Grid, positions: &[Vec2]
             v.cur = Cur::Covered(rect);
             return;
         }
-        grid.query(center, radius, &mut v.near);
-        // Entity indices are in id order, so sorting indices sorts the view by id.
-        v.near.sort_unstable();
+        // Entity indices are in id order, so a view in index order is in id order.
+        MARKS.with_borrow_mut(|marks| grid.query_sorted(center, radius, marks, &mut v.near));
     }
     if v.budget.is_some() {
         // A budgeted client's view is what its held view becomes (`send_budgeted`): its id

@@ -33,61 +33,69 @@ impl BitWriter {
     }
 
     /// Writes the low `n` bits of `value` (`n` ≤ 32), least significant first.
+    #[inline]
     pub fn write_bits(&mut self, value: u32, n: u32) {
         debug_assert!(n <= 32);
         if n == 0 {
             return;
         }
-        let masked = u64::from(value) & ((1u64 << n) - 1);
-        self.acc |= masked << self.acc_bits;
-        self.acc_bits += n;
-        // acc_bits < 32 before, so < 64 now: spill whole 32-bit words.
-        if self.acc_bits >= 32 {
-            self.buf.extend_from_slice(&(self.acc as u32).to_le_bytes());
-            self.acc >>= 32;
-            self.acc_bits -= 32;
+        self.put(u64::from(value) & ((1u64 << n) - 1), n);
+    }
+
+    /// Writes the `n` bits of `v` (`1 ≤ n ≤ 64`; `v` has no bit set at `n` or above): into
+    /// the accumulator, which is spilled a whole 64-bit word at a time.
+    #[inline]
+    fn put(&mut self, v: u64, n: u32) {
+        debug_assert!((1..=64).contains(&n) && (n == 64 || v >> n == 0));
+        let used = self.acc_bits;
+        // used < 64 always: the accumulator is spilled as soon as it fills.
+        self.acc |= v << used;
+        let total = used + n;
+        if total >= 64 {
+            self.buf.extend_from_slice(&self.acc.to_le_bytes());
+            // What did not fit; with used == 0 all n bits fitted.
+            self.acc = if used == 0 { 0 } else { v >> (64 - used) };
+            self.acc_bits = total - 64;
+        } else {
+            self.acc_bits = total;
         }
     }
 
     /// Writes one bit.
+    #[inline]
     pub fn write_bit(&mut self, bit: bool) {
-        self.write_bits(u32::from(bit), 1);
+        self.put(u64::from(bit), 1);
     }
 
     /// Writes `value` as an order-0 Exp-Golomb code: with `m = value + 1` and
     /// `k = floor(log2(m))`, `k` zero bits, a one bit, then the low `k` bits of `m`
     /// (LSB-first). 0 → `1`, 1 → `01` + `0`, 2 → `01` + `1`, 3 → `001` + `00`, …
+    #[inline]
     pub fn write_eg0(&mut self, value: u32) {
         let m = u64::from(value) + 1;
         let k = 63 - m.leading_zeros();
-        if k < 16 {
-            // The whole code in one write: k zeros, the one, then the low k bits of m.
-            let rest = (m & ((1 << k) - 1)) as u32;
-            self.write_bits((1 << k) | (rest << (k + 1)), 2 * k + 1);
-            return;
-        }
-        for _ in 0..k {
-            self.write_bits(0, 1);
-        }
-        self.write_bits(1, 1);
         // k ≤ 32 because m ≤ 2^32; the top bit of m is implicit.
         let rest = m & ((1u64 << k) - 1);
-        if k == 32 {
-            self.write_bits(rest as u32, 32);
+        if k < 32 {
+            // The whole code (2k + 1 ≤ 63 bits) in one write: k zeros, the one, the rest.
+            self.put((1 << k) | (rest << (k + 1)), 2 * k + 1);
         } else {
-            self.write_bits(rest as u32, k);
+            self.put(1 << k, k + 1);
+            self.put(rest, k);
         }
     }
 
     /// Appends `len` bits of `src` starting at bit `start` (in this module's LSB-first order),
     /// at whatever bit offset the writer is at: a bit run encoded once (one entity's delta or
-    /// full state) is copied into many bodies 32 bits at a time instead of being re-encoded.
+    /// full state) is copied into many bodies 56 bits at a time instead of being re-encoded.
     /// `src` must hold `start + len` bits.
+    #[inline]
     pub fn append_bits(&mut self, src: &[u8], start: usize, len: usize) {
         debug_assert!(start + len <= src.len() * 8);
         let (mut pos, end) = (start, start + len);
         while pos < end {
-            let take = (end - pos).min(32) as u32;
+            // A 64-bit load shifted by at most 7 holds 57 bits of the source.
+            let take = (end - pos).min(56) as u32;
             let byte = pos / 8;
             let word = match src.get(byte..byte + 8) {
                 Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
@@ -99,8 +107,7 @@ impl BitWriter {
                     u64::from_le_bytes(w)
                 }
             };
-            let v = (word >> (pos % 8)) as u32;
-            self.write_bits(v, take);
+            self.put((word >> (pos % 8)) & ((1u64 << take) - 1), take);
             pos += take as usize;
         }
     }
