@@ -26,6 +26,11 @@ use crate::metrics::Metrics;
 use crate::room::{Control, InputMsg, Room};
 use crate::scheduler::{Poll, TickScheduler};
 
+/// Most threads the room threads' own replication pools may add up to, `room threads ×
+/// (cores − 1)` (see [`Driver::start`]): the default of one room thread per core adds 56 on
+/// 8 cores; from 9 cores on, the default uses the global pool.
+const MAX_POOL_HELPERS: usize = 64;
+
 /// The longest a driver thread sleeps, so it notices shutdown promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
@@ -165,13 +170,36 @@ impl Driver {
         let mut senders = Vec::new();
         let mut load = Vec::new();
         let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = threads.max(1);
+        // A pool per room thread costs `cores - 1` threads each; past a bound the rooms use
+        // rayon's global pool instead, from outside it.
+        let own_pools = threads * (cores - 1) <= MAX_POOL_HELPERS;
+        for i in 0..threads {
             let (tx, rx) = crossbeam_channel::unbounded::<Slot>();
             let rooms = Arc::new(AtomicUsize::new(0));
             let (stop, metrics, rooms2) = (stop.clone(), metrics.clone(), rooms.clone());
             let h = std::thread::Builder::new()
                 .name(thread_name(i))
-                .spawn(move || run_thread(rx, rooms2, stop, epoch, tick_rate, metrics))?;
+                .spawn(move || {
+                    // This thread's rooms replicate in parallel on a pool that this thread
+                    // is worker 0 of: it does its share of each parallel pass and steals
+                    // while it waits, instead of sleeping until the global pool's workers
+                    // are woken and scheduled (on a busy machine, that wait was the tick's
+                    // tail). On one core the passes simply run here.
+                    let pool = own_pools.then(|| {
+                        rayon::ThreadPoolBuilder::new()
+                            .num_threads(cores)
+                            .use_current_thread()
+                            .thread_name(move |w| format!("tickwire-rep-{i}.{w}"))
+                            .build()
+                    });
+                    if let Some(Err(e)) = &pool {
+                        warn!(error = %e, "no replication pool for this room thread: its rooms use the global one");
+                    }
+                    run_thread(rx, rooms2, stop, epoch, tick_rate, metrics);
+                    drop(pool);
+                })?;
             senders.push(tx);
             load.push(rooms);
             handles.push(h);
