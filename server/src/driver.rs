@@ -9,6 +9,11 @@
 //! pass, so one room that is behind cannot starve the others on its thread, then sleeps until
 //! the earliest deadline (or a new room arrives).
 //!
+//! Each thread is worker 0 of its own rayon pool (one helper thread per other core), so a big
+//! room's parallel replication passes run partly on the room thread itself, which steals while
+//! it waits instead of sleeping until another pool's workers are scheduled. Past
+//! [`MAX_POOL_HELPERS`] helpers in all, the threads use rayon's global pool.
+//!
 //! Connection tasks reach a room only through its [`RoomHandle`]: crossbeam channels in
 //! (joins, leaves, inputs) and the per-client latest-wins slots out. Nothing here does I/O or
 //! waits on a client, the directory or Redis.

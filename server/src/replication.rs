@@ -14,7 +14,8 @@
 //! fork-joins per tick cost more than they save until there is about a millisecond of
 //! per-client work (tick bench, 2 cores: 1,000 own views 1.38 ms on rayon against 2.05 ms on
 //! one thread, 5,000: 17.5 against 30.4 ms; but 200 own views 0.37 against 0.21 ms, and the
-//! 1,000-client crowd 0.55 against 0.37 ms).
+//! 1,000-client crowd 0.55 against 0.37 ms). In the server, "rayon's pool" is the room
+//! thread's own, which the room thread itself works in (`crate::driver`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
