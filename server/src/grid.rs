@@ -200,13 +200,11 @@ impl Grid {
             }
         }
     }
-}
 
-impl Grid {
     /// As [`Grid::query`], in increasing order, with `marks` as scratch: empty or all zero,
-    /// as every call leaves it, of any length. The hits are marked in a bitmap of the item indices and
-    /// read back in order: cheaper than sorting them (a view is some dozens of items out of
-    /// a few thousand, and the bitmap's words are read once).
+    /// as every call leaves it, of any length. The hits are marked in a bitmap of the item
+    /// indices and read back in order: cheaper than sorting them (a view is some dozens of
+    /// items out of a few thousand, and the bitmap's words are read once).
     pub fn query_sorted(
         &self,
         center: Vec2,
