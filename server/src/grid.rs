@@ -184,6 +184,12 @@ impl Grid {
     /// Appends to `out` every item within `radius` of `center` (by the positions the grid was
     /// last built from), in no particular order.
     pub fn query(&self, center: Vec2, radius: f32, out: &mut Vec<u32>) {
+        self.each_within(center, radius, |i| out.push(i));
+    }
+
+    /// Calls `f` with every item within `radius` of `center`, cell row by cell row.
+    #[inline]
+    fn each_within(&self, center: Vec2, radius: f32, mut f: impl FnMut(u32)) {
         let r2 = radius * radius;
         let (x0, y0) = self.cell_xy(center - Vec2::splat(radius));
         let (x1, y1) = self.cell_xy(center + Vec2::splat(radius));
@@ -195,7 +201,7 @@ impl Grid {
             );
             for (&i, p) in self.items[a..b].iter().zip(&self.item_pos[a..b]) {
                 if p.distance_squared(center) <= r2 {
-                    out.push(i);
+                    f(i);
                 }
             }
         }
@@ -214,27 +220,15 @@ impl Grid {
     ) {
         let words = self.cell_of.len().div_ceil(64);
         marks.resize(words, 0);
-        let r2 = radius * radius;
-        let (x0, y0) = self.cell_xy(center - Vec2::splat(radius));
-        let (x1, y1) = self.cell_xy(center + Vec2::splat(radius));
         let (mut lo, mut hi) = (usize::MAX, 0);
-        for y in y0..=y1 {
-            let row = y * self.nx;
-            let (a, b) = (
-                self.starts[row + x0] as usize,
-                self.starts[row + x1 + 1] as usize,
-            );
-            for (&i, p) in self.items[a..b].iter().zip(&self.item_pos[a..b]) {
-                if p.distance_squared(center) <= r2 {
-                    let w = i as usize / 64;
-                    if let Some(m) = marks.get_mut(w) {
-                        *m |= 1 << (i % 64);
-                        lo = lo.min(w);
-                        hi = hi.max(w);
-                    }
-                }
+        self.each_within(center, radius, |i| {
+            let w = i as usize / 64;
+            if let Some(m) = marks.get_mut(w) {
+                *m |= 1 << (i % 64);
+                lo = lo.min(w);
+                hi = hi.max(w);
             }
-        }
+        });
         if lo > hi {
             return;
         }
