@@ -424,3 +424,63 @@ fn log_status(st: &mut Status, rooms: &[Slot], budget: Duration) {
     st.overruns_warned = 0;
     st.last_log = Instant::now();
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::room::Outbound;
+    use crate::{Arena, ServerConfig};
+    use tickwire_shared::ClientId;
+
+    /// Threads of this process whose name starts with `prefix` (Linux truncates names to 15
+    /// bytes).
+    fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with(prefix))
+            .count()
+    }
+
+    #[test]
+    fn a_room_forced_onto_parallel_replication_ticks_on_its_threads_own_pool() {
+        let cfg = ServerConfig::defaults();
+        let metrics = Arc::new(Metrics::default());
+        let arena = Arena::new(cfg.world.clone(), cfg.arena_rules(), 50, 7);
+        let mut room = Room::new(arena, cfg.sim.clone(), metrics.clone()).unwrap();
+        // Every pass on the pool, however few the clients.
+        room.replicator_mut().set_parallel_min_clients(0);
+        let outs: Vec<Arc<Outbound>> = (0..64u32)
+            .map(|i| {
+                let out = Arc::new(Outbound::default());
+                room.control(Control::Join {
+                    client: ClientId(i + 1),
+                    resume: None,
+                    player_id: None,
+                    out: out.clone(),
+                });
+                out
+            })
+            .collect();
+        let driver = Driver::start(1, 60, metrics).unwrap();
+        let handle = driver.add(room, "r".into(), "arena".into(), 100, false, 64);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = vec![false; outs.len()];
+        while !got.iter().all(|&g| g) && Instant::now() < deadline {
+            for (g, o) in got.iter_mut().zip(&outs) {
+                *g |= o.take().snapshot.is_some();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(got.iter().all(|&g| g), "every client got a snapshot");
+        let ticked = handle.tick.load(Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(handle.tick.load(Relaxed) > ticked, "the room keeps ticking");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // One helper per other core, named after its room thread; none on one core. (The only
+        // driver this test binary starts: the server's tests run it in their own processes.)
+        assert_eq!(threads_named("tickwire-rep-0."), cores - 1);
+        driver.stop();
+    }
+}
